@@ -1,0 +1,223 @@
+//! Redis: the connection pool, key naming, and the stream primitives behind
+//! [`StreamBus`].
+//!
+//! Keys are `{prefix}:{tag}:name`: the prefix separates deployments and test
+//! runs sharing one Redis, and the `{tag}` hash tag keeps a stream and its
+//! companion keys (delayed set, dedup) in one Redis Cluster slot, so atomic
+//! scripts over them keep working when `REDIS_URL` points at a cluster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agentry_actors::ports::{BusError, StreamBus, StreamEntry, StreamName};
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::streams::XReadResponse;
+
+use crate::configuration::RedisSettings;
+
+/// The field every stream entry carries its JSON payload in.
+const PAYLOAD_FIELD: &str = "payload";
+/// Commands that do not block fail after this, so a dead Redis turns into a
+/// clear error instead of a hung request.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct RedisBus {
+    pool: Pool,
+    /// Blocking reads get their own connections: a client waiting in
+    /// XREADGROUP BLOCK would otherwise hold up every command queued behind it.
+    blocking: Pool,
+    prefix: String,
+    stream_max_len: u64,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Builds the pools and starts connecting in the background: the server
+    /// starts (and reports not-ready) while Redis is down, and reconnects after.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, BusError> {
+        let url = settings.url.expose();
+        let config = if url.starts_with("redis-cluster://") {
+            Config::from_url_clustered(url)
+        } else {
+            Config::from_url(url)
+        }
+        .map_err(unavailable)?;
+        let build = |size: usize, timeout: Duration| -> Result<Pool, BusError> {
+            let pool = Builder::from_config(config.clone())
+                .with_connection_config(|connection| {
+                    connection.connection_timeout = Duration::from_secs(2);
+                    connection.internal_command_timeout = Duration::from_secs(2);
+                })
+                .with_performance_config(|performance| {
+                    performance.default_command_timeout = timeout
+                })
+                .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+                .build_pool(size)
+                .map_err(unavailable)?;
+            pool.connect();
+            Ok(pool)
+        };
+        Ok(Self {
+            pool: build(settings.pool_size.max(1), COMMAND_TIMEOUT)?,
+            // Blocking commands set their own timeout per call.
+            blocking: build(settings.pool_size.max(1), Duration::ZERO)?,
+            prefix: settings.prefix.clone(),
+            stream_max_len: settings.stream_max_len,
+        })
+    }
+
+    /// `{prefix}:{tag}:name`.
+    pub fn key(&self, tag: &str, name: &str) -> String {
+        format!("{}:{{{tag}}}:{name}", self.prefix)
+    }
+
+    pub fn stream_key(&self, stream: StreamName) -> String {
+        self.key(stream.as_str(), "stream")
+    }
+
+    /// The pool, for adapters (rate limits, revocation lists) that build on the same keys.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> Result<(), BusError> {
+        let _: String = self.pool.ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+        let _ = self.blocking.quit().await;
+    }
+}
+
+fn unavailable(error: fred::error::Error) -> BusError {
+    BusError::Unavailable(error.to_string())
+}
+
+fn into_entry(id: String, mut fields: HashMap<String, String>) -> Result<StreamEntry, BusError> {
+    match fields.remove(PAYLOAD_FIELD) {
+        Some(payload) => Ok(StreamEntry { id, payload }),
+        None => Err(BusError::Malformed {
+            id,
+            reason: format!("no {PAYLOAD_FIELD} field"),
+        }),
+    }
+}
+
+#[async_trait]
+impl StreamBus for RedisBus {
+    async fn publish(&self, stream: StreamName, payload: &str) -> Result<String, BusError> {
+        let cap = ("MAXLEN", "~", self.stream_max_len as i64);
+        self.pool
+            .xadd(
+                self.stream_key(stream),
+                false,
+                cap,
+                "*",
+                vec![(PAYLOAD_FIELD, payload)],
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ensure_group(&self, stream: StreamName, group: &str) -> Result<(), BusError> {
+        let created: Result<String, _> = self
+            .pool
+            .xgroup_create(self.stream_key(stream), group, "0", true)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(error) if error.details().starts_with("BUSYGROUP") => Ok(()),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn read_group(
+        &self,
+        stream: StreamName,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, BusError> {
+        let key = self.stream_key(stream);
+        let options = Options {
+            timeout: Some(block + COMMAND_TIMEOUT),
+            ..Default::default()
+        };
+        let response: XReadResponse<String, String, String, String> = self
+            .blocking
+            .next()
+            .with_options(&options)
+            .xreadgroup_map(
+                group,
+                consumer,
+                Some(count as u64),
+                Some(block.as_millis() as u64),
+                false,
+                key,
+                ">",
+            )
+            .await
+            .map_err(unavailable)?;
+        response
+            .into_values()
+            .flatten()
+            .map(|(id, fields)| into_entry(id, fields))
+            .collect()
+    }
+
+    async fn ack(&self, stream: StreamName, group: &str, ids: &[String]) -> Result<u64, BusError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.pool
+            .xack(self.stream_key(stream), group, ids.to_vec())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn reclaim(
+        &self,
+        stream: StreamName,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BusError> {
+        let (_next, entries): (String, Vec<(String, HashMap<String, String>)>) = self
+            .pool
+            .xautoclaim_values(
+                self.stream_key(stream),
+                group,
+                consumer,
+                min_idle.as_millis() as u64,
+                "0-0",
+                Some(count as u64),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| into_entry(id, fields))
+            .collect()
+    }
+
+    async fn len(&self, stream: StreamName) -> Result<u64, BusError> {
+        self.pool
+            .xlen(self.stream_key(stream))
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,434 @@
+//! Layered configuration: the embedded `config/default.toml`, then the profile
+//! file chosen by `AGENTRY_ENV`, then `AGENTRY__SECTION__KEY` variables, then
+//! the conventional `DATABASE_URL` and `REDIS_URL`.
+//!
+//! This is the only module that reads the environment; the rest of the code
+//! receives a validated [`Settings`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentry_actors::Secret;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use config::{Config, Environment as EnvSource, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const DEVELOPMENT_TOML: &str = include_str!("../config/development.toml");
+const TEST_TOML: &str = include_str!("../config/test.toml");
+const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
+
+/// The profile, from `AGENTRY_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Development,
+    Test,
+    Production,
+}
+
+impl Profile {
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "development" | "dev" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(ConfigError::Invalid(format!(
+                "AGENTRY_ENV={other:?} is not one of development, test, production"
+            ))),
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Self::Development => DEVELOPMENT_TOML,
+            Self::Test => TEST_TOML,
+            Self::Production => PRODUCTION_TOML,
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    #[serde(skip, default = "default_profile")]
+    pub profile: Profile,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub security: SecuritySettings,
+    pub log: LogSettings,
+    pub demo: DemoSettings,
+}
+
+fn default_profile() -> Profile {
+    Profile::Development
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    pub max_body_bytes: usize,
+    pub public_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret<String>,
+    pub app_user: String,
+    pub app_password: Secret<String>,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret<String>,
+    pub prefix: String,
+    pub pool_size: usize,
+    pub stream_max_len: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    pub dashboard_token_ttl_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SecuritySettings {
+    pub encryption_current_key_id: String,
+    pub encryption_keys: BTreeMap<String, Secret<String>>,
+    pub signing: SigningSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SigningSettings {
+    pub token_key: Secret<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DemoSettings {
+    pub seed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the settings from this process's environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::vars().collect())
+    }
+
+    /// Loads the settings from the given environment variables (tests pass their own).
+    pub fn load_from(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let profile = Profile::parse(env.get("AGENTRY_ENV").map(String::as_str).unwrap_or(""))?;
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(profile.file(), FileFormat::Toml))
+            .add_source(
+                EnvSource::with_prefix("AGENTRY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env.clone().into_iter().collect())),
+            );
+        for (variable, key) in [("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")] {
+            if let Some(value) = env.get(variable).filter(|v| !v.is_empty()) {
+                builder = builder.set_override(key, value.as_str())?;
+            }
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.profile = profile;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what deserialization cannot: keys decode to the right sizes, and
+    /// production runs neither without keys nor with the public development ones.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let security = &self.security;
+        let current = &security.encryption_current_key_id;
+        if current.is_empty() {
+            return Err(ConfigError::Invalid(
+                "security.encryption_current_key_id is missing (set AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID; `agentry keys generate` prints one)".into(),
+            ));
+        }
+        if !security.encryption_keys.contains_key(current) {
+            return Err(ConfigError::Invalid(format!(
+                "security.encryption_keys has no key {current:?} (set AGENTRY__SECURITY__ENCRYPTION_KEYS__{})",
+                current.to_ascii_uppercase()
+            )));
+        }
+        for (id, key) in &security.encryption_keys {
+            if !is_valid_key_id(id) {
+                return Err(ConfigError::Invalid(format!(
+                    "security.encryption_keys: key id {id:?} must be 1-32 characters of a-z, 0-9, _ or -"
+                )));
+            }
+            match BASE64.decode(key.expose().trim()) {
+                Ok(bytes) if bytes.len() == 32 => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "security.encryption_keys.{id} must be base64 of exactly 32 bytes"
+                    )))
+                }
+            }
+        }
+        let token_key = security.signing.token_key.expose().trim();
+        if token_key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "security.signing.token_key is missing (set AGENTRY__SECURITY__SIGNING__TOKEN_KEY; `agentry keys generate` prints one)".into(),
+            ));
+        }
+        match BASE64.decode(token_key) {
+            Ok(bytes) if bytes.len() >= 32 => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "security.signing.token_key must be base64 of at least 32 bytes".into(),
+                ))
+            }
+        }
+        if self.profile == Profile::Production {
+            let development = DevelopmentKeys::embedded()?;
+            for (id, key) in &security.encryption_keys {
+                if development
+                    .encryption
+                    .iter()
+                    .any(|dev| dev == key.expose().trim())
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "production refuses the development encryption key security.encryption_keys.{id}; generate one with `agentry keys generate`"
+                    )));
+                }
+            }
+            if token_key == development.signing {
+                return Err(ConfigError::Invalid(
+                    "production refuses the development signing key security.signing.token_key; generate one with `agentry keys generate`".into(),
+                ));
+            }
+        }
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::Invalid(
+                "redis.prefix must be non-empty without braces or spaces".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn encryption_key_bytes(&self) -> BTreeMap<String, Secret<Vec<u8>>> {
+        self.security
+            .encryption_keys
+            .iter()
+            .filter_map(|(id, key)| {
+                let bytes = BASE64.decode(key.expose().trim()).ok()?;
+                Some((id.clone(), Secret::new(bytes)))
+            })
+            .collect()
+    }
+
+    pub fn token_key_bytes(&self) -> Secret<Vec<u8>> {
+        Secret::new(
+            BASE64
+                .decode(self.security.signing.token_key.expose().trim())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn is_valid_key_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The keys shipped in `config/development.toml`; public, so production refuses them.
+struct DevelopmentKeys {
+    encryption: Vec<String>,
+    signing: String,
+}
+
+impl DevelopmentKeys {
+    fn embedded() -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Defaults {
+            security: SecuritySettings,
+        }
+        let defaults: Defaults = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(DEVELOPMENT_TOML, FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        Ok(Self {
+            encryption: defaults
+                .security
+                .encryption_keys
+                .values()
+                .map(|key| key.expose().trim().to_owned())
+                .collect(),
+            signing: defaults
+                .security
+                .signing
+                .token_key
+                .expose()
+                .trim()
+                .to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const PROD_ENC: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const PROD_SIGN: &str = "H4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4c=";
+    const DEV_ENC: &str = "YWdlbnRyeS1kZXYta2V5LW5vdC1mb3ItcHJvZCEhISE=";
+    const DEV_SIGN: &str = "ZGV2ZWxvcG1lbnQtc2lnbmluZy1rZXktbm90LWZvci1wcm9kdWN0aW9u";
+
+    #[test]
+    fn development_is_the_default_profile_and_loads_with_no_environment() {
+        let settings = Settings::load_from(env(&[])).unwrap();
+        assert_eq!(settings.profile, Profile::Development);
+        assert!(settings.demo.seed);
+        assert_eq!(settings.http.bind.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let settings = Settings::load_from(env(&[
+            ("AGENTRY__HTTP__MAX_BODY_BYTES", "1024"),
+            ("AGENTRY__REDIS__PREFIX", "run42"),
+            ("DATABASE_URL", "postgres://u@db:5432/x"),
+            ("REDIS_URL", "redis://cache:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.http.max_body_bytes, 1024);
+        assert_eq!(settings.redis.prefix, "run42");
+        assert_eq!(settings.database.url.expose(), "postgres://u@db:5432/x");
+        assert_eq!(settings.redis.url.expose(), "redis://cache:6379");
+    }
+
+    #[test]
+    fn production_without_keys_says_which_is_missing() {
+        let err = Settings::load_from(env(&[("AGENTRY_ENV", "production")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("encryption_current_key_id is missing"),
+            "{err}"
+        );
+
+        let err = Settings::load_from(env(&[
+            ("AGENTRY_ENV", "production"),
+            ("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID", "k1"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("has no key \"k1\""), "{err}");
+
+        let err = Settings::load_from(env(&[
+            ("AGENTRY_ENV", "production"),
+            ("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID", "k1"),
+            ("AGENTRY__SECURITY__ENCRYPTION_KEYS__K1", PROD_ENC),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("token_key is missing"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_keys() {
+        let err = Settings::load_from(env(&[
+            ("AGENTRY_ENV", "production"),
+            ("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID", "k1"),
+            ("AGENTRY__SECURITY__ENCRYPTION_KEYS__K1", DEV_ENC),
+            ("AGENTRY__SECURITY__SIGNING__TOKEN_KEY", PROD_SIGN),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("development encryption key"),
+            "{err}"
+        );
+
+        let err = Settings::load_from(env(&[
+            ("AGENTRY_ENV", "production"),
+            ("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID", "k1"),
+            ("AGENTRY__SECURITY__ENCRYPTION_KEYS__K1", PROD_ENC),
+            ("AGENTRY__SECURITY__SIGNING__TOKEN_KEY", DEV_SIGN),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("development signing key"), "{err}");
+    }
+
+    #[test]
+    fn production_starts_with_fresh_keys() {
+        let settings = Settings::load_from(env(&[
+            ("AGENTRY_ENV", "production"),
+            ("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID", "k1"),
+            ("AGENTRY__SECURITY__ENCRYPTION_KEYS__K1", PROD_ENC),
+            ("AGENTRY__SECURITY__SIGNING__TOKEN_KEY", PROD_SIGN),
+        ]))
+        .unwrap();
+        assert_eq!(settings.profile, Profile::Production);
+        assert!(!settings.demo.seed);
+        assert_eq!(settings.security.encryption_keys.len(), 1);
+    }
+
+    #[test]
+    fn a_short_encryption_key_is_refused() {
+        let err = Settings::load_from(env(&[(
+            "AGENTRY__SECURITY__ENCRYPTION_KEYS__DEV1",
+            "c2hvcnQ=",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("exactly 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused() {
+        let err = Settings::load_from(env(&[("AGENTRY_ENV", "staging")])).unwrap_err();
+        assert!(err.to_string().contains("staging"), "{err}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The PostgreSQL store.
+//!
+//! Every unit of work on tenant data opens with [`Store::tenant`], which sets
+//! `app.tenant_id` transaction-locally (PgBouncer transaction-mode safe) and
+//! hands back a [`TenantTx`]; the repository functions take that, so tenant
+//! data cannot be reached without naming the tenant. Row-level security checks
+//! the same thing underneath: the pool connects as a role that cannot bypass it.
+
+pub mod agents;
+pub mod bootstrap;
+pub mod operators;
+pub mod sessions;
+pub mod tenants;
+pub mod widgets;
+
+use agentry_actors::{OperatorId, TenantId};
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, Transaction};
+
+/// Tables that refuse UPDATE and DELETE, in the database itself.
+pub const AUDIT_TABLES: [&str; 4] = [
+    "agent_action_runs",
+    "agent_usage_events",
+    "agent_webhook_deliveries",
+    "voice_pii_audits",
+];
+
+/// Tables whose rows belong to one tenant and carry a row-level-security policy.
+pub const TENANT_TABLES: [&str; 11] = [
+    "tenants",
+    "tenant_users",
+    "tenant_user_sessions",
+    "agents",
+    "widgets",
+    "conversations",
+    "agent_messages",
+    "agent_action_runs",
+    "agent_usage_events",
+    "agent_webhook_deliveries",
+    "voice_pii_audits",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl DbError {
+    /// Maps a unique violation to a conflict with a caller-chosen message.
+    pub(crate) fn conflict_on_unique(error: sqlx::Error, message: &str) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                Self::Conflict(message.to_owned())
+            }
+            _ => Self::Sqlx(error),
+        }
+    }
+}
+
+/// The application's handle on PostgreSQL (through the non-owner app role).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Opens a unit of work scoped to `tenant`.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(TenantTx { tx, tenant })
+    }
+
+    /// Opens an operator's unit of work: tenant metadata is readable, tenant data is not.
+    pub async fn operator(
+        &self,
+        operator: OperatorId,
+    ) -> Result<Transaction<'static, Postgres>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.operator_id', $1, true)")
+            .bind(operator.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// A transaction in which `app.tenant_id` is set; dropped without commit, it rolls back.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Validated values, parsed once at the edge so the rest of the code never sees
+//! an invalid one. Parse errors are messages fit for an API client.
+
+use serde::{Deserialize, Serialize};
+
+/// A login email, normalized to lowercase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let email = input.trim().to_lowercase();
+        let valid = (3..=254).contains(&email.len())
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && matches!(email.split_once('@'), Some((local, domain))
+                if !local.is_empty() && !domain.contains('@') && domain.contains('.')
+                    && !domain.starts_with('.') && !domain.ends_with('.'));
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(format!("{input:?} is not a valid email address"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: long enough to mean something, short enough to hash cheaply.
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    match password.chars().count() {
+        0..=9 => Err("password must be at least 10 characters".into()),
+        10..=256 => Ok(()),
+        _ => Err("password must be at most 256 characters".into()),
+    }
+}
+
+/// A widget's public key: it identifies the widget in a web page, nothing more.
+pub fn new_widget_public_key() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "pk_{}",
+        Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
+    )
+}
+
+/// A display name (tenant, agent): trimmed, 1 to 200 characters, no control characters.
+pub fn parse_name(field: &str, input: &str) -> Result<String, String> {
+    let name = input.trim();
+    if name.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if name.chars().count() > 200 {
+        return Err(format!("{field} must be at most 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+pub const MAX_SYSTEM_PROMPT_CHARS: usize = 20_000;
+
+pub fn check_system_prompt(prompt: &str) -> Result<(), String> {
+    if prompt.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
+        return Err(format!(
+            "system_prompt must be at most {MAX_SYSTEM_PROMPT_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// What an agent knows about the business it speaks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentProfile {
+    pub brand: Option<String>,
+    pub competitors: Vec<String>,
+    pub facts: Vec<String>,
+    pub escalation_topics: Vec<String>,
+}
+
+impl AgentProfile {
+    const MAX_ITEMS: usize = 100;
+    const MAX_ITEM_CHARS: usize = 1_000;
+
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(brand) = &self.brand {
+            parse_name("profile.brand", brand)?;
+        }
+        for (field, items) in [
+            ("competitors", &self.competitors),
+            ("facts", &self.facts),
+            ("escalation_topics", &self.escalation_topics),
+        ] {
+            if items.len() > Self::MAX_ITEMS {
+                return Err(format!(
+                    "profile.{field} may hold at most {} entries",
+                    Self::MAX_ITEMS
+                ));
+            }
+            if items
+                .iter()
+                .any(|item| item.trim().is_empty() || item.chars().count() > Self::MAX_ITEM_CHARS)
+            {
+                return Err(format!(
+                    "profile.{field} entries must be 1 to {} characters",
+                    Self::MAX_ITEM_CHARS
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A web origin a widget may be embedded on: `scheme://host[:port]`, normalized
+/// (lowercase host, default port dropped) so comparison with a browser's
+/// `Origin` header is exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AllowedOrigin(String);
+
+impl AllowedOrigin {
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let reject = || format!("{input:?} is not an origin of the form scheme://host[:port]");
+        let trimmed = input.trim();
+        let url = url::Url::parse(trimmed).map_err(|_| reject())?;
+        let shaped = matches!(url.scheme(), "http" | "https")
+            && url.has_host()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            // Url::parse turns "https://a.com/" and "https://a.com" alike into path "/"; refuse the former.
+            && !trimmed.ends_with('/');
+        if !shaped {
+            return Err(reject());
+        }
+        Ok(Self(url.origin().ascii_serialization()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            AllowedOrigin::parse("HTTPS://Shop.Example.com")
+                .unwrap()
+                .as_str(),
+            "https://shop.example.com"
+        );
+        assert_eq!(
+            AllowedOrigin::parse("https://example.com:443")
+                .unwrap()
+                .as_str(),
+            "https://example.com"
+        );
+        assert_eq!(
+            AllowedOrigin::parse("http://127.0.0.1:8080")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn anything_but_an_origin_is_refused() {
+        for bad in [
+            "*",
+            "example.com",
+            "ftp://example.com",
+            "https://example.com/",
+            "https://example.com/path",
+            "https://example.com?q=1",
+            "https://user:pw@example.com",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_and_lowercased() {
+        assert_eq!(
+            Email::parse(" Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn profiles_refuse_unknown_fields_and_oversized_lists() {
+        let err = serde_json::from_str::<AgentProfile>(r#"{"brnd":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"));
+        let profile = AgentProfile {
+            facts: vec!["x".into(); 101],
+            ..Default::default()
+        };
+        assert!(profile.check().is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! Extractors that turn request parts into validated values or a JSON 4xx:
+//! bodies, path ids, and the two authenticated principals.
+
+use agentry_actors::{OperatorId, TenantId, UserId};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::db::sessions;
+use crate::db::tenants::Role;
+use crate::tokens::TokenPurpose;
+
+/// A JSON body whose every rejection is a JSON 4xx.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        JsonRejection::JsonSyntaxError(error) => {
+            ApiError::BadRequest(format!("malformed JSON: {}", error.body_text()))
+        }
+        JsonRejection::JsonDataError(error) => ApiError::Invalid(error.body_text()),
+        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// One id from the path; a malformed id names no resource, so it is a 404.
+pub struct IdPath<T>(pub T);
+
+impl<T: From<Uuid> + Send, S: Send + Sync> FromRequestParts<S> for IdPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) = axum::extract::Path::<Uuid>::from_request_parts(parts, state)
+            .await
+            .map_err(path_rejection)?;
+        Ok(Self(T::from(id)))
+    }
+}
+
+/// Two ids from the path (parent, child).
+pub struct IdPair<A, B>(pub A, pub B);
+
+impl<A: From<Uuid> + Send, B: From<Uuid> + Send, S: Send + Sync> FromRequestParts<S>
+    for IdPair<A, B>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(Uuid, Uuid)>::from_request_parts(parts, state)
+                .await
+                .map_err(path_rejection)?;
+        Ok(Self(A::from(a), B::from(b)))
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(_) => ApiError::NotFound,
+        other => ApiError::Internal(other.body_text()),
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A signed-in tenant user; every dashboard handler takes one.
+#[derive(Clone, Copy, Debug)]
+pub struct TenantUser {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub role: Role,
+    pub session_id: Uuid,
+}
+
+impl TenantUser {
+    pub fn require_manager(&self) -> Result<(), ApiError> {
+        if self.role.can_manage() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "your role can read but not change this tenant's configuration".into(),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for TenantUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        let verified = state
+            .signer
+            .verify(TokenPurpose::Dashboard, token, Utc::now())
+            .map_err(|_| ApiError::Unauthorized)?;
+        let session = sessions::find_dashboard(&state.store, verified.session_id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
+            return Err(ApiError::Unauthorized);
+        }
+        let role =
+            Role::parse(&session.role).ok_or_else(|| ApiError::Internal("unknown role".into()))?;
+        Ok(Self {
+            tenant: session.tenant(),
+            user: session.user(),
+            role,
+            session_id: verified.session_id,
+        })
+    }
+}
+
+/// A signed-in site operator; a tenant user's token never becomes one.
+#[derive(Clone, Copy, Debug)]
+pub struct Operator {
+    pub operator: OperatorId,
+    pub session_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        let verified = state
+            .signer
+            .verify(TokenPurpose::Operator, token, Utc::now())
+            .map_err(|_| ApiError::Unauthorized)?;
+        let session = sessions::find_operator(&state.store, verified.session_id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Self {
+            operator: OperatorId::from_uuid(session.operator_id),
+            session_id: verified.session_id,
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! The HTTP edge: the router, shared state, and the layers every request passes.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::bus::RedisBus;
+use crate::configuration::Settings;
+use crate::crypto::Keyring;
+use crate::db::Store;
+use crate::tokens::TokenSigner;
+
+/// What handlers share; cheap to clone.
+pub type AppState = Arc<AppContext>;
+
+pub struct AppContext {
+    pub settings: Settings,
+    pub store: Store,
+    pub bus: RedisBus,
+    pub keyring: Keyring,
+    pub signer: TokenSigner,
+    pub metrics: PrometheusHandle,
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.http.max_body_bytes;
+    let x_request_id = header::HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(routes::health::router())
+        .nest("/api/v1", routes::api_v1())
+        .fallback(routes::not_found)
+        .with_state(state)
+        // Inner layers: per-route metrics see the matched route.
+        .route_layer(axum::middleware::from_fn(middleware::record_metrics))
+        // Router::layer wraps outward: the last layer below sees the request first.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    // The path only: query strings may carry tokens.
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+}

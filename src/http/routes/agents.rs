@@ -1,0 +1,127 @@
+//! `/api/v1/agents`: a tenant's agents.
+
+use agentry_actors::AgentId;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::db::agents::{self, Agent, AgentChanges, NewAgent};
+use crate::domain::{check_system_prompt, parse_name, AgentProfile};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, IdPath, TenantUser};
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents", get(list).post(create))
+        .route("/agents/{agent_id}", get(show).patch(update).delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAgent {
+    name: String,
+    #[serde(default)]
+    system_prompt: String,
+    #[serde(default)]
+    profile: AgentProfile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateAgent {
+    name: Option<String>,
+    system_prompt: Option<String>,
+    profile: Option<AgentProfile>,
+}
+
+#[derive(Serialize)]
+struct AgentList {
+    agents: Vec<Agent>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+) -> Result<Json<AgentList>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    Ok(Json(AgentList {
+        agents: agents::list(&mut tx).await?,
+    }))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: TenantUser,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    user.require_manager()?;
+    let name = parse_name("name", &body.name).map_err(ApiError::Invalid)?;
+    check_system_prompt(&body.system_prompt).map_err(ApiError::Invalid)?;
+    body.profile.check().map_err(ApiError::Invalid)?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let agent = agents::create(
+        &mut tx,
+        NewAgent {
+            name: &name,
+            system_prompt: &body.system_prompt,
+            profile: &body.profile,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+) -> Result<Json<Agent>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    Ok(Json(agents::get(&mut tx, agent).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+    ApiJson(body): ApiJson<UpdateAgent>,
+) -> Result<Json<Agent>, ApiError> {
+    user.require_manager()?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|name| parse_name("name", name))
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    if let Some(prompt) = &body.system_prompt {
+        check_system_prompt(prompt).map_err(ApiError::Invalid)?;
+    }
+    if let Some(profile) = &body.profile {
+        profile.check().map_err(ApiError::Invalid)?;
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let changes = AgentChanges {
+        name: name.as_deref(),
+        system_prompt: body.system_prompt.as_deref(),
+        profile: body.profile.as_ref(),
+    };
+    let agent = agents::update(&mut tx, agent, changes).await?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+) -> Result<StatusCode, ApiError> {
+    user.require_manager()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    agents::delete(&mut tx, agent).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,60 @@
+//! Liveness, readiness and the Prometheus scrape endpoint.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::http::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process is up and serving.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// PostgreSQL and Redis both answer; otherwise 503 naming what does not.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (postgres, redis) = tokio::join!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
+        tokio::time::timeout(CHECK_TIMEOUT, state.bus.ping()),
+    );
+    let postgres_ok = matches!(postgres, Ok(Ok(())));
+    let redis_ok = matches!(redis, Ok(Ok(())));
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let checks = json!({ "postgres": word(postgres_ok), "redis": word(redis_ok) });
+    if postgres_ok && redis_ok {
+        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    let failing: Vec<&str> = [("postgres", postgres_ok), ("redis", redis_ok)]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect();
+    let message = format!("{} unreachable", failing.join(" and "));
+    let body = json!({ "error": { "code": "not_ready", "message": message }, "checks": checks });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

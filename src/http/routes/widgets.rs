@@ -1,0 +1,117 @@
+//! `/api/v1/agents/{agent_id}/widgets`: the embeddable widgets in front of an agent.
+
+use agentry_actors::{AgentId, WidgetId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::db::agents;
+use crate::db::widgets::{self, Widget};
+use crate::domain::{new_widget_public_key, AllowedOrigin};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, IdPair, IdPath, TenantUser};
+use crate::http::AppState;
+
+const MAX_ORIGINS: usize = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents/{agent_id}/widgets", get(list).post(create))
+        .route(
+            "/agents/{agent_id}/widgets/{widget_id}",
+            get(show).patch(update).delete(remove),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WidgetBody {
+    allowed_origins: Vec<String>,
+}
+
+impl WidgetBody {
+    fn origins(&self) -> Result<Vec<AllowedOrigin>, ApiError> {
+        if self.allowed_origins.len() > MAX_ORIGINS {
+            return Err(ApiError::Invalid(format!(
+                "at most {MAX_ORIGINS} allowed_origins"
+            )));
+        }
+        let mut origins = Vec::with_capacity(self.allowed_origins.len());
+        for input in &self.allowed_origins {
+            let origin = AllowedOrigin::parse(input).map_err(ApiError::Invalid)?;
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+        Ok(origins)
+    }
+}
+
+#[derive(Serialize)]
+struct WidgetList {
+    widgets: Vec<Widget>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+) -> Result<Json<WidgetList>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    // 404 for another tenant's agent, rather than an empty list that confirms nothing but looks like success.
+    agents::get(&mut tx, agent).await?;
+    Ok(Json(WidgetList {
+        widgets: widgets::list_for_agent(&mut tx, agent).await?,
+    }))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+    ApiJson(body): ApiJson<WidgetBody>,
+) -> Result<(StatusCode, Json<Widget>), ApiError> {
+    user.require_manager()?;
+    let origins = body.origins()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let widget = widgets::create(&mut tx, agent, &new_widget_public_key(), &origins).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(widget)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPair(agent, widget): IdPair<AgentId, WidgetId>,
+) -> Result<Json<Widget>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    Ok(Json(widgets::get(&mut tx, agent, widget).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPair(agent, widget): IdPair<AgentId, WidgetId>,
+    ApiJson(body): ApiJson<WidgetBody>,
+) -> Result<Json<Widget>, ApiError> {
+    user.require_manager()?;
+    let origins = body.origins()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let widget = widgets::set_origins(&mut tx, agent, widget, &origins).await?;
+    tx.commit().await?;
+    Ok(Json(widget))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPair(agent, widget): IdPair<AgentId, WidgetId>,
+) -> Result<StatusCode, ApiError> {
+    user.require_manager()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    widgets::delete(&mut tx, agent, widget).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

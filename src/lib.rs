@@ -1,0 +1,18 @@
+//! agentry: a multi-tenant backend for website and phone AI agents.
+//!
+//! This crate is the service: configuration, the HTTP edge, the PostgreSQL
+//! store, the Redis bus, crypto, and the binary's commands. The pipeline
+//! stages live in `agentry-actors` and reach the outside world through ports
+//! that this crate implements.
+
+pub mod accounts;
+pub mod bus;
+pub mod configuration;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod seed;
+pub mod startup;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,233 @@
+//! The `agentry` binary: serve, migrate, and administrative commands.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use agentry::configuration::Settings;
+use agentry::db::{bootstrap, Store};
+use agentry::startup::Application;
+use agentry::{accounts, telemetry};
+use agentry_actors::Secret;
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+
+#[derive(Parser)]
+#[command(
+    name = "agentry",
+    version,
+    about = "Multi-tenant backend for website and phone AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default command).
+    Serve {
+        /// Address to listen on, overriding http.bind.
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage site operators (the cross-tenant admin realm).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Generate keys for the production configuration.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and its owner; prints JSON with the tenant id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        admin_email: String,
+        #[arg(long)]
+        admin_password: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator; prints JSON with the operator id.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print fresh encryption and signing keys as environment variables.
+    Generate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve { bind: None });
+    if let Command::Keys {
+        command: KeysCommand::Generate,
+    } = command
+    {
+        print_generated_keys();
+        return Ok(());
+    }
+    let mut settings = Settings::load()?;
+    match command {
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                settings.http.bind = bind;
+            }
+            serve(settings).await
+        }
+        Command::Migrate => {
+            bootstrap::migrate(&settings.database)
+                .await
+                .context("migration failed")?;
+            println!("{}", serde_json::json!({ "migrated": true }));
+            Ok(())
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    admin_email,
+                    admin_password,
+                },
+        } => {
+            let store = bootstrap::prepare(&settings.database).await?;
+            let created =
+                accounts::create_tenant(&store, &name, &admin_email, Secret::new(admin_password))
+                    .await?;
+            println!("{}", serde_json::to_string(&created)?);
+            close(store).await;
+            Ok(())
+        }
+        Command::Operator {
+            command: OperatorCommand::Create { email, password },
+        } => {
+            let store = bootstrap::prepare(&settings.database).await?;
+            let operator = accounts::create_operator(&store, &email, Secret::new(password)).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "operator_id": operator, "email": email.trim().to_lowercase() })
+            );
+            close(store).await;
+            Ok(())
+        }
+        Command::Keys { .. } => unreachable!("handled before settings are loaded"),
+    }
+}
+
+async fn close(store: Store) {
+    store.pool().close().await;
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.log);
+    let profile = settings.profile;
+    let public_url = settings.http.public_url.clone();
+    let app = Application::build(settings).await?;
+    let address = app.local_addr()?;
+    tracing::info!(%address, %profile, "agentry listening");
+    if let Some(demo) = &app.seeded_demo {
+        println!(
+            "\nDemo tenant \"{}\" created.\n  Dashboard API login: POST {public_url}/api/v1/auth/login  email {}  password {}\n  Operator login:      POST {public_url}/api/v1/admin/auth/login  email {}  password {}\n  Widget public key:   {}\n",
+            demo.tenant_name,
+            demo.admin_email,
+            demo.admin_password,
+            demo.operator_email,
+            demo.operator_password,
+            demo.widget_public_key,
+        );
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn print_generated_keys() {
+    let mut encryption = [0u8; 32];
+    let mut signing = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut encryption);
+    rand::rngs::OsRng.fill_bytes(&mut signing);
+    let mut suffix = [0u8; 3];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let key_id = format!(
+        "k{}{}",
+        chrono::Utc::now().format("%Y%m%d"),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    println!("# Production keys for agentry. Keep them secret; keep old encryption keys listed after rotating.");
+    println!("AGENTRY__SECURITY__ENCRYPTION_CURRENT_KEY_ID={key_id}");
+    println!(
+        "AGENTRY__SECURITY__ENCRYPTION_KEYS__{}={}",
+        key_id.to_uppercase(),
+        BASE64.encode(encryption)
+    );
+    println!(
+        "AGENTRY__SECURITY__SIGNING__TOKEN_KEY={}",
+        BASE64.encode(signing)
+    );
+}

@@ -1,0 +1,120 @@
+//! The development demo: on the first start against an empty database, a
+//! tenant with an admin, an agent and a widget, described by `config/demo.toml`.
+
+use agentry_actors::Secret;
+use serde::Deserialize;
+
+use crate::accounts;
+use crate::configuration::Settings;
+use crate::db::{agents, bootstrap, widgets, Store};
+use crate::domain::{new_widget_public_key, AgentProfile, AllowedOrigin};
+
+const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+#[derive(Deserialize)]
+struct DemoSeed {
+    tenant: DemoTenant,
+    admin: DemoLogin,
+    operator: DemoLogin,
+    agent: DemoAgent,
+    widget: DemoWidget,
+}
+
+#[derive(Deserialize)]
+struct DemoTenant {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct DemoLogin {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct DemoAgent {
+    name: String,
+    system_prompt: String,
+    profile: AgentProfile,
+}
+
+#[derive(Deserialize)]
+struct DemoWidget {
+    allowed_origins: Vec<String>,
+}
+
+/// What the server prints after seeding, so a newcomer can sign in.
+pub struct SeededDemo {
+    pub tenant_name: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub operator_email: String,
+    pub operator_password: String,
+    pub widget_public_key: String,
+}
+
+/// Seeds the demo if the database has no tenant yet; `None` if it had one.
+pub async fn seed_if_empty(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<Option<SeededDemo>> {
+    if !bootstrap::database_is_empty(&settings.database).await? {
+        return Ok(None);
+    }
+    let demo: DemoSeed = toml_from_str(DEMO_TOML)?;
+    let created = accounts::create_tenant(
+        store,
+        &demo.tenant.name,
+        &demo.admin.email,
+        Secret::new(demo.admin.password.clone()),
+    )
+    .await?;
+    accounts::create_operator(
+        store,
+        &demo.operator.email,
+        Secret::new(demo.operator.password.clone()),
+    )
+    .await?;
+    let origins = demo
+        .widget
+        .allowed_origins
+        .iter()
+        .map(|origin| AllowedOrigin::parse(origin))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut tx = store.tenant(created.tenant_id).await?;
+    let agent = agents::create(
+        &mut tx,
+        agents::NewAgent {
+            name: &demo.agent.name,
+            system_prompt: &demo.agent.system_prompt,
+            profile: &demo.agent.profile,
+        },
+    )
+    .await?;
+    let public_key = new_widget_public_key();
+    widgets::create(
+        &mut tx,
+        agentry_actors::AgentId::from_uuid(agent.id),
+        &public_key,
+        &origins,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(SeededDemo {
+        tenant_name: created.name,
+        admin_email: created.admin_email,
+        admin_password: demo.admin.password,
+        operator_email: demo.operator.email,
+        operator_password: demo.operator.password,
+        widget_public_key: public_key,
+    }))
+}
+
+fn toml_from_str(text: &str) -> anyhow::Result<DemoSeed> {
+    use config::{Config, File, FileFormat};
+    Ok(Config::builder()
+        .add_source(File::from_str(text, FileFormat::Toml))
+        .build()?
+        .try_deserialize()?)
+}
