@@ -155,11 +155,11 @@ impl StreamBus for RedisBus {
             timeout: Some(block + COMMAND_TIMEOUT),
             ..Default::default()
         };
-        let response: XReadResponse<String, String, String, String> = self
+        let raw: Value = self
             .blocking
             .next()
             .with_options(&options)
-            .xreadgroup_map(
+            .xreadgroup(
                 group,
                 consumer,
                 Some(count as u64),
@@ -170,6 +170,12 @@ impl StreamBus for RedisBus {
             )
             .await
             .map_err(unavailable)?;
+        // A read that times out with nothing new answers nil, not an empty map.
+        if raw.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: XReadResponse<String, String, String, String> =
+            raw.into_xread_response().map_err(unavailable)?;
         response
             .into_values()
             .flatten()

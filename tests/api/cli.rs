@@ -1,0 +1,190 @@
+//! The `agentry` binary's commands, run as a newcomer would run them.
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{body, spawn_app_on, test_settings};
+
+fn agentry(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentry"));
+    command.args(args).env_remove("AGENTRY_ENV");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("agentry runs")
+}
+
+fn database_url(database: &str) -> String {
+    let settings = test_settings();
+    let mut url = url::Url::parse(settings.database.url.expose()).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+fn generated_keys() -> HashMap<String, String> {
+    let output = agentry(&["keys", "generate"], &[]);
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.split_once('=').unwrap();
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tenant_create_prints_json_and_the_admin_can_log_in() {
+    let database = format!("agentry_test_{}", Uuid::new_v4().simple());
+    let env = [
+        ("AGENTRY_ENV", "test".to_owned()),
+        ("DATABASE_URL", database_url(&database)),
+    ];
+    let output = agentry(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Cli Co",
+            "--admin-email",
+            "cli@example.com",
+            "--admin-password",
+            "cli password 123",
+        ],
+        &env,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tenant_id = printed["tenant_id"].as_str().unwrap();
+    assert!(tenant_id.parse::<Uuid>().is_ok());
+    assert_eq!(printed["name"], "Cli Co");
+
+    let app = spawn_app_on(&database, |_| {}, true).await;
+    let response = app.login("cli@example.com", "cli password 123").await;
+    assert_eq!(response.status(), 200);
+    let token = body(response).await["token"].as_str().unwrap().to_owned();
+    let me = body(app.get("/api/v1/auth/me", &token).await).await;
+    assert_eq!(me["tenant"]["id"], tenant_id);
+
+    // The same email again: a clear one-line error and a failing exit code.
+    let again = agentry(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Other",
+            "--admin-email",
+            "cli@example.com",
+            "--admin-password",
+            "cli password 123",
+        ],
+        &env,
+    );
+    assert!(!again.status.success());
+    let stderr = String::from_utf8(again.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("already exists"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn bad_input_to_tenant_create_is_a_clear_error() {
+    let missing = agentry(&["tenant", "create", "--name", "X"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--admin-email"));
+
+    let database = format!("agentry_test_{}", Uuid::new_v4().simple());
+    let env = [
+        ("AGENTRY_ENV", "test".to_owned()),
+        ("DATABASE_URL", database_url(&database)),
+    ];
+    let bad_email = agentry(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "X",
+            "--admin-email",
+            "nope",
+            "--admin-password",
+            "long password!!",
+        ],
+        &env,
+    );
+    assert_eq!(bad_email.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_email.stderr).contains("not a valid email"));
+    drop_database(&database);
+}
+
+#[test]
+fn production_refuses_to_start_without_keys_and_names_the_missing_one() {
+    let output = agentry(&["migrate"], &[("AGENTRY_ENV", "production".into())]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("encryption_current_key_id is missing"),
+        "{stderr}"
+    );
+
+    let keys = generated_keys();
+    let mut env: Vec<(&str, String)> = keys.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    env.push(("AGENTRY_ENV", "production".into()));
+    env.push((
+        "AGENTRY__SECURITY__SIGNING__TOKEN_KEY",
+        "ZGV2ZWxvcG1lbnQtc2lnbmluZy1rZXktbm90LWZvci1wcm9kdWN0aW9u".into(),
+    ));
+    let output = agentry(&["serve"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("development signing key"));
+}
+
+#[test]
+fn generated_keys_are_accepted_by_the_production_profile() {
+    let keys = generated_keys();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let database = format!("agentry_test_{}", Uuid::new_v4().simple());
+    let mut env: Vec<(&str, String)> = keys.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    env.push(("AGENTRY_ENV", "production".into()));
+    env.push(("DATABASE_URL", database_url(&database)));
+    let output = agentry(&["migrate"], &env);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop_database(&database);
+    // Fresh keys every time.
+    assert_ne!(generated_keys(), keys);
+}
+
+fn drop_database(database: &str) {
+    let settings = test_settings();
+    let database = database.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut conn = agentry::db::bootstrap::maintenance_connection(&settings.database)
+                .await
+                .unwrap();
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                agentry::db::bootstrap::quote_ident(&database)
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        });
+}

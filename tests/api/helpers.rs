@@ -1,0 +1,292 @@
+//! `spawn_app`: the real application on a random port, against a fresh
+//! PostgreSQL database and a unique Redis key prefix, so tests run in parallel
+//! without seeing each other.
+
+use std::collections::HashMap;
+
+use agentry::configuration::Settings;
+use agentry::db::{bootstrap, Store};
+use agentry::seed::SeededDemo;
+use agentry::startup::Application;
+use agentry_actors::TenantId;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{json, Value};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub store: Store,
+    pub seeded_demo: Option<SeededDemo>,
+    database: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    drop_database: bool,
+}
+
+/// Settings for the test profile, honouring DATABASE_URL and REDIS_URL from the environment.
+pub fn test_settings() -> Settings {
+    let mut env: HashMap<String, String> = std::env::vars()
+        .filter(|(name, _)| name == "DATABASE_URL" || name == "REDIS_URL")
+        .collect();
+    env.insert("AGENTRY_ENV".into(), "test".into());
+    Settings::load_from(env).expect("test settings load")
+}
+
+fn with_database(settings: &mut Settings, database: &str) {
+    let mut url = url::Url::parse(settings.database.url.expose()).expect("database url");
+    url.set_path(&format!("/{database}"));
+    settings.database.url = agentry_actors::Secret::new(url.to_string());
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = format!("agentry_test_{}", Uuid::new_v4().simple());
+    spawn_app_on(&database, configure, true).await
+}
+
+/// Starts the app on a named database; `drop_database` removes it when the TestApp drops.
+pub async fn spawn_app_on(
+    database: &str,
+    configure: impl FnOnce(&mut Settings),
+    drop_database: bool,
+) -> TestApp {
+    let mut settings = test_settings();
+    with_database(&mut settings, database);
+    settings.redis.prefix = format!("agentry-test-{}", Uuid::new_v4().simple());
+    configure(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://{}", app.local_addr().expect("bound address"));
+    let store = Store::new(app.state().store.pool().clone());
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let mut app = app;
+    let seeded_demo = app.seeded_demo.take();
+    tokio::spawn(async move {
+        let _ = app
+            .run_until(async {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        settings,
+        store,
+        seeded_demo,
+        database: database.to_owned(),
+        shutdown: Some(shutdown),
+        drop_database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if !self.drop_database {
+            return;
+        }
+        let settings = self.settings.database.clone();
+        let database = self.database.clone();
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(mut conn) = bootstrap::maintenance_connection(&settings).await {
+                    let _ = sqlx::query(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        bootstrap::quote_ident(&database)
+                    ))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A tenant created through the CLI's code path, with a signed-in owner.
+pub struct TestTenant {
+    pub id: TenantId,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let builder = self.client.request(method, self.url(path));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.request(Method::POST, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, path, Some(token))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path, Some(token))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            None,
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> TestTenant {
+        let email = format!("owner-{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery staple".to_owned();
+        let created = agentry::accounts::create_tenant(
+            &self.store,
+            name,
+            &email,
+            agentry_actors::Secret::new(password.clone()),
+        )
+        .await
+        .expect("tenant created");
+        let response = self.login(&email, &password).await;
+        assert_eq!(response.status(), 200);
+        let token = body(response).await["token"].as_str().unwrap().to_owned();
+        TestTenant {
+            id: created.tenant_id,
+            email,
+            password,
+            token,
+        }
+    }
+
+    pub async fn operator_token(&self) -> String {
+        let email = format!("op-{}@example.com", Uuid::new_v4().simple());
+        let password = "operator password 123";
+        agentry::accounts::create_operator(
+            &self.store,
+            &email,
+            agentry_actors::Secret::new(password.into()),
+        )
+        .await
+        .expect("operator created");
+        let response = self
+            .post_json(
+                "/api/v1/admin/auth/login",
+                None,
+                &json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        body(response).await["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_agent(&self, token: &str, name: &str) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/agents",
+                Some(token),
+                &json!({ "name": name, "system_prompt": "Be helpful.", "profile": { "brand": name } }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        body(response).await
+    }
+
+    pub async fn create_widget(&self, token: &str, agent_id: &str) -> Value {
+        let response = self
+            .post_json(
+                &format!("/api/v1/agents/{agent_id}/widgets"),
+                Some(token),
+                &json!({ "allowed_origins": ["https://shop.example.com"] }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        body(response).await
+    }
+
+    /// A connection as the database owner (migrations' role).
+    pub async fn owner_connection(&self) -> PgConnection {
+        bootstrap::owner_options(&self.settings.database)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A connection as the application role, as every request uses.
+    pub async fn app_role_connection(&self) -> PgConnection {
+        let options = bootstrap::app_options(&self.settings.database).unwrap();
+        PgConnection::connect_with(&options).await.unwrap()
+    }
+}
+
+/// The JSON body of a response.
+pub async fn body(response: Response) -> Value {
+    let text = response.text().await.expect("body read");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))
+}
+
+/// Asserts a JSON error body with the given status and code.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "content type"
+    );
+    let json = body(response).await;
+    assert_eq!(json["error"]["code"], code, "error body: {json}");
+    assert!(
+        json["error"]["message"].is_string(),
+        "error message: {json}"
+    );
+    json
+}

@@ -1,0 +1,278 @@
+//! Tenant isolation: through every route, and underneath in PostgreSQL itself.
+
+use agentry::db::TENANT_TABLES;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::helpers::{assert_error, body, spawn_app, TestApp};
+
+struct Owned {
+    agent_id: String,
+    widget_id: String,
+}
+
+async fn tenant_with_data(app: &TestApp, token: &str, name: &str) -> Owned {
+    let agent = app.create_agent(token, name).await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let widget = app.create_widget(token, &agent_id).await;
+    Owned {
+        agent_id,
+        widget_id: widget["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_second_tenant_gets_404_on_every_route_of_the_first_tenants_resources() {
+    let app = spawn_app().await;
+    let first = app.create_tenant("First Co").await;
+    let second = app.create_tenant("Second Co").await;
+    let owned = tenant_with_data(&app, &first.token, "First agent").await;
+    let agent = format!("/api/v1/agents/{}", owned.agent_id);
+    let widgets = format!("{agent}/widgets");
+    let widget = format!("{widgets}/{}", owned.widget_id);
+    let origins = json!({ "allowed_origins": ["https://evil.example.com"] });
+
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, agent.clone(), None),
+        (
+            Method::PATCH,
+            agent.clone(),
+            Some(json!({ "name": "Hijacked" })),
+        ),
+        (Method::DELETE, agent.clone(), None),
+        (Method::GET, widgets.clone(), None),
+        (Method::POST, widgets.clone(), Some(origins.clone())),
+        (Method::GET, widget.clone(), None),
+        (Method::PATCH, widget.clone(), Some(origins.clone())),
+        (Method::DELETE, widget.clone(), None),
+    ];
+    for (method, path, payload) in attempts {
+        let mut request = app.request(method.clone(), &path, Some(&second.token));
+        if let Some(payload) = payload {
+            request = request.json(&payload);
+        }
+        let response = request.send().await.unwrap();
+        assert_error(response, 404, "not_found").await;
+        eprintln!("{method} {path}: 404");
+    }
+
+    // Nothing changed for the first tenant.
+    let still = body(app.get(&agent, &first.token).await).await;
+    assert_eq!(still["name"], "First agent");
+    let widget_now = body(app.get(&widget, &first.token).await).await;
+    assert_eq!(
+        widget_now["allowed_origins"],
+        json!(["https://shop.example.com"])
+    );
+    let listed = body(app.get(&widgets, &first.token).await).await;
+    assert_eq!(listed["widgets"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn lists_show_only_the_callers_own_resources() {
+    let app = spawn_app().await;
+    let first = app.create_tenant("First Co").await;
+    let second = app.create_tenant("Second Co").await;
+    tenant_with_data(&app, &first.token, "First agent").await;
+    let mine = tenant_with_data(&app, &second.token, "Second agent").await;
+    let listed = body(app.get("/api/v1/agents", &second.token).await).await;
+    let ids: Vec<&str> = listed["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![mine.agent_id.as_str()]);
+}
+
+async fn seed_every_tenant_table(
+    app: &TestApp,
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    agent: Uuid,
+) {
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let conversation = Uuid::now_v7();
+    sqlx::query("INSERT INTO conversations (id, tenant_id, agent_id, channel) VALUES ($1, $2, $3, 'widget')")
+        .bind(conversation)
+        .bind(tenant)
+        .bind(agent)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO agent_messages (id, tenant_id, conversation_id, seq, role, content) VALUES ($1, $2, $3, 0, 'visitor', 'hi')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(conversation)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    crate::audit::insert_one_row_per_audit_table(&mut tx, tenant, agent, conversation).await;
+    tx.commit().await.unwrap();
+    let _ = app;
+}
+
+#[tokio::test]
+async fn the_app_role_with_no_tenant_set_sees_no_rows() {
+    let app = spawn_app().await;
+    let first = app.create_tenant("First Co").await;
+    let second = app.create_tenant("Second Co").await;
+    let first_data = tenant_with_data(&app, &first.token, "A").await;
+    let second_data = tenant_with_data(&app, &second.token, "B").await;
+    let mut conn = app.app_role_connection().await;
+    seed_every_tenant_table(
+        &app,
+        &mut conn,
+        first.id.as_uuid(),
+        first_data.agent_id.parse().unwrap(),
+    )
+    .await;
+    seed_every_tenant_table(
+        &app,
+        &mut conn,
+        second.id.as_uuid(),
+        second_data.agent_id.parse().unwrap(),
+    )
+    .await;
+
+    // The owner sees both tenants' rows in every table...
+    let mut owner = app.owner_connection().await;
+    for table in TENANT_TABLES {
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        assert!(
+            total >= 2,
+            "{table} should hold rows of both tenants, has {total}"
+        );
+    }
+    // ...the application role with no tenant set sees none of them...
+    for table in TENANT_TABLES {
+        let visible: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            visible, 0,
+            "{table} leaked {visible} rows with no tenant set"
+        );
+    }
+    // ...and with one tenant set, only that tenant's.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(first.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in TENANT_TABLES {
+        let column = if table == "tenants" {
+            "id"
+        } else {
+            "tenant_id"
+        };
+        let foreign: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE {column} <> $1"
+        ))
+        .bind(first.id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let own: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(foreign, 0, "{table} shows another tenant's rows");
+        assert!(own >= 1, "{table} hides the tenant's own rows");
+    }
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_bypass_row_level_security() {
+    let app = spawn_app().await;
+    let mut conn = app.app_role_connection().await;
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(!superuser && !bypass);
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = current_user",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        owned, 0,
+        "the app role must own nothing (owners bypass RLS)"
+    );
+    let without_rls: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname = ANY($1) AND relkind = 'r' AND NOT relrowsecurity",
+    )
+    .bind(TENANT_TABLES.to_vec())
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        without_rls.is_empty(),
+        "tables without RLS: {without_rls:?}"
+    );
+    let denied = sqlx::query("SET ROLE postgres").execute(&mut conn).await;
+    assert!(denied.is_err());
+}
+
+#[tokio::test]
+async fn rows_cannot_be_written_into_another_tenant_or_point_across_tenants() {
+    let app = spawn_app().await;
+    let first = app.create_tenant("First Co").await;
+    let second = app.create_tenant("Second Co").await;
+    let first_data = tenant_with_data(&app, &first.token, "A").await;
+    let mut conn = app.app_role_connection().await;
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(second.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // Writing a row labelled with the first tenant while acting as the second: refused by the policy.
+    let labelled =
+        sqlx::query("INSERT INTO agents (id, tenant_id, name) VALUES ($1, $2, 'sneaky')")
+            .bind(Uuid::now_v7())
+            .bind(first.id.as_uuid())
+            .execute(&mut *tx)
+            .await;
+    assert!(
+        labelled.is_err(),
+        "RLS WITH CHECK must refuse another tenant's tenant_id"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(second.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // A widget of the second tenant pointing at the first tenant's agent: refused by the composite key.
+    let crossing = sqlx::query(
+        "INSERT INTO widgets (id, tenant_id, agent_id, public_key) VALUES ($1, $2, $3, 'pk_crossing')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(second.id.as_uuid())
+    .bind(first_data.agent_id.parse::<Uuid>().unwrap())
+    .execute(&mut *tx)
+    .await;
+    let error = crossing.expect_err("cross-tenant reference must fail");
+    assert!(error.to_string().contains("foreign key"), "{error}");
+}
