@@ -6,8 +6,10 @@
 //! because both sides of every port speak them.
 
 pub mod ids;
+pub mod llm;
 pub mod ports;
 pub mod secret;
+pub mod tools;
 
 pub use ids::{AgentId, ConversationId, OperatorId, TenantId, UserId, WidgetId};
 pub use secret::Secret;
