@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod llm;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
