@@ -7,7 +7,9 @@
 //! boundary markers (`<word>`), which make it tolerant of typos and inflection.
 //! Each feature is hashed to a dimension and a sign (signed hashing keeps
 //! collisions from adding up to a bias), weighted `1 + ln(tf)` so repeated
-//! words do not dominate, and the vector is L2-normalized.
+//! words do not dominate, and the vector is L2-normalized. A word is a run of
+//! letters and digits, so text written without spaces (Chinese, Japanese)
+//! becomes one long word per run and is matched through its n-grams.
 //!
 //! The hash is FNV-1a 64 with a fixed finalizer, written out here: vectors must
 //! be identical across processes, restarts, platforms and dependency upgrades,
