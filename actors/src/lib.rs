@@ -6,6 +6,7 @@
 //! because both sides of every port speak them.
 
 pub mod ids;
+pub mod knowledge;
 pub mod llm;
 pub mod ports;
 pub mod secret;
