@@ -134,7 +134,7 @@ CREATE TABLE agent_action_runs (
     agent_id         uuid NOT NULL,
     conversation_id  uuid,
     tool             text NOT NULL,
-    status           text NOT NULL CHECK (status IN ('succeeded', 'failed', 'rejected')),
+    status           text NOT NULL CHECK (status IN ('requested', 'succeeded', 'failed', 'rejected')),
     input            jsonb NOT NULL DEFAULT '{}'::jsonb,
     output           jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at       timestamptz NOT NULL DEFAULT now()

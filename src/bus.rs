@@ -227,3 +227,23 @@ impl StreamBus for RedisBus {
             .map_err(unavailable)
     }
 }
+
+impl RedisBus {
+    /// Entries a consumer group has yet to finish: never delivered (`lag`)
+    /// plus delivered but unacknowledged (`pending`). For backlog gauges.
+    pub async fn group_backlog(&self, stream: StreamName, group: &str) -> Result<u64, BusError> {
+        let groups: Vec<HashMap<String, Value>> = self
+            .pool
+            .xinfo_groups(self.stream_key(stream))
+            .await
+            .map_err(unavailable)?;
+        let Some(info) = groups
+            .iter()
+            .find(|info| info.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
+        else {
+            return Ok(0);
+        };
+        let number = |field: &str| info.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok(number("lag") + number("pending"))
+    }
+}

@@ -71,6 +71,42 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
+    pub widget: WidgetSettings,
+    pub chat: ChatSettings,
+    pub knowledge: KnowledgeSettings,
+    pub embedding: EmbeddingSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WidgetSettings {
+    pub session_ttl_secs: u64,
+    pub max_message_chars: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatSettings {
+    pub session_idle_secs: u64,
+    pub tenant_idle_secs: u64,
+    pub history_limit: usize,
+    pub passages: usize,
+    pub max_tokens: u32,
+    pub turn_timeout_secs: u64,
+    pub fault_injection: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct KnowledgeSettings {
+    pub max_document_chars: usize,
+    pub chunk_max_chars: usize,
+    pub chunk_overlap_chars: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EmbeddingSettings {
+    pub provider: String,
+    pub model: String,
+    pub base_url: String,
+    pub api_key: Secret<String>,
 }
 
 fn default_profile() -> Profile {

@@ -5,9 +5,11 @@ use agentry_actors::Secret;
 use serde::Deserialize;
 
 use crate::accounts;
+use crate::bus::RedisBus;
 use crate::configuration::Settings;
-use crate::db::{agents, bootstrap, widgets, Store};
+use crate::db::{agents, bootstrap, knowledge, widgets, Store};
 use crate::domain::{new_widget_public_key, AgentProfile, AllowedOrigin};
+use crate::kb_ingest::{self, IngestJob};
 
 const DEMO_TOML: &str = include_str!("../config/demo.toml");
 
@@ -18,6 +20,15 @@ struct DemoSeed {
     operator: DemoLogin,
     agent: DemoAgent,
     widget: DemoWidget,
+    #[serde(default)]
+    documents: Vec<DemoDocument>,
+}
+
+#[derive(Deserialize)]
+struct DemoDocument {
+    title: String,
+    content_type: String,
+    content: String,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +68,7 @@ pub struct SeededDemo {
 pub async fn seed_if_empty(
     settings: &Settings,
     store: &Store,
+    bus: &RedisBus,
 ) -> anyhow::Result<Option<SeededDemo>> {
     if !bootstrap::database_is_empty(&settings.database).await? {
         return Ok(None);
@@ -93,14 +105,32 @@ pub async fn seed_if_empty(
     )
     .await?;
     let public_key = new_widget_public_key();
-    widgets::create(
-        &mut tx,
-        agentry_actors::AgentId::from_uuid(agent.id),
-        &public_key,
-        &origins,
-    )
-    .await?;
+    let agent_id = agentry_actors::AgentId::from_uuid(agent.id);
+    widgets::create(&mut tx, agent_id, &public_key, &origins).await?;
+    let mut documents = Vec::new();
+    for document in &demo.documents {
+        let created = knowledge::create_document(
+            &mut tx,
+            agent_id,
+            &document.title,
+            &document.content_type,
+            &document.content,
+        )
+        .await?;
+        documents.push(created.id);
+    }
     tx.commit().await?;
+    for document in documents {
+        let job = IngestJob {
+            tenant: created.tenant_id,
+            agent: agent_id,
+            document,
+        };
+        // If Redis is not up yet, the ingest stage's sweep picks the documents up later.
+        if let Err(error) = kb_ingest::enqueue(bus, &job).await {
+            tracing::warn!(%error, "demo document not enqueued; the sweep will retry");
+        }
+    }
     Ok(Some(SeededDemo {
         tenant_name: created.name,
         admin_email: created.admin_email,

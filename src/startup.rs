@@ -4,22 +4,36 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use agentry_actors::chat_session::{PipelineDeps, PipelineSettings};
+use agentry_actors::knowledge::ChunkOptions;
+use agentry_actors::llm::Embedder;
+use agentry_actors::pipeline::ChatPipeline;
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::bus::RedisBus;
 use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::bootstrap;
+use crate::db::chat::PgChatStore;
+use crate::db::knowledge::PgKnowledgeStore;
 use crate::http::{self, AppContext, AppState};
+use crate::kb_ingest::IngestWorker;
+use crate::llm_resolver::{self, PgLlmResolver};
 use crate::seed::{self, SeededDemo};
 use crate::telemetry;
 use crate::tokens::TokenSigner;
+use crate::widget_sessions::WidgetSessions;
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    workers: Vec<JoinHandle<()>>,
+    stop_workers: watch::Sender<bool>,
     /// Set when this start seeded the development demo.
     pub seeded_demo: Option<SeededDemo>,
 }
@@ -30,14 +44,16 @@ impl Application {
             .await
             .context("PostgreSQL: could not prepare the database")?;
         let bus = RedisBus::connect(&settings.redis).context("Redis: bad configuration")?;
-        let keyring = Keyring::new(
-            &settings.security.encryption_current_key_id,
-            &settings.encryption_key_bytes(),
-        )
-        .context("encryption keyring")?;
+        let keyring = Arc::new(
+            Keyring::new(
+                &settings.security.encryption_current_key_id,
+                &settings.encryption_key_bytes(),
+            )
+            .context("encryption keyring")?,
+        );
         let signer = TokenSigner::new(settings.token_key_bytes());
         let seeded_demo = if settings.demo.seed {
-            seed::seed_if_empty(&settings, &store)
+            seed::seed_if_empty(&settings, &store, &bus)
                 .await
                 .context("seeding the demo tenant")?
         } else {
@@ -46,17 +62,58 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
+
+        let http = reqwest::Client::builder().build().context("HTTP client")?;
+        let embedder: Arc<dyn Embedder> =
+            llm_resolver::build_embedder(&settings.embedding, http.clone())
+                .context("embedding configuration")?;
+        let chat = &settings.chat;
+        let pipeline = ChatPipeline::start(PipelineDeps {
+            chat: Arc::new(PgChatStore::new(store.clone())),
+            knowledge: Arc::new(PgKnowledgeStore::new(store.clone())),
+            embedder: embedder.clone(),
+            llm: Arc::new(PgLlmResolver::new(store.clone(), keyring.clone(), http)),
+            settings: PipelineSettings {
+                session_idle: Duration::from_secs(chat.session_idle_secs),
+                tenant_idle: Duration::from_secs(chat.tenant_idle_secs),
+                history_limit: chat.history_limit,
+                passages: chat.passages,
+                max_tokens: chat.max_tokens,
+                fault_injection: chat.fault_injection,
+                ..PipelineSettings::default()
+            },
+        })
+        .await
+        .context("starting the chat pipeline")?;
+
+        let (stop_workers, workers_stopped) = watch::channel(false);
+        let ingest = IngestWorker {
+            store: store.clone(),
+            bus: bus.clone(),
+            embedder,
+            chunking: ChunkOptions {
+                max_chars: settings.knowledge.chunk_max_chars,
+                overlap_chars: settings.knowledge.chunk_overlap_chars,
+            },
+            consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let workers = vec![tokio::spawn(ingest.run(workers_stopped))];
+
         let state = Arc::new(AppContext {
+            widget_sessions: WidgetSessions::new(bus.clone()),
             settings,
             store,
             bus,
             keyring,
             signer,
             metrics: telemetry::metrics_handle(),
+            pipeline,
         });
         Ok(Self {
             listener,
             state,
+            workers,
+            stop_workers,
             seeded_demo,
         })
     }
@@ -75,10 +132,20 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server")?;
+        // Connect info gives the visitor IP kept (only) in the widget session for abuse control.
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+        // Workers finish the job in hand; what they leave pending is reclaimed by other instances.
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.state.pipeline.stop();
         self.state.bus.quit().await;
         self.state.store.pool().close().await;
         Ok(())

@@ -5,11 +5,18 @@
 //! Identifier newtypes ([`ids`]) and the redacting [`Secret`] wrapper live here
 //! because both sides of every port speak them.
 
+pub mod chat_session;
+pub mod guardrail_finalizer;
 pub mod ids;
 pub mod knowledge;
 pub mod llm;
+pub mod pipeline;
 pub mod ports;
+pub mod prompt;
+pub mod rag_retriever;
 pub mod secret;
+pub mod stage_metrics;
+pub mod supervisor;
 pub mod tools;
 
 pub use ids::{AgentId, ConversationId, OperatorId, TenantId, UserId, WidgetId};

@@ -157,7 +157,9 @@ async fn ensure_app_role(
          REVOKE UPDATE, DELETE, TRUNCATE ON {audit_tables} FROM {role};
          REVOKE ALL ON _sqlx_migrations FROM {role};
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
-         GRANT EXECUTE ON FUNCTION agentry_find_login(text), agentry_find_dashboard_session(uuid) TO {role};",
+         GRANT EXECUTE ON FUNCTION agentry_find_login(text), agentry_find_dashboard_session(uuid),
+             agentry_find_widget(text), agentry_origin_allowed(text),
+             agentry_claim_stale_pending_documents(interval), agentry_demo_widget(text) TO {role};",
         database = quote_ident(&database),
     ))
     .execute(&mut conn)

@@ -8,6 +8,9 @@
 
 pub mod agents;
 pub mod bootstrap;
+pub mod chat;
+pub mod knowledge;
+pub mod llm_configs;
 pub mod operators;
 pub mod sessions;
 pub mod tenants;
@@ -26,7 +29,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 11] = [
+pub const TENANT_TABLES: [&str; 15] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -38,6 +41,10 @@ pub const TENANT_TABLES: [&str; 11] = [
     "agent_usage_events",
     "agent_webhook_deliveries",
     "voice_pii_audits",
+    "kb_documents",
+    "kb_chunks",
+    "kb_namespace_versions",
+    "tenant_llm_configs",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -105,3 +105,32 @@ pub async fn delete(tx: &mut TenantTx, agent: AgentId, widget: WidgetId) -> Resu
     }
     Ok(())
 }
+
+/// A widget as a visitor's browser names it, found before its tenant is known.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct WidgetByKey {
+    pub widget_id: uuid::Uuid,
+    pub tenant_id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    pub allowed_origins: Vec<String>,
+}
+
+pub async fn find_by_public_key(
+    store: &super::Store,
+    public_key: &str,
+) -> Result<Option<WidgetByKey>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT widget_id, tenant_id, agent_id, allowed_origins FROM agentry_find_widget($1)",
+    )
+    .bind(public_key)
+    .fetch_optional(store.pool())
+    .await?)
+}
+
+/// Whether any widget allows `origin` (CORS preflights name no widget).
+pub async fn origin_allowed_anywhere(store: &super::Store, origin: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar("SELECT agentry_origin_allowed($1)")
+        .bind(origin)
+        .fetch_one(store.pool())
+        .await?)
+}

@@ -20,11 +20,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use agentry_actors::pipeline::ChatPipeline;
+
 use crate::bus::RedisBus;
 use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::Store;
 use crate::tokens::TokenSigner;
+use crate::widget_sessions::WidgetSessions;
 
 /// What handlers share; cheap to clone.
 pub type AppState = Arc<AppContext>;
@@ -33,9 +36,11 @@ pub struct AppContext {
     pub settings: Settings,
     pub store: Store,
     pub bus: RedisBus,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
     pub signer: TokenSigner,
     pub metrics: PrometheusHandle,
+    pub pipeline: ChatPipeline,
+    pub widget_sessions: WidgetSessions,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +50,9 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::web::router())
         .nest("/api/v1", routes::api_v1())
+        .nest("/api/widget", routes::widget::router(state.clone()))
         .fallback(routes::not_found)
         .with_state(state)
         // Inner layers: per-route metrics see the matched route.

@@ -117,6 +117,24 @@ async fn seed_every_tenant_table(
     .await
     .unwrap();
     crate::audit::insert_one_row_per_audit_table(&mut tx, tenant, agent, conversation).await;
+    let document = Uuid::now_v7();
+    sqlx::query("INSERT INTO kb_documents (id, tenant_id, agent_id, title, content_type, content) VALUES ($1, $2, $3, 'Doc', 'text', 'Body')")
+        .bind(document).bind(tenant).bind(agent)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO kb_chunks (id, tenant_id, agent_id, document_id, ordinal, heading, body, embedding) VALUES ($1, $2, $3, $4, 0, 'Doc', 'Body', '{0.6,0.8}')")
+        .bind(Uuid::now_v7()).bind(tenant).bind(agent).bind(document)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "INSERT INTO kb_namespace_versions (tenant_id, agent_id, version) VALUES ($1, $2, 1)",
+    )
+    .bind(tenant)
+    .bind(agent)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tenant_llm_configs (tenant_id, provider, model) VALUES ($1, 'offline', 'offline-grounded-v1')")
+        .bind(tenant)
+        .execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
     let _ = app;
 }

@@ -3,7 +3,12 @@
 pub mod admin;
 pub mod agents;
 pub mod auth;
+pub mod conversations;
+pub mod documents;
 pub mod health;
+pub mod llm_config;
+pub mod web;
+pub mod widget;
 pub mod widgets;
 
 use axum::Router;
@@ -17,6 +22,9 @@ pub fn api_v1() -> Router<AppState> {
         .merge(auth::router())
         .merge(agents::router())
         .merge(widgets::router())
+        .merge(documents::router())
+        .merge(conversations::router())
+        .merge(llm_config::router())
         .nest("/admin", admin::router())
 }
 

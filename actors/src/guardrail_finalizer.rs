@@ -1,0 +1,143 @@
+//! GuardrailFinalizer: one per tenant. Everything the model says passes through
+//! it before it is stored or sent; the raw model text goes nowhere else.
+//!
+//! This stage's chain today ends with the HTML sanitizer (ammonia, no tags
+//! allowed, entities decoded back to text); the tenant's directives and the other
+//! rules (em-dashes, ungrounded claims) join the chain in their own issue.
+
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+use crate::stage_metrics::{self, Stage};
+
+/// Cleans one piece of model output. Pure, so it is testable without an actor.
+pub fn finalize(raw: &str) -> String {
+    // No tag survives; script/style contents are dropped entirely.
+    let sanitized = ammonia::Builder::empty().clean(raw).to_string();
+    decode_entities(&sanitized)
+}
+
+/// The sanitizer escapes text for HTML; visitors get plain text (widgets render
+/// it with textContent), so undo the escaping of the few characters it touches.
+fn decode_entities(html: &str) -> String {
+    html.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// Splits streamed text into pieces that can be finalized on their own: whole
+/// sentences or lines, so a tag or a claim is never cut in half.
+#[derive(Default)]
+pub struct SentenceBuffer {
+    pending: String,
+}
+
+impl SentenceBuffer {
+    /// Adds a delta; returns the complete sentences it finished, if any.
+    pub fn push(&mut self, delta: &str) -> Option<String> {
+        self.pending.push_str(delta);
+        let cut = self
+            .pending
+            .char_indices()
+            .filter(|(i, c)| {
+                matches!(c, '\n')
+                    || (matches!(c, '.' | '!' | '?') && self.pending[i + 1..].starts_with(' '))
+            })
+            .map(|(i, c)| i + c.len_utf8())
+            .last()?;
+        // Keep an unclosed tag for the next piece.
+        if self.pending[..cut].rfind('<') > self.pending[..cut].rfind('>') {
+            return None;
+        }
+        let rest = self.pending.split_off(cut);
+        Some(std::mem::replace(&mut self.pending, rest))
+    }
+
+    /// Whatever is left at the end of the stream.
+    pub fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+}
+
+pub enum FinalizerMsg {
+    Finalize {
+        raw: String,
+        reply: oneshot::Sender<String>,
+    },
+}
+
+pub struct GuardrailFinalizer;
+
+impl Actor for GuardrailFinalizer {
+    type Msg = FinalizerMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            FinalizerMsg::Finalize { raw, reply } => {
+                let started = Instant::now();
+                let _ = reply.send(finalize(&raw));
+                stage_metrics::record(Stage::GuardrailFinalizer, "ok", started);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_removed_and_text_is_kept() {
+        assert_eq!(finalize("Hello <b>there</b>!"), "Hello there!");
+        assert_eq!(finalize("<script>alert(1)</script>Hi"), "Hi");
+        assert_eq!(finalize("<img src=x onerror=alert(1)>ok"), "ok");
+        assert_eq!(finalize("a < b & c > d"), "a < b & c > d");
+        assert_eq!(finalize("Tom's \"quote\""), "Tom's \"quote\"");
+    }
+
+    #[test]
+    fn the_buffer_releases_whole_sentences() {
+        let mut buffer = SentenceBuffer::default();
+        assert_eq!(buffer.push("We open at 8"), None);
+        assert_eq!(buffer.push(". Come by"), Some("We open at 8.".into()));
+        assert_eq!(
+            buffer.push(" soon!"),
+            None,
+            "a sentence ends only where the next one starts"
+        );
+        assert_eq!(buffer.push(" And"), Some(" Come by soon!".into()));
+        assert_eq!(buffer.finish(), Some(" And".into()));
+        assert_eq!(buffer.finish(), None);
+    }
+
+    #[test]
+    fn the_buffer_never_splits_a_tag() {
+        let mut buffer = SentenceBuffer::default();
+        assert_eq!(buffer.push("Click <a href=\"x. y\"> here"), None);
+        assert_eq!(
+            buffer.push("</a>. Next "),
+            Some("Click <a href=\"x. y\"> here</a>.".into())
+        );
+    }
+}

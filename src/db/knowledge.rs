@@ -1,0 +1,305 @@
+//! Knowledge-base documents and chunks, and the [`KnowledgeStore`] port.
+//!
+//! Every chunk query names the namespace (`tenant:{tenant}:agent:{agent}`)
+//! besides the tenant, so a ranking bug cannot reach another namespace.
+
+use agentry_actors::ports::{KnowledgeChunk, KnowledgeStore, Namespace, StoreError, StoredVector};
+use agentry_actors::AgentId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{DbError, Store, TenantTx};
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Document {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub title: String,
+    pub content_type: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub chunk_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const DOCUMENT_COLUMNS: &str =
+    "id, agent_id, title, content_type, status, failure_reason, chunk_count, created_at, updated_at";
+
+/// Adds a pending document to one of the tenant's agents; `NotFound` for another tenant's agent.
+pub async fn create_document(
+    tx: &mut TenantTx,
+    agent: AgentId,
+    title: &str,
+    content_type: &str,
+    content: &str,
+) -> Result<Document, DbError> {
+    let tenant = tx.tenant();
+    sqlx::query_as(&format!(
+        "INSERT INTO kb_documents (id, tenant_id, agent_id, title, content_type, content)
+         SELECT $1, tenant_id, id, $4, $5, $6 FROM agents WHERE tenant_id = $2 AND id = $3
+         RETURNING {DOCUMENT_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant.as_uuid())
+    .bind(agent.as_uuid())
+    .bind(title)
+    .bind(content_type)
+    .bind(content)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
+}
+
+pub async fn list_documents(tx: &mut TenantTx, agent: AgentId) -> Result<Vec<Document>, DbError> {
+    let tenant = tx.tenant();
+    Ok(sqlx::query_as(&format!(
+        "SELECT {DOCUMENT_COLUMNS} FROM kb_documents WHERE tenant_id = $1 AND agent_id = $2 ORDER BY created_at, id"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(agent.as_uuid())
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// Deletes a document and its chunks, and bumps the namespace version so every
+/// retriever drops them from memory before its next answer.
+pub async fn delete_document(
+    tx: &mut TenantTx,
+    agent: AgentId,
+    document: Uuid,
+) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    let deleted =
+        sqlx::query("DELETE FROM kb_documents WHERE tenant_id = $1 AND agent_id = $2 AND id = $3")
+            .bind(tenant.as_uuid())
+            .bind(agent.as_uuid())
+            .bind(document)
+            .execute(tx.conn())
+            .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(DbError::NotFound);
+    }
+    bump_namespace_version(tx, agent).await
+}
+
+async fn bump_namespace_version(tx: &mut TenantTx, agent: AgentId) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    sqlx::query(
+        "INSERT INTO kb_namespace_versions (tenant_id, agent_id, version) VALUES ($1, $2, 1)
+         ON CONFLICT (tenant_id, agent_id) DO UPDATE SET version = kb_namespace_versions.version + 1",
+    )
+    .bind(tenant.as_uuid())
+    .bind(agent.as_uuid())
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// What ingestion needs of a document.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DocumentSource {
+    pub title: String,
+    pub content_type: String,
+    pub content: String,
+    pub status: String,
+}
+
+pub async fn document_source(
+    tx: &mut TenantTx,
+    agent: AgentId,
+    document: Uuid,
+) -> Result<DocumentSource, DbError> {
+    let tenant = tx.tenant();
+    sqlx::query_as(
+        "SELECT title, content_type, content, status FROM kb_documents
+         WHERE tenant_id = $1 AND agent_id = $2 AND id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(agent.as_uuid())
+    .bind(document)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
+}
+
+/// One chunk ready to store.
+pub struct NewChunk {
+    pub ordinal: i32,
+    pub heading: String,
+    pub body: String,
+    pub embedding: Vec<f32>,
+}
+
+/// Replaces a document's chunks and marks it ready, in one transaction with the version bump.
+pub async fn store_chunks(
+    tx: &mut TenantTx,
+    agent: AgentId,
+    document: Uuid,
+    chunks: &[NewChunk],
+    embedder: &str,
+) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    sqlx::query("DELETE FROM kb_chunks WHERE tenant_id = $1 AND document_id = $2")
+        .bind(tenant.as_uuid())
+        .bind(document)
+        .execute(tx.conn())
+        .await?;
+    for chunk in chunks {
+        sqlx::query(
+            "INSERT INTO kb_chunks (id, tenant_id, agent_id, document_id, ordinal, heading, body, embedding)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(tenant.as_uuid())
+        .bind(agent.as_uuid())
+        .bind(document)
+        .bind(chunk.ordinal)
+        .bind(&chunk.heading)
+        .bind(&chunk.body)
+        .bind(&chunk.embedding)
+        .execute(tx.conn())
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE kb_documents SET status = 'ready', failure_reason = NULL, chunk_count = $3, embedder = $4,
+         updated_at = now() WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(document)
+    .bind(chunks.len() as i32)
+    .bind(embedder)
+    .execute(tx.conn())
+    .await?;
+    bump_namespace_version(tx, agent).await
+}
+
+pub async fn mark_failed(tx: &mut TenantTx, document: Uuid, reason: &str) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    sqlx::query(
+        "UPDATE kb_documents SET status = 'failed', failure_reason = $3, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(document)
+    .bind(reason)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// The PostgreSQL side of retrieval.
+pub struct PgKnowledgeStore {
+    store: Store,
+}
+
+impl PgKnowledgeStore {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for PgKnowledgeStore {
+    async fn namespace_version(&self, namespace: Namespace) -> Result<i64, StoreError> {
+        let mut tx = self.store.tenant(namespace.tenant).await?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM kb_namespace_versions WHERE tenant_id = $1 AND agent_id = $2",
+        )
+        .bind(namespace.tenant.as_uuid())
+        .bind(namespace.agent.as_uuid())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(DbError::from)?;
+        Ok(version.unwrap_or(0))
+    }
+
+    async fn namespace_vectors(
+        &self,
+        namespace: Namespace,
+    ) -> Result<Vec<StoredVector>, StoreError> {
+        let mut tx = self.store.tenant(namespace.tenant).await?;
+        let rows: Vec<(Uuid, Uuid, Vec<f32>)> = sqlx::query_as(
+            "SELECT id, document_id, embedding FROM kb_chunks WHERE tenant_id = $1 AND namespace = $2",
+        )
+        .bind(namespace.tenant.as_uuid())
+        .bind(namespace.to_string())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(DbError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|(chunk_id, document_id, vector)| StoredVector {
+                chunk_id,
+                document_id,
+                vector,
+            })
+            .collect())
+    }
+
+    async fn lexical_search(
+        &self,
+        namespace: Namespace,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = self.store.tenant(namespace.tenant).await?;
+        // plainto_tsquery ANDs every word; visitors ask in sentences, so OR them instead.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "WITH q AS (
+                SELECT nullif(replace(plainto_tsquery('english', $3)::text, '&', '|'), '')::tsquery AS query
+             )
+             SELECT c.id FROM kb_chunks c, q
+             WHERE c.tenant_id = $1 AND c.namespace = $2 AND q.query IS NOT NULL AND c.search @@ q.query
+             ORDER BY ts_rank_cd(c.search, q.query) DESC, c.id
+             LIMIT $4",
+        )
+        .bind(namespace.tenant.as_uuid())
+        .bind(namespace.to_string())
+        .bind(query)
+        .bind(limit as i64)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(DbError::from)?;
+        Ok(ids)
+    }
+
+    async fn chunks(
+        &self,
+        namespace: Namespace,
+        ids: &[Uuid],
+    ) -> Result<Vec<KnowledgeChunk>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.store.tenant(namespace.tenant).await?;
+        let rows: Vec<(Uuid, String, String, String)> = sqlx::query_as(
+            "SELECT c.id, d.title, c.heading, c.body FROM kb_chunks c
+             JOIN kb_documents d ON d.id = c.document_id AND d.tenant_id = c.tenant_id
+             WHERE c.tenant_id = $1 AND c.namespace = $2 AND c.id = ANY($3)",
+        )
+        .bind(namespace.tenant.as_uuid())
+        .bind(namespace.to_string())
+        .bind(ids)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(DbError::from)?;
+        let mut by_id: std::collections::HashMap<Uuid, KnowledgeChunk> = rows
+            .into_iter()
+            .map(|(id, title, heading, text)| {
+                (
+                    id,
+                    KnowledgeChunk {
+                        id,
+                        title,
+                        heading,
+                        text,
+                    },
+                )
+            })
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+}

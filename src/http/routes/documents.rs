@@ -1,0 +1,101 @@
+//! `/api/v1/agents/{agent_id}/documents`: an agent's knowledge base.
+//! Uploads are stored as pending and ingested asynchronously by any instance.
+
+use agentry_actors::knowledge::ContentType;
+use agentry_actors::AgentId;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::knowledge::{self, Document};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, IdPair, IdPath, TenantUser};
+use crate::http::AppState;
+use crate::kb_ingest::{self, IngestJob};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents/{agent_id}/documents", get(list).post(create))
+        .route("/agents/{agent_id}/documents/{document_id}", delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDocument {
+    title: String,
+    content: String,
+    content_type: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DocumentList {
+    documents: Vec<Document>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+) -> Result<Json<DocumentList>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    crate::db::agents::get(&mut tx, agent).await?;
+    Ok(Json(DocumentList {
+        documents: knowledge::list_documents(&mut tx, agent).await?,
+    }))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(agent): IdPath<AgentId>,
+    ApiJson(body): ApiJson<NewDocument>,
+) -> Result<(StatusCode, Json<Document>), ApiError> {
+    user.require_manager()?;
+    let title = body.title.trim();
+    if title.is_empty() || title.chars().count() > 300 {
+        return Err(ApiError::Invalid(
+            "title must be 1 to 300 characters".into(),
+        ));
+    }
+    let content_type = ContentType::parse(body.content_type.as_deref().unwrap_or("text"))
+        .map_err(ApiError::Invalid)?;
+    if body.content.trim().is_empty() {
+        return Err(ApiError::Invalid("content must not be empty".into()));
+    }
+    let max = state.settings.knowledge.max_document_chars;
+    if body.content.chars().count() > max {
+        return Err(ApiError::Invalid(format!(
+            "content must be at most {max} characters"
+        )));
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let document =
+        knowledge::create_document(&mut tx, agent, title, content_type.as_str(), &body.content)
+            .await?;
+    tx.commit().await?;
+    let job = IngestJob {
+        tenant: user.tenant,
+        agent,
+        document: document.id,
+    };
+    // If this publish is lost, the ingest stage's sweep re-enqueues the pending document.
+    if let Err(error) = kb_ingest::enqueue(&state.bus, &job).await {
+        tracing::warn!(%error, "could not enqueue a document for ingestion; the sweep will retry");
+    }
+    Ok((StatusCode::CREATED, Json(document)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPair(agent, document): IdPair<AgentId, Uuid>,
+) -> Result<StatusCode, ApiError> {
+    user.require_manager()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    knowledge::delete_document(&mut tx, agent, document).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,76 @@
+//! Static front end: the embeddable widget script and, in development, the
+//! demo page that embeds it for the demo tenant.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+const WIDGET_JS: &str = include_str!("../../../web/widget.js");
+const DEMO_HTML: &str = include_str!("../../../web/demo.html");
+const DEMO_CSS: &str = include_str!("../../../web/demo.css");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/widget.js", get(widget_js))
+        .route("/demo", get(demo))
+        .route("/demo.css", get(demo_css))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+}
+
+async fn widget_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
+}
+
+async fn demo_css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        DEMO_CSS,
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML bodies and quoted attributes alike.
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The demo page, only where the demo is enabled (development).
+async fn demo(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
+    if !state.settings.demo.seed {
+        return Err(ApiError::NotFound);
+    }
+    let origin = url::Url::parse(&state.settings.http.public_url)
+        .map(|url| url.origin().ascii_serialization())
+        .map_err(|_| ApiError::NotFound)?;
+    let demo: Option<(String, String)> =
+        sqlx::query_as("SELECT public_key, tenant_name FROM agentry_demo_widget($1)")
+            .bind(&origin)
+            .fetch_optional(state.store.pool())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (public_key, tenant_name) = demo.ok_or(ApiError::NotFound)?;
+    Ok(Html(
+        DEMO_HTML
+            .replace("{{TENANT_NAME}}", &escape_html(&tenant_name))
+            .replace("{{PUBLIC_KEY}}", &escape_html(&public_key)),
+    ))
+}

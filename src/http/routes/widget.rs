@@ -1,0 +1,369 @@
+//! `/api/widget`: the visitor API behind the embeddable widget.
+//!
+//! A visitor's browser gets a short-lived, opaque session token for one widget
+//! (checked against the widget's allowed origins), then chats through it. The
+//! responses carry the visitor's own conversation and nothing else: no
+//! tenant or agent ids, no prompt, no configuration.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentry_actors::chat_session::{TurnEvent, TurnRequest};
+use agentry_actors::ports::StoredMessage;
+use agentry_actors::{AgentId, TenantId, WidgetId};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::db::{chat, widgets};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::AppState;
+use crate::tokens::TokenPurpose;
+use crate::widget_sessions::WidgetSession;
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/session", post(create_session))
+        .route("/session/end", post(end_session))
+        .route("/messages", post(send_message).get(transcript))
+        .layer(axum::middleware::from_fn_with_state(state, cors))
+}
+
+/// Marks a response whose Origin was checked against the widget itself.
+#[derive(Clone)]
+struct OriginChecked(HeaderValue);
+
+/// CORS for the visitor API: preflights (which carry no key or token) are
+/// answered for origins that some widget allows; actual responses name the
+/// origin only when it is allowed (by the widget when known).
+async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed_anywhere = |origin: HeaderValue| {
+        let state = state.clone();
+        async move {
+            let Ok(text) = origin.to_str() else {
+                return false;
+            };
+            widgets::origin_allowed_anywhere(&state.store, text)
+                .await
+                .unwrap_or(false)
+        }
+    };
+    if request.method() == Method::OPTIONS {
+        return match origin {
+            Some(origin) if allowed_anywhere(origin.clone()).await => {
+                let mut response = StatusCode::NO_CONTENT.into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, POST"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization, content-type, accept"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+                headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+                response
+            }
+            _ => ApiError::Forbidden("origin not allowed".into()).into_response(),
+        };
+    }
+    let mut response = next.run(request).await;
+    let decided = response.extensions_mut().remove::<OriginChecked>();
+    let allow = match (decided, origin) {
+        (Some(OriginChecked(origin)), _) => Some(origin),
+        // Errors raised before the widget was known (bad token): readable by allowed origins.
+        (None, Some(origin)) if allowed_anywhere(origin.clone()).await => Some(origin),
+        _ => None,
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = allow {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    response
+}
+
+fn origin_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers.get(header::ORIGIN).cloned()
+}
+
+/// Marks `response` as readable by `origin` (already checked by the caller).
+fn allow_origin(mut response: Response, origin: Option<HeaderValue>) -> Response {
+    if let Some(origin) = origin {
+        response.extensions_mut().insert(OriginChecked(origin));
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct SessionResponse {
+    token: String,
+    expires_at: chrono::DateTime<Utc>,
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SessionRequest>,
+) -> Result<Response, ApiError> {
+    let widget = widgets::find_by_public_key(&state.store, body.public_key.trim())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let origin = origin_of(&headers);
+    let origin_text = origin.as_ref().and_then(|o| o.to_str().ok());
+    // Browsers always send Origin on this cross-origin POST; its absence is not a browser on an allowed site.
+    match origin_text {
+        Some(text) if widget.allowed_origins.iter().any(|allowed| allowed == text) => {}
+        _ => {
+            return Err(ApiError::Forbidden(
+                "this page's origin may not use this widget".into(),
+            ))
+        }
+    }
+    let tenant = TenantId::from_uuid(widget.tenant_id);
+    let agent = AgentId::from_uuid(widget.agent_id);
+    let widget_id = WidgetId::from_uuid(widget.widget_id);
+    let session_id = Uuid::new_v4();
+    let expires_at =
+        Utc::now() + chrono::Duration::seconds(state.settings.widget.session_ttl_secs as i64);
+    let mut tx = state.store.tenant(tenant).await?;
+    let conversation =
+        chat::create_widget_conversation(&mut tx, agent, widget_id, session_id).await?;
+    tx.commit().await?;
+    let session = WidgetSession {
+        tenant,
+        agent,
+        widget: widget_id,
+        conversation,
+        allowed_origins: widget.allowed_origins,
+        visitor_ip: Some(peer.ip().to_string()),
+        expires_at,
+    };
+    state
+        .widget_sessions
+        .create(session_id, &session)
+        .await
+        .map_err(|_| ApiError::Unavailable("the session store"))?;
+    let token = state
+        .signer
+        .issue(TokenPurpose::Widget, session_id, expires_at);
+    let response = (
+        StatusCode::CREATED,
+        Json(SessionResponse { token, expires_at }),
+    )
+        .into_response();
+    Ok(allow_origin(response, origin))
+}
+
+/// A visitor with a live session, calling from an origin the widget allows.
+struct Visitor {
+    session_id: Uuid,
+    session: WidgetSession,
+    origin: Option<HeaderValue>,
+}
+
+impl FromRequestParts<AppState> for Visitor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(ApiError::Unauthorized)?;
+        let verified = state
+            .signer
+            .verify(TokenPurpose::Widget, token.trim(), Utc::now())
+            .map_err(|_| ApiError::Unauthorized)?;
+        let session = state
+            .widget_sessions
+            .get(verified.session_id)
+            .await
+            .map_err(|_| ApiError::Unavailable("the session store"))?
+            .ok_or(ApiError::Unauthorized)?;
+        let origin = origin_of(&parts.headers);
+        if let Some(text) = origin.as_ref().and_then(|o| o.to_str().ok()) {
+            if !session.allows_origin(text) {
+                return Err(ApiError::Forbidden(
+                    "this page's origin may not use this widget".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            session_id: verified.session_id,
+            session,
+            origin,
+        })
+    }
+}
+
+async fn end_session(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Response, ApiError> {
+    state
+        .widget_sessions
+        .revoke(visitor.session_id)
+        .await
+        .map_err(|_| ApiError::Unavailable("the session store"))?;
+    Ok(allow_origin(
+        StatusCode::NO_CONTENT.into_response(),
+        visitor.origin,
+    ))
+}
+
+#[derive(Serialize)]
+struct Transcript {
+    messages: Vec<StoredMessage>,
+}
+
+async fn transcript(State(state): State<AppState>, visitor: Visitor) -> Result<Response, ApiError> {
+    let mut tx = state.store.tenant(visitor.session.tenant).await?;
+    let messages = chat::transcript(&mut tx, visitor.session.conversation).await?;
+    Ok(allow_origin(
+        Json(Transcript { messages }).into_response(),
+        visitor.origin,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRequest {
+    text: String,
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+async fn send_message(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<MessageRequest>,
+) -> Result<Response, ApiError> {
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::Invalid("text must not be empty".into()));
+    }
+    let max = state.settings.widget.max_message_chars;
+    if text.chars().count() > max {
+        return Err(ApiError::Invalid(format!(
+            "text must be at most {max} characters"
+        )));
+    }
+    let request = TurnRequest {
+        tenant: visitor.session.tenant,
+        agent: visitor.session.agent,
+        conversation: visitor.session.conversation,
+        text: text.to_owned(),
+    };
+    let handle = state
+        .pipeline
+        .submit(request)
+        .map_err(|_| ApiError::Unavailable("the assistant"))?;
+    let timeout = Duration::from_secs(state.settings.chat.turn_timeout_secs);
+
+    if !wants_event_stream(&headers) {
+        let reply = tokio::time::timeout(timeout, handle.reply)
+            .await
+            .map_err(|_| ApiError::Unavailable("the assistant"))?
+            .map_err(|_| ApiError::Unavailable("the assistant"))?
+            .map_err(|error| {
+                tracing::warn!(%error, "chat turn failed");
+                ApiError::Unavailable("the assistant")
+            })?;
+        return Ok(allow_origin(
+            Json(json!({ "reply": reply })).into_response(),
+            visitor.origin,
+        ));
+    }
+
+    // Forward cleaned deltas as they come, then the stored message; the turn
+    // finishes (and is stored) even if the visitor disconnects.
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let mut events = handle.events;
+        let mut reply = handle.reply;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                Some(TurnEvent::Delta(text)) = events.recv() => {
+                    let _ = sender.send(Event::default().event("delta").data(json!({ "text": text }).to_string()));
+                }
+                result = &mut reply => {
+                    // Deltas sent before the reply may still sit in the channel.
+                    while let Ok(TurnEvent::Delta(text)) = events.try_recv() {
+                        let _ = sender.send(Event::default().event("delta").data(json!({ "text": text }).to_string()));
+                    }
+                    let event = match result {
+                        Ok(Ok(message)) => Event::default().event("message").data(json!(message).to_string()),
+                        other => {
+                            if let Ok(Err(error)) = other {
+                                tracing::warn!(%error, "chat turn failed");
+                            }
+                            error_event()
+                        }
+                    };
+                    let _ = sender.send(event);
+                    let _ = sender.send(Event::default().event("done").data("{}"));
+                    break;
+                }
+                _ = &mut deadline => {
+                    let _ = sender.send(error_event());
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), receiver))
+    });
+    let response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    Ok(allow_origin(response, visitor.origin))
+}
+
+fn error_event() -> Event {
+    let body = json!({ "error": { "code": "unavailable", "message": "the assistant is unavailable, try again shortly" } });
+    Event::default().event("error").data(body.to_string())
+}

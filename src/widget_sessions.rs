@@ -1,0 +1,85 @@
+//! Widget sessions: short-lived, scoped to one widget's agent, revocable.
+//!
+//! They live in Redis, not PostgreSQL: every instance sees a revocation at
+//! once, they expire by themselves, and the visitor's IP (kept for abuse
+//! control) disappears with the session instead of outliving it in a table.
+
+use agentry_actors::{AgentId, ConversationId, TenantId, WidgetId};
+use chrono::{DateTime, Utc};
+use fred::prelude::{Expiration, KeysInterface};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::bus::RedisBus;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WidgetSession {
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    pub widget: WidgetId,
+    pub conversation: ConversationId,
+    pub allowed_origins: Vec<String>,
+    pub visitor_ip: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl WidgetSession {
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == origin)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct WidgetSessions {
+    bus: RedisBus,
+}
+
+impl WidgetSessions {
+    pub fn new(bus: RedisBus) -> Self {
+        Self { bus }
+    }
+
+    fn key(&self, session: Uuid) -> String {
+        self.bus.key(&format!("ws:{session}"), "session")
+    }
+
+    pub async fn create(&self, id: Uuid, session: &WidgetSession) -> Result<(), SessionStoreError> {
+        let ttl = (session.expires_at - Utc::now()).num_seconds().max(1);
+        let value = serde_json::to_string(session)
+            .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
+        let _: () = self
+            .bus
+            .pool()
+            .set(self.key(id), value, Some(Expiration::EX(ttl)), None, false)
+            .await
+            .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The live session, or `None` if it expired, was revoked or never existed.
+    pub async fn get(&self, id: Uuid) -> Result<Option<WidgetSession>, SessionStoreError> {
+        let value: Option<String> = self
+            .bus
+            .pool()
+            .get(self.key(id))
+            .await
+            .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
+        Ok(value.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    pub async fn revoke(&self, id: Uuid) -> Result<(), SessionStoreError> {
+        let _: i64 = self
+            .bus
+            .pool()
+            .del(self.key(id))
+            .await
+            .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
