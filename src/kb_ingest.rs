@@ -84,7 +84,11 @@ impl IngestWorker {
                 _ = shutdown.changed() => break,
             };
             match entries {
-                Ok(entries) => self.process_all(entries).await,
+                Ok(entries) if entries.is_empty() => {}
+                Ok(entries) => {
+                    self.process_all(entries).await;
+                    self.report_backlog().await;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "kb-ingest: read failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -114,6 +118,10 @@ impl IngestWorker {
             }
             Err(error) => tracing::warn!(%error, "kb-ingest: sweep failed"),
         }
+        self.report_backlog().await;
+    }
+
+    async fn report_backlog(&self) {
         if let Ok(backlog) = self.bus.group_backlog(KB_STREAM, GROUP).await {
             metrics::gauge!("agentry_stage_backlog", "stage" => Stage::KbIngest.label())
                 .set(backlog as f64);
