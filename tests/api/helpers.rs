@@ -21,7 +21,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub store: Store,
     pub seeded_demo: Option<SeededDemo>,
-    database: String,
+    pub state: agentry::http::AppState,
+    pub database: String,
     shutdown: Option<oneshot::Sender<()>>,
     drop_database: bool,
 }
@@ -65,6 +66,7 @@ pub async fn spawn_app_on(
         .expect("application builds");
     let address = format!("http://{}", app.local_addr().expect("bound address"));
     let store = Store::new(app.state().store.pool().clone());
+    let state = app.state();
     let (shutdown, stop) = oneshot::channel::<()>();
     let mut app = app;
     let seeded_demo = app.seeded_demo.take();
@@ -84,6 +86,7 @@ pub async fn spawn_app_on(
         settings,
         store,
         seeded_demo,
+        state,
         database: database.to_owned(),
         shutdown: Some(shutdown),
         drop_database,

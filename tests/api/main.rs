@@ -4,10 +4,13 @@ mod admin;
 mod audit;
 mod auth;
 mod bus;
+mod chat_support;
 mod cli;
 mod edge;
 mod health;
 mod isolation;
+mod knowledge;
+mod pipeline;
 mod resources;
 mod seed;
 

@@ -1,0 +1,234 @@
+//! The knowledge base: upload, asynchronous ingestion, retrieval in the answer,
+//! deletion everywhere (caches included), and namespaces that never leak.
+
+use serde_json::json;
+
+use crate::chat_support::{chat_setup, reply, upload_ready, visitor_token, wait_for_status};
+use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with};
+
+const HOURS: &str = "# Opening hours\n\nThe lighthouse museum opens at 7am on weekdays.\n\n# Tickets\n\nTickets cost twelve dollars.";
+
+#[tokio::test]
+async fn an_uploaded_document_is_ingested_and_answers_come_from_it() {
+    let app = spawn_app().await;
+    let setup = chat_setup(&app, "Museum Co").await;
+    let id = upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Visiting",
+        HOURS,
+    )
+    .await;
+    let listed = body(
+        app.get(
+            &format!("/api/v1/agents/{}/documents", setup.agent_id),
+            &setup.tenant.token,
+        )
+        .await,
+    )
+    .await;
+    let document = &listed["documents"][0];
+    assert_eq!(document["id"], id.as_str());
+    assert_eq!(document["status"], "ready");
+    assert!(document["chunk_count"].as_i64().unwrap() >= 1);
+    assert!(
+        document.get("content").is_none(),
+        "listing does not echo content"
+    );
+
+    let token = visitor_token(&app, &setup.public_key).await;
+    let answer = reply(&app, &token, "When does the lighthouse museum open?").await;
+    assert!(answer.contains("7am"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_document_with_no_text_fails_with_a_reason() {
+    let app = spawn_app().await;
+    let setup = chat_setup(&app, "Empty Co").await;
+    let response = app
+        .post_json(
+            &format!("/api/v1/agents/{}/documents", setup.agent_id),
+            Some(&setup.tenant.token),
+            &json!({ "title": "Scripts only", "content": "<script>var x = 1;</script>", "content_type": "html" }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let id = body(response).await["id"].as_str().unwrap().to_owned();
+    let failed = wait_for_status(&app, &setup.tenant.token, &setup.agent_id, &id, "failed").await;
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no text"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
+async fn bad_documents_are_refused_and_other_tenants_agents_are_not_found() {
+    let app = spawn_app_with(|settings| settings.knowledge.max_document_chars = 100).await;
+    let setup = chat_setup(&app, "Strict Co").await;
+    let other = chat_setup(&app, "Other Co").await;
+    let path = format!("/api/v1/agents/{}/documents", setup.agent_id);
+    let post = |payload: serde_json::Value| {
+        let request = app
+            .request(reqwest::Method::POST, &path, Some(&setup.tenant.token))
+            .json(&payload);
+        async move { request.send().await.unwrap() }
+    };
+    assert_error(
+        post(json!({ "title": "", "content": "x" })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        post(json!({ "title": "T", "content": "   " })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        post(json!({ "title": "T", "content": "x", "content_type": "pdf" })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        post(json!({ "title": "T", "content": "x".repeat(101) })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        app.post_json(
+            &path,
+            Some(&other.tenant.token),
+            &json!({ "title": "T", "content": "x" }),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let document = upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Ok",
+        "A short fact.",
+    )
+    .await;
+    assert_error(
+        app.delete(&format!("{path}/{document}"), &other.tenant.token)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        app.get(
+            &format!("/api/v1/agents/{}/documents", setup.agent_id),
+            &other.tenant.token,
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_document_removes_it_everywhere_including_another_instances_cache() {
+    let first = spawn_app().await;
+    let prefix = first.settings.redis.prefix.clone();
+    let second = spawn_app_on(
+        &first.database,
+        |settings| settings.redis.prefix = prefix,
+        false,
+    )
+    .await;
+    let setup = chat_setup(&first, "Forgetful Co").await;
+    let id = upload_ready(
+        &first,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Visiting",
+        HOURS,
+    )
+    .await;
+
+    // The second instance answers from it, so its retriever has the chunks in memory.
+    let token = visitor_token(&second, &setup.public_key).await;
+    assert!(
+        reply(&second, &token, "When does the lighthouse museum open?")
+            .await
+            .contains("7am")
+    );
+
+    let response = first
+        .delete(
+            &format!("/api/v1/agents/{}/documents/{id}", setup.agent_id),
+            &setup.tenant.token,
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    let answer = reply(&second, &token, "When does the lighthouse museum open?").await;
+    assert!(
+        !answer.contains("7am"),
+        "a deleted document still answers: {answer}"
+    );
+    let mut owner = first.owner_connection().await;
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM kb_chunks")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(chunks, 0);
+}
+
+#[tokio::test]
+async fn another_namespaces_knowledge_never_comes_back() {
+    let app = spawn_app().await;
+    let first = chat_setup(&app, "First Co").await;
+    let second = chat_setup(&app, "Second Co").await;
+    upload_ready(
+        &app,
+        &first.tenant.token,
+        &first.agent_id,
+        "Secret",
+        "The zebra-seven vault code is QUOKKA-4411. Zebra-seven opens at noon.",
+    )
+    .await;
+    // The second tenant has knowledge too, so its retriever is not empty.
+    upload_ready(
+        &app,
+        &second.tenant.token,
+        &second.agent_id,
+        "Hours",
+        "We open at nine.",
+    )
+    .await;
+    // A second agent of the first tenant is its own namespace as well.
+    let sibling = app.create_agent(&first.tenant.token, "Sibling").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sibling_widget = app.create_widget(&first.tenant.token, &sibling).await;
+
+    for public_key in [
+        second.public_key.as_str(),
+        sibling_widget["public_key"].as_str().unwrap(),
+    ] {
+        let token = visitor_token(&app, public_key).await;
+        let answer = reply(&app, &token, "What is the zebra-seven vault code?").await;
+        assert!(
+            !answer.contains("QUOKKA"),
+            "knowledge leaked across namespaces: {answer}"
+        );
+    }
+    let token = visitor_token(&app, &first.public_key).await;
+    assert!(reply(&app, &token, "What is the zebra-seven vault code?")
+        .await
+        .contains("QUOKKA-4411"));
+}

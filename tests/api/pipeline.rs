@@ -1,0 +1,311 @@
+//! The chat pipeline's actors: supervision, isolation of crashes, ordering of
+//! turns across instances, the tenant's own LLM, and what a turn records.
+
+use std::time::Duration;
+
+use agentry_actors::chat_session::FAULT_TRIGGER;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::chat_support::{chat_setup, reply, say, visitor_token};
+use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
+
+async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| {
+            line.starts_with("agentry_actor_restarts_total")
+                && line.contains(&format!("actor=\"{actor}\""))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .map(|value| value.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_crash_in_one_tenants_session_is_restarted_and_never_reaches_another_tenant() {
+    let app = spawn_app_with(|settings| settings.chat.fault_injection = true).await;
+    let first = chat_setup(&app, "Crashy Co").await;
+    let second = chat_setup(&app, "Steady Co").await;
+    let first_visitor = visitor_token(&app, &first.public_key).await;
+    let second_visitor = visitor_token(&app, &second.public_key).await;
+    // Both tenants have live sessions before the crash.
+    reply(&app, &first_visitor, "hello").await;
+    reply(&app, &second_visitor, "hello").await;
+    let before = restarts(&app, "chat_session").await;
+
+    let (status, error) = say(&app, &first_visitor, FAULT_TRIGGER).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "unavailable");
+
+    // The other tenant's conversation carries on, undisturbed.
+    reply(&app, &second_visitor, "are you still there?").await;
+    // The crashed conversation comes back after the restart backoff.
+    reply(&app, &first_visitor, "and you?").await;
+    assert_eq!(restarts(&app, "chat_session").await, before + 1.0);
+
+    // The second tenant's transcript is complete and in order.
+    let transcript = body(
+        app.client
+            .get(app.url("/api/widget/messages"))
+            .bearer_auth(&second_visitor)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let roles: Vec<&str> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["visitor", "assistant", "visitor", "assistant"]);
+}
+
+#[tokio::test]
+async fn turns_of_one_conversation_on_two_instances_stay_ordered_and_never_duplicate() {
+    let first = spawn_app_with(|_| {}).await;
+    let prefix = first.settings.redis.prefix.clone();
+    let second = spawn_app_on(
+        &first.database,
+        |settings| settings.redis.prefix = prefix,
+        false,
+    )
+    .await;
+    let setup = chat_setup(&first, "Busy Co").await;
+    let token = visitor_token(&first, &setup.public_key).await;
+
+    let questions: Vec<String> = (0..8).map(|n| format!("question number {n}")).collect();
+    let mut turns = Vec::new();
+    for (n, question) in questions.iter().enumerate() {
+        let app = if n % 2 == 0 { &first } else { &second };
+        turns.push(say(app, &token, question));
+    }
+    for (status, body) in futures_util::future::join_all(turns).await {
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let mut owner = first.owner_connection().await;
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, role, content FROM agent_messages ORDER BY seq")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 16, "every turn stored once: {rows:?}");
+    for (index, (seq, role, _)) in rows.iter().enumerate() {
+        assert_eq!(*seq, index as i64, "no gaps, no duplicates");
+        assert_eq!(
+            role,
+            if index % 2 == 0 {
+                "visitor"
+            } else {
+                "assistant"
+            },
+            "a reply follows its question"
+        );
+    }
+    let mut stored_questions: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.1 == "visitor")
+        .map(|r| r.2.as_str())
+        .collect();
+    stored_questions.sort();
+    let mut expected: Vec<&str> = questions.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(stored_questions, expected);
+}
+
+/// A local server speaking the OpenAI chat-completions streaming protocol.
+async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            let mut stream = String::new();
+            for chunk in reply_chunks {
+                let event = json!({ "choices": [{ "index": 0, "delta": { "content": chunk } }] });
+                stream.push_str(&format!("data: {event}\n\n"));
+            }
+            let usage = json!({ "choices": [], "usage": { "prompt_tokens": 321, "completion_tokens": 12 } });
+            stream.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+            ([("content-type", "text/event-stream")], stream).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}/v1")
+}
+
+#[tokio::test]
+async fn a_tenants_own_llm_answers_and_its_raw_output_is_cleaned_before_storage() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = chat_setup(&app, "Byo Co").await;
+    let base_url = fake_openai(&[
+        "Hello <b>the",
+        "re</b>! We open at <script>alert(1)</script>",
+        "8am.",
+    ])
+    .await;
+    let configured = app
+        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&setup.tenant.token))
+        .json(&json!({ "provider": "vllm", "model": "house-model", "base_url": base_url, "api_key": "sk-test-123456" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let view = body(configured).await;
+    assert_eq!(view["has_api_key"], true);
+    assert!(!view.to_string().contains("sk-test-123456"));
+
+    let token = visitor_token(&app, &setup.public_key).await;
+    let answer = reply(&app, &token, "When do you open?").await;
+    assert_eq!(answer, "Hello there! We open at 8am.");
+
+    let mut owner = app.owner_connection().await;
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT content FROM agent_messages WHERE role = 'assistant'")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(stored, vec!["Hello there! We open at 8am.".to_owned()]);
+    let usage: (String, String, i32, i32) = sqlx::query_as(
+        "SELECT provider, model, prompt_tokens, completion_tokens FROM agent_usage_events WHERE kind = 'chat'",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(usage, ("vllm".into(), "house-model".into(), 321, 12));
+    let embedding: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM agent_usage_events WHERE kind = 'embedding'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(embedding, 1, "one embedding usage event per turn");
+}
+
+#[tokio::test]
+async fn a_failing_provider_gets_the_visitor_a_generic_apology_and_the_turn_is_still_recorded() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = chat_setup(&app, "Down Co").await;
+    // Nothing listens on port 1.
+    let configured = app
+        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&setup.tenant.token))
+        .json(&json!({ "provider": "ollama", "model": "llama3", "base_url": "http://127.0.0.1:1/v1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let token = visitor_token(&app, &setup.public_key).await;
+    let answer = reply(&app, &token, "Anyone there?").await;
+    assert!(answer.starts_with("Sorry"), "{answer}");
+    assert!(
+        !answer.contains("127.0.0.1") && !answer.contains("ollama"),
+        "{answer}"
+    );
+    let mut owner = app.owner_connection().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_messages")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn tool_calls_become_requested_action_runs() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = chat_setup(&app, "Leads Co").await;
+    let token = visitor_token(&app, &setup.public_key).await;
+    reply(
+        &app,
+        &token,
+        "Please call me back, my email is ada@example.com",
+    )
+    .await;
+    let mut owner = app.owner_connection().await;
+    let runs: Vec<(String, String, serde_json::Value)> =
+        sqlx::query_as("SELECT tool, status, input FROM agent_action_runs")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].0, "capture_lead");
+    assert_eq!(runs[0].1, "requested");
+    assert_eq!(runs[0].2["email"], "ada@example.com");
+}
+
+#[tokio::test]
+async fn idle_tenant_supervisors_stop_and_restart_on_demand() {
+    let app = spawn_app_with(|settings| {
+        settings.chat.session_idle_secs = 0;
+        settings.chat.tenant_idle_secs = 0;
+    })
+    .await;
+    let setup = chat_setup(&app, "Sleepy Co").await;
+    let token = visitor_token(&app, &setup.public_key).await;
+    reply(&app, &token, "hello").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.state.pipeline.active_tenants().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle tenant supervisor never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next turn starts the tenant's actors again.
+    reply(&app, &token, "hello again").await;
+}
+
+#[tokio::test]
+async fn llm_configuration_is_validated_and_only_managers_change_it() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = chat_setup(&app, "Config Co").await;
+    let put = |payload: serde_json::Value| {
+        let request = app
+            .request(
+                reqwest::Method::PUT,
+                "/api/v1/llm",
+                Some(&setup.tenant.token),
+            )
+            .json(&payload);
+        async move { request.send().await.unwrap() }
+    };
+    assert_error(
+        put(json!({ "provider": "skynet", "model": "x" })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        put(json!({ "provider": "openai", "model": "gpt-4o-mini" })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert_error(
+        put(json!({ "provider": "azure", "api_key": "k" })).await,
+        422,
+        "invalid",
+    )
+    .await;
+    let shown = body(app.get("/api/v1/llm", &setup.tenant.token).await).await;
+    assert_eq!(shown["provider"], "offline");
+    let response = app
+        .request(
+            reqwest::Method::DELETE,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
