@@ -80,9 +80,12 @@ mod tests {
         StoredVector, TurnRecord, TurnSlot,
     };
 
+    /// (seq, role, content) per conversation.
+    type Transcripts = HashMap<ConversationId, Vec<(i64, String, String)>>;
+
     #[derive(Default)]
     struct MemoryChat {
-        messages: Mutex<HashMap<ConversationId, Vec<(i64, String, String)>>>,
+        messages: Mutex<Transcripts>,
     }
 
     #[async_trait]
