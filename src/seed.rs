@@ -87,13 +87,17 @@ pub async fn seed_if_empty(
         Secret::new(demo.operator.password.clone()),
     )
     .await?;
-    let origins = demo
-        .widget
-        .allowed_origins
-        .iter()
-        .map(|origin| AllowedOrigin::parse(origin))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    // The server's own origin too, so its /demo page can use the widget wherever it runs.
+    let own_origin = url::Url::parse(&settings.http.public_url)
+        .map(|url| url.origin().ascii_serialization())
+        .ok();
+    let mut origins = Vec::new();
+    for origin in demo.widget.allowed_origins.iter().chain(own_origin.iter()) {
+        let origin = AllowedOrigin::parse(origin).map_err(anyhow::Error::msg)?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
     let mut tx = store.tenant(created.tenant_id).await?;
     let agent = agents::create(
         &mut tx,

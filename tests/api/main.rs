@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod browser;
 mod bus;
 mod chat_support;
 mod cli;
