@@ -75,6 +75,12 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub knowledge: KnowledgeSettings,
     pub embedding: EmbeddingSettings,
+    pub llm: LlmSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LlmSettings {
+    pub allow_private_base_urls: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

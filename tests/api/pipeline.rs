@@ -309,3 +309,46 @@ async fn llm_configuration_is_validated_and_only_managers_change_it() {
         .unwrap();
     assert_eq!(response.status(), 204);
 }
+
+#[tokio::test]
+async fn where_private_base_urls_are_not_allowed_a_tenant_cannot_point_its_llm_into_the_private_network(
+) {
+    let app = spawn_app_with(|settings| settings.llm.allow_private_base_urls = false).await;
+    let setup = chat_setup(&app, "Sneaky Co").await;
+    for base_url in [
+        "http://127.0.0.1:11434/v1",
+        "http://169.254.169.254/latest",
+        "http://localhost:8080/v1",
+    ] {
+        let response = app
+            .request(
+                reqwest::Method::PUT,
+                "/api/v1/llm",
+                Some(&setup.tenant.token),
+            )
+            .json(&json!({ "provider": "ollama", "model": "llama3", "base_url": base_url }))
+            .send()
+            .await
+            .unwrap();
+        let error = assert_error(response, 422, "invalid").await;
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("private network"),
+            "{error}"
+        );
+    }
+    // Ollama's default base URL is loopback too.
+    let response = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "provider": "ollama", "model": "llama3" }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 422, "invalid").await;
+}

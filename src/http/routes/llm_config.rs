@@ -11,8 +11,9 @@ use crate::db::llm_configs::{self, LlmConfigRow, LlmConfigView};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, TenantUser};
 use crate::http::AppState;
-use crate::llm::ProviderConfig;
+use crate::llm::{ProviderConfig, ProviderKind};
 use crate::llm_resolver::{key_owner, parse_kind};
+use crate::net_guard;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/llm", get(show).put(replace).delete(remove))
@@ -63,6 +64,13 @@ async fn replace(
     config
         .validate()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if !state.settings.llm.allow_private_base_urls && kind != ProviderKind::Offline {
+        if let Some(base_url) = config.resolved_base_url() {
+            net_guard::check_public_url(&base_url)
+                .await
+                .map_err(|reason| ApiError::Invalid(format!("base_url: {reason}")))?;
+        }
+    }
     let sealed = config.api_key.as_ref().map(|key| {
         state
             .keyring
