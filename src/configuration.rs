@@ -105,6 +105,7 @@ pub struct KnowledgeSettings {
     pub max_document_chars: usize,
     pub chunk_max_chars: usize,
     pub chunk_overlap_chars: usize,
+    pub recover_after_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -23,9 +23,6 @@ pub const KB_STREAM: StreamName = StreamName::new("kb");
 const GROUP: &str = "kb-ingest";
 const BATCH: usize = 8;
 const BLOCK: Duration = Duration::from_secs(2);
-/// A job unacknowledged this long belongs to a consumer presumed dead.
-const RECLAIM_AFTER: Duration = Duration::from_secs(60);
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestJob {
@@ -49,6 +46,9 @@ pub struct IngestWorker {
     pub chunking: ChunkOptions,
     /// This instance's consumer name in the group.
     pub consumer: String,
+    /// A job unacknowledged this long belongs to a consumer presumed dead, and
+    /// a document pending this long without a job has lost it.
+    pub recover_after: Duration,
 }
 
 /// Why a job did not finish; transient ones stay pending and are retried.
@@ -65,7 +65,8 @@ impl From<DbError> for JobError {
 impl IngestWorker {
     /// Runs until `shutdown` turns true; the job in hand is finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut last_housekeeping = Instant::now() - HOUSEKEEPING_EVERY;
+        let housekeeping_every = (self.recover_after / 2).max(Duration::from_millis(100));
+        let mut last_housekeeping = Instant::now() - housekeeping_every;
         while !*shutdown.borrow() {
             if let Err(error) = self.bus.ensure_group(KB_STREAM, GROUP).await {
                 tracing::warn!(%error, "kb-ingest: stream unavailable");
@@ -75,7 +76,7 @@ impl IngestWorker {
                 }
                 continue;
             }
-            if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+            if last_housekeeping.elapsed() >= housekeeping_every {
                 last_housekeeping = Instant::now();
                 self.housekeeping().await;
             }
@@ -100,14 +101,14 @@ impl IngestWorker {
     async fn housekeeping(&self) {
         match self
             .bus
-            .reclaim(KB_STREAM, GROUP, &self.consumer, RECLAIM_AFTER, BATCH)
+            .reclaim(KB_STREAM, GROUP, &self.consumer, self.recover_after, BATCH)
             .await
         {
             Ok(entries) if !entries.is_empty() => self.process_all(entries).await,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "kb-ingest: reclaim failed"),
         }
-        match stale_pending(&self.store).await {
+        match stale_pending(&self.store, self.recover_after).await {
             Ok(jobs) => {
                 for job in jobs {
                     if let Err(error) = enqueue(&self.bus, &job).await {
@@ -218,10 +219,12 @@ impl IngestWorker {
     }
 }
 
-async fn stale_pending(store: &Store) -> Result<Vec<IngestJob>, DbError> {
+async fn stale_pending(store: &Store, older_than: Duration) -> Result<Vec<IngestJob>, DbError> {
     let rows: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
-        "SELECT tenant_id, agent_id, document_id FROM agentry_claim_stale_pending_documents(interval '60 seconds')",
+        "SELECT tenant_id, agent_id, document_id
+         FROM agentry_claim_stale_pending_documents(make_interval(secs => $1))",
     )
+    .bind(older_than.as_secs_f64())
     .fetch_all(store.pool())
     .await?;
     Ok(rows

@@ -96,6 +96,7 @@ impl Application {
                 overlap_chars: settings.knowledge.chunk_overlap_chars,
             },
             consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
+            recover_after: Duration::from_secs(settings.knowledge.recover_after_secs),
         };
         let workers = vec![tokio::spawn(ingest.run(workers_stopped))];
 

@@ -232,3 +232,31 @@ async fn another_namespaces_knowledge_never_comes_back() {
         .await
         .contains("QUOKKA-4411"));
 }
+
+#[tokio::test]
+async fn a_document_whose_ingest_job_was_lost_is_ingested_anyway() {
+    let app = spawn_app_with(|settings| settings.knowledge.recover_after_secs = 1).await;
+    let setup = chat_setup(&app, "Lossy Co").await;
+    // Written straight to the database: no job was ever published for it (as if
+    // Redis had lost it, or the instance died between commit and publish).
+    let mut owner = app.owner_connection().await;
+    let document = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO kb_documents (id, tenant_id, agent_id, title, content_type, content)
+         VALUES ($1, $2, $3::uuid, 'Orphan', 'text', 'The orphanage bell rings at dawn.')",
+    )
+    .bind(document)
+    .bind(setup.tenant.id.as_uuid())
+    .bind(&setup.agent_id)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    wait_for_status(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        &document.to_string(),
+        "ready",
+    )
+    .await;
+}
