@@ -54,15 +54,14 @@ CREATE TABLE kb_namespace_versions (
     PRIMARY KEY (tenant_id, agent_id)
 );
 
--- A tenant's own LLM; the key is sealed (AES-256-GCM, bound to this row's tenant and column).
+-- A tenant's own LLM. How to reach it (base URL, Azure deployment, API key)
+-- is one sealed JSON value: AES-256-GCM, bound to this tenant and column.
+-- Provider and model stay readable: usage records and metrics name them.
 CREATE TABLE tenant_llm_configs (
     tenant_id          uuid PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
     provider           text NOT NULL,
     model              text NOT NULL,
-    base_url           text,
-    azure_deployment   text,
-    azure_api_version  text,
-    api_key_sealed     bytea,
+    connection_sealed  bytea NOT NULL,
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 

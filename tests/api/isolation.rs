@@ -132,7 +132,7 @@ async fn seed_every_tenant_table(
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO tenant_llm_configs (tenant_id, provider, model) VALUES ($1, 'offline', 'offline-grounded-v1')")
+    sqlx::query("INSERT INTO tenant_llm_configs (tenant_id, provider, model, connection_sealed) VALUES ($1, 'offline', 'offline-grounded-v1', '\\x00')")
         .bind(tenant)
         .execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();

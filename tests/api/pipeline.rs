@@ -352,3 +352,51 @@ async fn where_private_base_urls_are_not_allowed_a_tenant_cannot_point_its_llm_i
         .unwrap();
     assert_error(response, 422, "invalid").await;
 }
+
+#[tokio::test]
+async fn a_tenants_llm_connection_is_sealed_and_does_not_open_in_another_tenants_row() {
+    let app = spawn_app_with(|_| {}).await;
+    let first = chat_setup(&app, "Sealed Co").await;
+    let second = chat_setup(&app, "Thief Co").await;
+    let base_url = fake_openai(&["From the first tenant's model."]).await;
+    let configured = app
+        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&first.tenant.token))
+        .json(&json!({ "provider": "vllm", "model": "m", "base_url": base_url, "api_key": "sk-first-tenant-secret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let shown = body(app.get("/api/v1/llm", &first.tenant.token).await).await;
+    assert_eq!(shown["base_url"], base_url.as_str());
+    assert_eq!(shown["has_api_key"], true);
+    assert!(!shown.to_string().contains("sk-first-tenant-secret"));
+
+    let mut owner = app.owner_connection().await;
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("SELECT connection_sealed FROM tenant_llm_configs WHERE tenant_id = $1")
+            .bind(first.tenant.id.as_uuid())
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    let contains = |needle: &[u8]| sealed.windows(needle.len()).any(|window| window == needle);
+    assert!(
+        !contains(b"sk-first-tenant-secret") && !contains(base_url.as_bytes()),
+        "stored in the clear"
+    );
+
+    // Copied into the second tenant's row, the ciphertext does not open: that tenant gets an apology.
+    sqlx::query("INSERT INTO tenant_llm_configs (tenant_id, provider, model, connection_sealed) VALUES ($1, 'vllm', 'm', $2)")
+        .bind(second.tenant.id.as_uuid())
+        .bind(&sealed)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let token = visitor_token(&app, &second.public_key).await;
+    let answer = reply(&app, &token, "hello?").await;
+    assert!(answer.starts_with("Sorry"), "{answer}");
+    let token = visitor_token(&app, &first.public_key).await;
+    assert_eq!(
+        reply(&app, &token, "hello?").await,
+        "From the first tenant's model."
+    );
+}

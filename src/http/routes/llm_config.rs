@@ -1,4 +1,5 @@
-//! `/api/v1/llm`: the tenant's own LLM. The key goes in, sealed; it never comes out.
+//! `/api/v1/llm`: the tenant's own LLM. The connection goes in sealed; the key
+//! never comes back out.
 
 use agentry_actors::Secret;
 use axum::extract::State;
@@ -7,12 +8,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::db::llm_configs::{self, LlmConfigRow, LlmConfigView};
+use crate::db::llm_configs;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, TenantUser};
 use crate::http::AppState;
-use crate::llm::{ProviderConfig, ProviderKind};
-use crate::llm_resolver::{key_owner, parse_kind};
+use crate::llm::ProviderKind;
+use crate::llm_resolver::{
+    open_connection, parse_kind, provider_config, seal_connection, LlmConfigView, LlmConnection,
+};
 use crate::net_guard;
 
 pub fn router() -> Router<AppState> {
@@ -22,16 +25,14 @@ pub fn router() -> Router<AppState> {
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LlmConfigView>, ApiError> {
     let mut tx = state.store.tenant(user.tenant).await?;
-    Ok(Json(match llm_configs::get(&mut tx).await? {
-        Some(row) => serde_json::to_value(LlmConfigView::from(&row))
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        // No configuration: the built-in offline responder answers.
-        None => {
-            serde_json::json!({ "provider": "offline", "model": crate::llm::OFFLINE_MODEL, "has_api_key": false })
-        }
-    }))
+    let Some(row) = llm_configs::get(&mut tx).await? else {
+        return Ok(Json(LlmConfigView::offline()));
+    };
+    let connection = open_connection(&state.keyring, user.tenant, &row.connection_sealed)
+        .map_err(|e| ApiError::Internal(format!("stored LLM connection: {e}")))?;
+    Ok(Json(LlmConfigView::new(&row, &connection)))
 }
 
 #[derive(Deserialize)]
@@ -46,6 +47,13 @@ struct LlmConfigBody {
     azure_api_version: Option<String>,
 }
 
+fn non_blank(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
 async fn replace(
     State(state): State<AppState>,
     user: TenantUser,
@@ -53,14 +61,14 @@ async fn replace(
 ) -> Result<Json<LlmConfigView>, ApiError> {
     user.require_manager()?;
     let kind = parse_kind(&body.provider).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let mut config = ProviderConfig::new(kind, body.model.trim());
-    config.base_url = body.base_url.clone().filter(|u| !u.trim().is_empty());
-    config.api_key = body
-        .api_key
-        .clone()
-        .filter(|k| !k.expose().trim().is_empty());
-    config.azure_deployment = body.azure_deployment.clone();
-    config.azure_api_version = body.azure_api_version.clone();
+    let connection = LlmConnection {
+        base_url: non_blank(body.base_url.as_deref()),
+        azure_deployment: non_blank(body.azure_deployment.as_deref()),
+        azure_api_version: non_blank(body.azure_api_version.as_deref()),
+        api_key: non_blank(body.api_key.as_ref().map(|key| key.expose().as_str())),
+    };
+    let model = body.model.trim();
+    let config = provider_config(kind, model, &connection);
     config
         .validate()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -71,24 +79,11 @@ async fn replace(
                 .map_err(|reason| ApiError::Invalid(format!("base_url: {reason}")))?;
         }
     }
-    let sealed = config.api_key.as_ref().map(|key| {
-        state
-            .keyring
-            .seal(&key_owner(user.tenant), key.expose().as_bytes())
-    });
-    let row = LlmConfigRow {
-        provider: kind.as_str().to_owned(),
-        model: config.model.clone(),
-        base_url: config.base_url.clone(),
-        azure_deployment: config.azure_deployment.clone(),
-        azure_api_version: config.azure_api_version.clone(),
-        api_key_sealed: sealed,
-        updated_at: chrono::Utc::now(),
-    };
+    let sealed = seal_connection(&state.keyring, user.tenant, &connection);
     let mut tx = state.store.tenant(user.tenant).await?;
-    let stored = llm_configs::put(&mut tx, &row).await?;
+    let stored = llm_configs::put(&mut tx, kind.as_str(), model, &sealed).await?;
     tx.commit().await?;
-    Ok(Json(LlmConfigView::from(&stored)))
+    Ok(Json(LlmConfigView::new(&stored, &connection)))
 }
 
 async fn remove(State(state): State<AppState>, user: TenantUser) -> Result<StatusCode, ApiError> {
