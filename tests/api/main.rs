@@ -10,5 +10,6 @@ mod health;
 mod isolation;
 mod resources;
 mod seed;
+mod widget;
 
 mod helpers;
