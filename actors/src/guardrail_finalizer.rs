@@ -44,12 +44,12 @@ impl SentenceBuffer {
         let cut = self
             .pending
             .char_indices()
-            .filter(|(i, c)| {
+            .rev()
+            .find(|(i, c)| {
                 matches!(c, '\n')
                     || (matches!(c, '.' | '!' | '?') && self.pending[i + 1..].starts_with(' '))
             })
-            .map(|(i, c)| i + c.len_utf8())
-            .last()?;
+            .map(|(i, c)| i + c.len_utf8())?;
         // Keep an unclosed tag for the next piece.
         if self.pending[..cut].rfind('<') > self.pending[..cut].rfind('>') {
             return None;

@@ -262,22 +262,8 @@ impl Actor for TenantSupervisor {
             TenantMsg::Tick => {
                 let now = Instant::now();
                 let idle = state.deps.settings.session_idle;
-                for map_idle in [idle] {
-                    state.sessions.retain(|_, child| {
-                        let keep = now.duration_since(child.last_used) < map_idle;
-                        if !keep {
-                            child.actor.stop(Some("idle".into()));
-                        }
-                        keep
-                    });
-                    state.retrievers.retain(|_, child| {
-                        let keep = now.duration_since(child.last_used) < map_idle;
-                        if !keep {
-                            child.actor.stop(Some("idle".into()));
-                        }
-                        keep
-                    });
-                }
+                stop_idle(&mut state.sessions, now, idle);
+                stop_idle(&mut state.retrievers, now, idle);
                 state.session_failures.retain(|_, failures| {
                     now.duration_since(failures.last) < Duration::from_secs(60)
                 });
@@ -340,6 +326,17 @@ impl Actor for TenantSupervisor {
         }
         Ok(())
     }
+}
+
+/// Stops and forgets the children unused for `idle`.
+fn stop_idle<K, M>(children: &mut HashMap<K, Child<M>>, now: Instant, idle: Duration) {
+    children.retain(|_, child| {
+        let keep = now.duration_since(child.last_used) < idle;
+        if !keep {
+            child.actor.stop(Some("idle".into()));
+        }
+        keep
+    });
 }
 
 fn remove_child<K: Copy + Eq + std::hash::Hash, M>(
