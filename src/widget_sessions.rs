@@ -50,13 +50,14 @@ impl WidgetSessions {
     }
 
     pub async fn create(&self, id: Uuid, session: &WidgetSession) -> Result<(), SessionStoreError> {
-        let ttl = (session.expires_at - Utc::now()).num_seconds().max(1);
+        // Milliseconds: whole seconds would end the session up to a second before `expires_at`.
+        let ttl = (session.expires_at - Utc::now()).num_milliseconds().max(1);
         let value = serde_json::to_string(session)
             .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
         let _: () = self
             .bus
             .pool()
-            .set(self.key(id), value, Some(Expiration::EX(ttl)), None, false)
+            .set(self.key(id), value, Some(Expiration::PX(ttl)), None, false)
             .await
             .map_err(|e| SessionStoreError::Unavailable(e.to_string()))?;
         Ok(())

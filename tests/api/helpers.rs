@@ -133,6 +133,11 @@ pub struct TestTenant {
 }
 
 impl TestApp {
+    /// The PostgreSQL database this instance runs on, for a second instance to share.
+    pub fn database_name(&self) -> &str {
+        &self.database
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -292,4 +297,118 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Value 
         "error message: {json}"
     );
     json
+}
+
+/// The origin `create_widget` allows.
+pub const WIDGET_ORIGIN: &str = "https://shop.example.com";
+
+/// Starts a visitor's widget session from `origin`; returns its token.
+pub async fn widget_session(app: &TestApp, public_key: &str, origin: &str) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/widget/session"))
+        .header("origin", origin)
+        .json(&json!({ "public_key": public_key }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), 201, "widget session from {origin}");
+    let json = body(response).await;
+    json["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {json}"))
+        .to_owned()
+}
+
+/// One server-sent event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// Parses a complete `text/event-stream` body; comments (keep-alives) are skipped.
+pub fn parse_sse(text: &str) -> Vec<SseEvent> {
+    let text = text.replace("\r\n", "\n");
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut event = None;
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if line.is_empty() || line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event = Some(value.to_owned()),
+                "data" => data.push(value),
+                _ => {}
+            }
+        }
+        if event.is_none() && data.is_empty() {
+            continue;
+        }
+        events.push(SseEvent {
+            event: event.unwrap_or_else(|| "message".to_owned()),
+            data: data.join("\n"),
+        });
+    }
+    events
+}
+
+/// Uploads a knowledge-base document to an agent; returns its id.
+pub async fn upload_document(
+    app: &TestApp,
+    token: &str,
+    agent_id: &str,
+    title: &str,
+    content: &str,
+) -> String {
+    let response = app
+        .post_json(
+            &format!("/api/v1/agents/{agent_id}/documents"),
+            Some(token),
+            &json!({ "title": title, "content": content }),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "document upload");
+    let json = body(response).await;
+    assert_eq!(json["status"], "pending", "{json}");
+    json["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls the document list until the document is ready; panics if it fails
+/// or is still not ready after 30 seconds.
+pub async fn wait_until_document_ready(
+    app: &TestApp,
+    token: &str,
+    agent_id: &str,
+    document_id: &str,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = body(
+            app.get(&format!("/api/v1/agents/{agent_id}/documents"), token)
+                .await,
+        )
+        .await;
+        let document = listed["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == document_id)
+            .unwrap_or_else(|| panic!("document {document_id} is not listed: {listed}"))
+            .clone();
+        match document["status"].as_str() {
+            Some("ready") => return document,
+            Some("pending") => {}
+            _ => panic!("document did not become ready: {document}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "document still pending after 30 s: {document}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -14,5 +14,6 @@ mod knowledge;
 mod pipeline;
 mod resources;
 mod seed;
+mod widget;
 
 mod helpers;

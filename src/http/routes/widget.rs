@@ -148,8 +148,12 @@ async fn create_session(
     let agent = AgentId::from_uuid(widget.agent_id);
     let widget_id = WidgetId::from_uuid(widget.widget_id);
     let session_id = Uuid::new_v4();
-    let expires_at =
+    // Whole seconds (rounded up), as the token carries it: the visitor is told the exact expiry.
+    let deadline =
         Utc::now() + chrono::Duration::seconds(state.settings.widget.session_ttl_secs as i64);
+    let round_up = i64::from(deadline.timestamp_subsec_nanos() > 0);
+    let expires_at = chrono::DateTime::from_timestamp(deadline.timestamp() + round_up, 0)
+        .ok_or_else(|| ApiError::Internal("session expiry out of range".into()))?;
     let mut tx = state.store.tenant(tenant).await?;
     let conversation =
         chat::create_widget_conversation(&mut tx, agent, widget_id, session_id).await?;
