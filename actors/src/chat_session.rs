@@ -104,6 +104,8 @@ pub enum SessionMsg {
         retriever: ActorRef<RagMsg>,
         finalizer: ActorRef<FinalizerMsg>,
     },
+    /// Stop after the turns already queued (a stop signal would drop them).
+    Retire,
 }
 
 pub struct ChatSession;
@@ -128,15 +130,21 @@ impl Actor for ChatSession {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut SessionArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let SessionMsg::Turn {
-            job,
-            retriever,
-            finalizer,
-        } = message;
+        let (job, retriever, finalizer) = match message {
+            SessionMsg::Turn {
+                job,
+                retriever,
+                finalizer,
+            } => (job, retriever, finalizer),
+            SessionMsg::Retire => {
+                myself.stop(Some("idle".into()));
+                return Ok(());
+            }
+        };
         if state.deps.settings.fault_injection && job.request.text == FAULT_TRIGGER {
             panic!("fault injected into conversation {}", state.conversation);
         }

@@ -222,15 +222,28 @@ mod tests {
     }
 
     async fn pipeline(llm: Arc<SlowEcho>, chat: Arc<MemoryChat>) -> ChatPipeline {
+        pipeline_with(
+            llm,
+            chat,
+            PipelineSettings {
+                fault_injection: true,
+                ..PipelineSettings::default()
+            },
+        )
+        .await
+    }
+
+    async fn pipeline_with(
+        llm: Arc<SlowEcho>,
+        chat: Arc<MemoryChat>,
+        settings: PipelineSettings,
+    ) -> ChatPipeline {
         ChatPipeline::start(PipelineDeps {
             chat,
             knowledge: Arc::new(NoKnowledge),
             embedder: Arc::new(OfflineEmbedder::default()),
             llm: Arc::new(Fixed(llm)),
-            settings: PipelineSettings {
-                fault_injection: true,
-                ..PipelineSettings::default()
-            },
+            settings,
         })
         .await
         .unwrap()
@@ -361,6 +374,40 @@ mod tests {
         .await;
         assert_eq!(recovered.1.unwrap().content, "You said: again.");
         assert_eq!(pipeline.active_tenants().await, 2);
+        pipeline.stop();
+    }
+
+    #[tokio::test]
+    async fn no_turn_is_lost_while_idle_sessions_and_tenants_retire() {
+        // Idle limits shorter than the gaps between turns: sessions and tenant
+        // supervisors retire and come back all the time, racing the turns.
+        let settings = PipelineSettings {
+            session_idle: Duration::from_millis(2),
+            tenant_idle: Duration::from_millis(2),
+            ..PipelineSettings::default()
+        };
+        let pipeline = pipeline_with(
+            Arc::new(SlowEcho::default()),
+            Arc::new(MemoryChat::default()),
+            settings,
+        )
+        .await;
+        let tenants = [TenantId::new(), TenantId::new()];
+        let conversations = [
+            ConversationId::new(),
+            ConversationId::new(),
+            ConversationId::new(),
+        ];
+        for round in 0..40u64 {
+            let tenant = tenants[(round % 2) as usize];
+            let conversation = conversations[(round % 3) as usize];
+            let handle = pipeline
+                .submit(turn(tenant, conversation, &format!("round {round}")))
+                .unwrap();
+            let (_, reply) = finish(handle).await;
+            assert_eq!(reply.unwrap().content, format!("You said: round {round}."));
+            tokio::time::sleep(Duration::from_millis(round % 7)).await;
+        }
         pipeline.stop();
     }
 }

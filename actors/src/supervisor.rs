@@ -6,12 +6,18 @@
 //! backoff that doubles with each consecutive crash, and every replacement is
 //! counted in `agentry_actor_restarts_total{actor}`. A crash stays inside its
 //! tenant: other tenants' supervisors never hear of it.
+//!
+//! Idle actors retire without losing a turn: a stop signal would drop the
+//! messages still queued, so sessions and tenant supervisors are sent a
+//! `Retire` message that queues behind any turn already forwarded, and turns
+//! for a retiring session wait until it is gone. A tenant supervisor retires
+//! only through the root, which first stops routing turns to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::chat_session::{ChatSession, PipelineDeps, SessionArgs, SessionMsg, TurnError, TurnJob};
@@ -30,9 +36,18 @@ pub fn restart_backoff(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
+fn unavailable(job: TurnJob, error: String) {
+    let _ = job.reply.send(Err(TurnError::Unavailable(error)));
+}
+
 pub enum RootMsg {
     Turn(TurnJob),
-    /// How many tenant supervisors are alive (for tests and gauges).
+    /// A tenant supervisor has been idle; the root retires it if it is still the current one.
+    TenantIdle {
+        tenant: TenantId,
+        supervisor: ActorId,
+    },
+    /// How many tenant supervisors are serving (for tests and gauges).
     ActiveTenants(oneshot::Sender<usize>),
 }
 
@@ -41,6 +56,28 @@ pub struct RootSupervisor;
 pub struct RootState {
     deps: Arc<PipelineDeps>,
     tenants: HashMap<TenantId, ActorRef<TenantMsg>>,
+}
+
+impl RootSupervisor {
+    async fn tenant_supervisor(
+        myself: &ActorRef<RootMsg>,
+        state: &mut RootState,
+        tenant: TenantId,
+    ) -> Result<ActorRef<TenantMsg>, String> {
+        if let Some(existing) = state.tenants.get(&tenant) {
+            return Ok(existing.clone());
+        }
+        let args = TenantArgs {
+            tenant,
+            deps: state.deps.clone(),
+            root: myself.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, TenantSupervisor, args, myself.get_cell())
+            .await
+            .map_err(|e| e.to_string())?;
+        state.tenants.insert(tenant, actor.clone());
+        Ok(actor)
+    }
 }
 
 impl Actor for RootSupervisor {
@@ -68,38 +105,30 @@ impl Actor for RootSupervisor {
         match message {
             RootMsg::Turn(job) => {
                 let tenant = job.request.tenant;
-                let supervisor = match state.tenants.get(&tenant) {
-                    Some(existing) => existing.clone(),
-                    None => {
-                        let spawned = Actor::spawn_linked(
-                            None,
-                            TenantSupervisor,
-                            TenantArgs {
-                                tenant,
-                                deps: state.deps.clone(),
-                            },
-                            myself.get_cell(),
-                        )
-                        .await;
-                        match spawned {
-                            Ok((actor, _)) => {
-                                state.tenants.insert(tenant, actor.clone());
-                                actor
-                            }
-                            Err(error) => {
-                                let _ = job
-                                    .reply
-                                    .send(Err(TurnError::Unavailable(error.to_string())));
-                                return Ok(());
-                            }
-                        }
+                let supervisor = match Self::tenant_supervisor(&myself, state, tenant).await {
+                    Ok(supervisor) => supervisor,
+                    Err(error) => {
+                        unavailable(job, error);
+                        return Ok(());
                     }
                 };
-                if let Err(error) = supervisor.send_message(TenantMsg::Turn(job)) {
-                    // It is stopping; forget it so the next turn starts a fresh one.
+                if let Err(ractor::MessagingErr::SendErr(TenantMsg::Turn(job))) =
+                    supervisor.send_message(TenantMsg::Turn(job))
+                {
+                    // It died between our bookkeeping and now: start afresh.
                     state.tenants.remove(&tenant);
-                    if let ractor::MessagingErr::SendErr(TenantMsg::Turn(job)) = error {
-                        let _ = myself.send_message(RootMsg::Turn(job));
+                    let _ = myself.send_message(RootMsg::Turn(job));
+                }
+            }
+            RootMsg::TenantIdle { tenant, supervisor } => {
+                if state
+                    .tenants
+                    .get(&tenant)
+                    .is_some_and(|s| s.get_id() == supervisor)
+                {
+                    // From here on its turns go to a new supervisor; Retire queues behind the old ones.
+                    if let Some(retiring) = state.tenants.remove(&tenant) {
+                        let _ = retiring.send_message(TenantMsg::Retire);
                     }
                 }
             }
@@ -146,18 +175,32 @@ fn remove_by_cell<K: Copy + Eq + std::hash::Hash, M>(
 
 pub enum TenantMsg {
     Turn(TurnJob),
-    /// Periodic: stop idle children, and the supervisor itself when all are gone.
+    /// Periodic: retire idle children, and report the supervisor idle when all are gone.
     Tick,
+    /// From the root, which no longer routes turns here: stop once the children are done.
+    Retire,
 }
 
 pub struct TenantArgs {
     pub tenant: TenantId,
     pub deps: Arc<PipelineDeps>,
+    pub root: ActorRef<RootMsg>,
 }
 
 struct Child<M> {
     actor: ActorRef<M>,
     last_used: Instant,
+    retiring: bool,
+}
+
+impl<M> Child<M> {
+    fn new(actor: ActorRef<M>) -> Self {
+        Self {
+            actor,
+            last_used: Instant::now(),
+            retiring: false,
+        }
+    }
 }
 
 struct Failures {
@@ -168,11 +211,16 @@ struct Failures {
 pub struct TenantState {
     tenant: TenantId,
     deps: Arc<PipelineDeps>,
+    root: ActorRef<RootMsg>,
     sessions: HashMap<ConversationId, Child<SessionMsg>>,
+    /// Turns for a conversation whose session is retiring, in arrival order.
+    waiting: HashMap<ConversationId, Vec<TurnJob>>,
     retrievers: HashMap<AgentId, Child<RagMsg>>,
     finalizer: Option<ActorRef<FinalizerMsg>>,
     session_failures: HashMap<ConversationId, Failures>,
     last_activity: Instant,
+    idle_reported: bool,
+    retiring: bool,
 }
 
 pub struct TenantSupervisor;
@@ -197,11 +245,15 @@ impl Actor for TenantSupervisor {
         Ok(TenantState {
             tenant: args.tenant,
             deps: args.deps,
+            root: args.root,
             sessions: HashMap::new(),
+            waiting: HashMap::new(),
             retrievers: HashMap::new(),
             finalizer: None,
             session_failures: HashMap::new(),
             last_activity: Instant::now(),
+            idle_reported: false,
+            retiring: false,
         })
     }
 
@@ -212,67 +264,57 @@ impl Actor for TenantSupervisor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TenantMsg::Turn(job) => {
-                state.last_activity = Instant::now();
-                let conversation = job.request.conversation;
-                if let Some(failures) = state.session_failures.get(&conversation) {
-                    let wait_until = failures.last + restart_backoff(failures.count);
-                    if let Some(remaining) = wait_until.checked_duration_since(Instant::now()) {
-                        // Back off without blocking the tenant's other conversations.
-                        let me = myself.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(remaining).await;
-                            let _ = me.send_message(TenantMsg::Turn(job));
-                        });
-                        return Ok(());
-                    }
-                }
-                let retriever = match self.retriever(&myself, state, job.request.agent).await {
-                    Ok(retriever) => retriever,
-                    Err(error) => {
-                        let _ = job.reply.send(Err(TurnError::Unavailable(error)));
-                        return Ok(());
-                    }
-                };
-                let finalizer = match self.finalizer(&myself, state).await {
-                    Ok(finalizer) => finalizer,
-                    Err(error) => {
-                        let _ = job.reply.send(Err(TurnError::Unavailable(error)));
-                        return Ok(());
-                    }
-                };
-                let session = match self.session(&myself, state, conversation).await {
-                    Ok(session) => session,
-                    Err(error) => {
-                        let _ = job.reply.send(Err(TurnError::Unavailable(error)));
-                        return Ok(());
-                    }
-                };
-                if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn { job, .. })) = session
-                    .send_message(SessionMsg::Turn {
-                        job,
-                        retriever,
-                        finalizer,
-                    })
-                {
-                    state.sessions.remove(&conversation);
-                    let _ = myself.send_message(TenantMsg::Turn(job));
-                }
-            }
+            TenantMsg::Turn(job) => self.route_turn(&myself, state, job).await,
             TenantMsg::Tick => {
+                if state.retiring {
+                    return Ok(());
+                }
                 let now = Instant::now();
                 let idle = state.deps.settings.session_idle;
-                stop_idle(&mut state.sessions, now, idle);
-                stop_idle(&mut state.retrievers, now, idle);
+                for child in state.sessions.values_mut() {
+                    if !child.retiring && now.duration_since(child.last_used) >= idle {
+                        child.retiring = true;
+                        let _ = child.actor.send_message(SessionMsg::Retire);
+                    }
+                }
+                state.retrievers.retain(|_, child| {
+                    let keep = now.duration_since(child.last_used) < idle;
+                    if !keep {
+                        // A retrieval cut short only costs its turn the passages.
+                        child.actor.stop(Some("idle".into()));
+                    }
+                    keep
+                });
                 state.session_failures.retain(|_, failures| {
                     now.duration_since(failures.last) < Duration::from_secs(60)
                 });
                 let tenant_idle = state.deps.settings.tenant_idle;
-                if state.sessions.is_empty()
+                if !state.idle_reported
+                    && state.sessions.is_empty()
                     && state.retrievers.is_empty()
                     && now.duration_since(state.last_activity) >= tenant_idle
                 {
-                    tracing::debug!(tenant = %state.tenant, "stopping idle tenant supervisor");
+                    state.idle_reported = true;
+                    let _ = state.root.send_message(RootMsg::TenantIdle {
+                        tenant: state.tenant,
+                        supervisor: myself.get_id(),
+                    });
+                }
+            }
+            TenantMsg::Retire => {
+                tracing::debug!(tenant = %state.tenant, "retiring idle tenant supervisor");
+                state.retiring = true;
+                for child in state.sessions.values_mut().filter(|child| !child.retiring) {
+                    child.retiring = true;
+                    let _ = child.actor.send_message(SessionMsg::Retire);
+                }
+                for (_, child) in state.retrievers.drain() {
+                    child.actor.stop(Some("idle".into()));
+                }
+                if let Some(finalizer) = state.finalizer.take() {
+                    finalizer.stop(Some("idle".into()));
+                }
+                if state.sessions.is_empty() {
                     myself.stop(Some("idle".into()));
                 }
             }
@@ -282,7 +324,7 @@ impl Actor for TenantSupervisor {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<TenantMsg>,
+        myself: ActorRef<TenantMsg>,
         event: SupervisionEvent,
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
@@ -300,6 +342,7 @@ impl Actor for TenantSupervisor {
                     failures.count += 1;
                     failures.last = Instant::now();
                     record_restart("chat_session");
+                    self.release_waiting(&myself, state, conversation).await;
                 } else if remove_child(&mut state.retrievers, &cell).is_some() {
                     record_restart("rag_retriever");
                 } else if state
@@ -312,7 +355,9 @@ impl Actor for TenantSupervisor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                remove_child(&mut state.sessions, &cell);
+                if let Some(conversation) = remove_child(&mut state.sessions, &cell) {
+                    self.release_waiting(&myself, state, conversation).await;
+                }
                 remove_child(&mut state.retrievers, &cell);
                 if state
                     .finalizer
@@ -324,19 +369,11 @@ impl Actor for TenantSupervisor {
             }
             _ => {}
         }
+        if state.retiring && state.sessions.is_empty() {
+            myself.stop(Some("idle".into()));
+        }
         Ok(())
     }
-}
-
-/// Stops and forgets the children unused for `idle`.
-fn stop_idle<K, M>(children: &mut HashMap<K, Child<M>>, now: Instant, idle: Duration) {
-    children.retain(|_, child| {
-        let keep = now.duration_since(child.last_used) < idle;
-        if !keep {
-            child.actor.stop(Some("idle".into()));
-        }
-        keep
-    });
 }
 
 fn remove_child<K: Copy + Eq + std::hash::Hash, M>(
@@ -352,6 +389,76 @@ fn remove_child<K: Copy + Eq + std::hash::Hash, M>(
 }
 
 impl TenantSupervisor {
+    async fn route_turn(
+        &self,
+        myself: &ActorRef<TenantMsg>,
+        state: &mut TenantState,
+        job: TurnJob,
+    ) {
+        if state.retiring {
+            // Not routed here any more; a turn that still arrives goes back through the root.
+            let _ = state.root.send_message(RootMsg::Turn(job));
+            return;
+        }
+        state.last_activity = Instant::now();
+        state.idle_reported = false;
+        let conversation = job.request.conversation;
+        if state
+            .sessions
+            .get(&conversation)
+            .is_some_and(|child| child.retiring)
+        {
+            state.waiting.entry(conversation).or_default().push(job);
+            return;
+        }
+        if let Some(failures) = state.session_failures.get(&conversation) {
+            let wait_until = failures.last + restart_backoff(failures.count);
+            if let Some(remaining) = wait_until.checked_duration_since(Instant::now()) {
+                // Back off without blocking the tenant's other conversations.
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(remaining).await;
+                    let _ = me.send_message(TenantMsg::Turn(job));
+                });
+                return;
+            }
+        }
+        let retriever = match self.retriever(myself, state, job.request.agent).await {
+            Ok(retriever) => retriever,
+            Err(error) => return unavailable(job, error),
+        };
+        let finalizer = match self.finalizer(myself, state).await {
+            Ok(finalizer) => finalizer,
+            Err(error) => return unavailable(job, error),
+        };
+        let session = match self.session(myself, state, conversation).await {
+            Ok(session) => session,
+            Err(error) => return unavailable(job, error),
+        };
+        if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn { job, .. })) = session
+            .send_message(SessionMsg::Turn {
+                job,
+                retriever,
+                finalizer,
+            })
+        {
+            state.sessions.remove(&conversation);
+            let _ = myself.send_message(TenantMsg::Turn(job));
+        }
+    }
+
+    /// Routes, in order, the turns that waited for a conversation's old session to go.
+    async fn release_waiting(
+        &self,
+        myself: &ActorRef<TenantMsg>,
+        state: &mut TenantState,
+        conversation: ConversationId,
+    ) {
+        for job in state.waiting.remove(&conversation).unwrap_or_default() {
+            self.route_turn(myself, state, job).await;
+        }
+    }
+
     async fn retriever(
         &self,
         myself: &ActorRef<TenantMsg>,
@@ -373,13 +480,7 @@ impl TenantSupervisor {
         let (actor, _) = Actor::spawn_linked(None, RagRetriever, args, myself.get_cell())
             .await
             .map_err(|e| e.to_string())?;
-        state.retrievers.insert(
-            agent,
-            Child {
-                actor: actor.clone(),
-                last_used: Instant::now(),
-            },
-        );
+        state.retrievers.insert(agent, Child::new(actor.clone()));
         Ok(actor)
     }
 
@@ -415,13 +516,9 @@ impl TenantSupervisor {
         let (actor, _) = Actor::spawn_linked(None, ChatSession, args, myself.get_cell())
             .await
             .map_err(|e| e.to_string())?;
-        state.sessions.insert(
-            conversation,
-            Child {
-                actor: actor.clone(),
-                last_used: Instant::now(),
-            },
-        );
+        state
+            .sessions
+            .insert(conversation, Child::new(actor.clone()));
         Ok(actor)
     }
 }

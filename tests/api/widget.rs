@@ -1579,16 +1579,15 @@ async fn the_llm_api_key_is_never_returned_to_the_dashboard_nor_stored_in_clear(
     let json: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["has_api_key"], true, "{json}");
     assert_eq!(json["provider"], "ollama");
-    assert!(json.get("api_key").is_none() && json.get("api_key_sealed").is_none());
+    assert!(json.get("api_key").is_none() && json.get("connection_sealed").is_none());
 
     let mut conn = app.owner_connection().await;
-    let (sealed,): (Option<Vec<u8>>,) =
-        sqlx::query_as("SELECT api_key_sealed FROM tenant_llm_configs WHERE tenant_id = $1")
+    let (sealed,): (Vec<u8>,) =
+        sqlx::query_as("SELECT connection_sealed FROM tenant_llm_configs WHERE tenant_id = $1")
             .bind(tenant.id.as_uuid())
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    let sealed = sealed.expect("a sealed key is stored");
     assert!(sealed.len() > key.len(), "sealed with nonce and tag");
     assert!(
         !sealed.windows(key.len()).any(|w| w == key.as_bytes()),
