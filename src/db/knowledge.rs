@@ -72,6 +72,7 @@ pub async fn delete_document(
     document: Uuid,
 ) -> Result<(), DbError> {
     let tenant = tx.tenant();
+    count_lexemes(tx, document, -1).await?;
     let deleted =
         sqlx::query("DELETE FROM kb_documents WHERE tenant_id = $1 AND agent_id = $2 AND id = $3")
             .bind(tenant.as_uuid())
@@ -83,6 +84,35 @@ pub async fn delete_document(
         return Err(DbError::NotFound);
     }
     bump_namespace_version(tx, agent).await
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) a document's chunks in the namespace's
+/// lexeme statistics. Rows are locked in lexeme order, so concurrent ingests of
+/// one namespace cannot deadlock on them.
+async fn count_lexemes(tx: &mut TenantTx, document: Uuid, sign: i32) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    sqlx::query(
+        "INSERT INTO kb_lexemes (tenant_id, agent_id, lexeme, chunk_count)
+         SELECT c.tenant_id, c.agent_id, l.lexeme, $3 * count(*)::integer
+         FROM kb_chunks c, unnest(tsvector_to_array(c.search)) AS l (lexeme)
+         WHERE c.tenant_id = $1 AND c.document_id = $2
+         GROUP BY c.tenant_id, c.agent_id, l.lexeme
+         ORDER BY l.lexeme
+         ON CONFLICT (tenant_id, agent_id, lexeme)
+         DO UPDATE SET chunk_count = kb_lexemes.chunk_count + excluded.chunk_count",
+    )
+    .bind(tenant.as_uuid())
+    .bind(document)
+    .bind(sign)
+    .execute(tx.conn())
+    .await?;
+    if sign < 0 {
+        sqlx::query("DELETE FROM kb_lexemes WHERE tenant_id = $1 AND chunk_count <= 0")
+            .bind(tenant.as_uuid())
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
 }
 
 async fn bump_namespace_version(tx: &mut TenantTx, agent: AgentId) -> Result<(), DbError> {
@@ -142,6 +172,7 @@ pub async fn store_chunks(
     embedder: &str,
 ) -> Result<(), DbError> {
     let tenant = tx.tenant();
+    count_lexemes(tx, document, -1).await?;
     sqlx::query("DELETE FROM kb_chunks WHERE tenant_id = $1 AND document_id = $2")
         .bind(tenant.as_uuid())
         .bind(document)
@@ -173,6 +204,7 @@ pub async fn store_chunks(
     .bind(embedder)
     .execute(tx.conn())
     .await?;
+    count_lexemes(tx, document, 1).await?;
     bump_namespace_version(tx, agent).await
 }
 
@@ -188,6 +220,34 @@ pub async fn mark_failed(tx: &mut TenantTx, document: Uuid, reason: &str) -> Res
     .execute(tx.conn())
     .await?;
     Ok(())
+}
+
+/// Full-text search ranks at most about this many chunks per query.
+const LEXICAL_CANDIDATES: i64 = 1500;
+
+/// Picks the query's rarest lexemes (by how many of the namespace's chunks hold
+/// them) while their chunks add up to at most `budget`, and ORs them into a
+/// tsquery. Common words match most chunks and say little about the question;
+/// ranking only the rare ones is faster and better. `None` when no query word
+/// occurs in the namespace.
+pub fn discriminating_terms(mut counted: Vec<(String, i32)>, budget: i64) -> Option<String> {
+    counted.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let mut total = 0i64;
+    let mut terms = Vec::new();
+    for (lexeme, count) in counted {
+        total += i64::from(count.max(0));
+        // The rarest word always counts, however common.
+        if !terms.is_empty() && total > budget {
+            break;
+        }
+        // Quoted for tsquery input, which takes lexemes as they are (no re-parsing):
+        // a lexeme may hold characters the tsquery syntax gives meaning to.
+        terms.push(format!(
+            "'{}'",
+            lexeme.replace('\\', "\\\\").replace('\'', "''")
+        ));
+    }
+    (!terms.is_empty()).then(|| terms.join(" | "))
 }
 
 /// The PostgreSQL side of retrieval.
@@ -246,19 +306,30 @@ impl KnowledgeStore for PgKnowledgeStore {
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.store.tenant(namespace.tenant).await?;
-        // plainto_tsquery ANDs every word; visitors ask in sentences, so OR them instead.
+        let counted: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT lexeme, chunk_count FROM kb_lexemes
+             WHERE tenant_id = $1 AND agent_id = $2
+               AND lexeme = ANY (tsvector_to_array(to_tsvector('english', $3)))",
+        )
+        .bind(namespace.tenant.as_uuid())
+        .bind(namespace.agent.as_uuid())
+        .bind(query)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(DbError::from)?;
+        let Some(terms) = discriminating_terms(counted, LEXICAL_CANDIDATES) else {
+            return Ok(Vec::new());
+        };
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "WITH q AS (
-                SELECT nullif(replace(plainto_tsquery('english', $3)::text, '&', '|'), '')::tsquery AS query
-             )
+            "WITH q AS (SELECT $3::tsquery AS query)
              SELECT c.id FROM kb_chunks c, q
-             WHERE c.tenant_id = $1 AND c.namespace = $2 AND q.query IS NOT NULL AND c.search @@ q.query
+             WHERE c.tenant_id = $1 AND c.namespace = $2 AND c.search @@ q.query
              ORDER BY ts_rank_cd(c.search, q.query) DESC, c.id
              LIMIT $4",
         )
         .bind(namespace.tenant.as_uuid())
         .bind(namespace.to_string())
-        .bind(query)
+        .bind(terms)
         .bind(limit as i64)
         .fetch_all(tx.conn())
         .await
@@ -301,5 +372,46 @@ impl KnowledgeStore for PgKnowledgeStore {
             })
             .collect();
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rarest_terms_are_kept_within_the_budget() {
+        let counted = vec![
+            ("the".to_owned(), 900),
+            ("lighthous".to_owned(), 3),
+            ("open".to_owned(), 120),
+        ];
+        assert_eq!(
+            discriminating_terms(counted.clone(), 200).as_deref(),
+            Some("'lighthous' | 'open'")
+        );
+        assert_eq!(
+            discriminating_terms(counted.clone(), 100).as_deref(),
+            Some("'lighthous'")
+        );
+        assert_eq!(
+            discriminating_terms(counted, 5000).as_deref(),
+            Some("'lighthous' | 'open' | 'the'")
+        );
+        let common_only = vec![("the".to_owned(), 900)];
+        assert_eq!(
+            discriminating_terms(common_only, 10).as_deref(),
+            Some("'the'")
+        );
+        assert_eq!(discriminating_terms(Vec::new(), 10), None);
+    }
+
+    #[test]
+    fn lexemes_are_quoted_as_tsquery_literals() {
+        let counted = vec![("o'neil".to_owned(), 1), ("a\\b".to_owned(), 2)];
+        assert_eq!(
+            discriminating_terms(counted, 10).as_deref(),
+            Some("'o''neil' | 'a\\\\b'")
+        );
     }
 }

@@ -29,7 +29,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 15] = [
+pub const TENANT_TABLES: [&str; 16] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -45,6 +45,7 @@ pub const TENANT_TABLES: [&str; 15] = [
     "kb_chunks",
     "kb_namespace_versions",
     "tenant_llm_configs",
+    "kb_lexemes",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -125,6 +125,14 @@ async fn seed_every_tenant_table(
         .bind(Uuid::now_v7()).bind(tenant).bind(agent).bind(document)
         .execute(&mut *tx).await.unwrap();
     sqlx::query(
+        "INSERT INTO kb_lexemes (tenant_id, agent_id, lexeme, chunk_count) VALUES ($1, $2, 'bodi', 1)",
+    )
+    .bind(tenant)
+    .bind(agent)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
         "INSERT INTO kb_namespace_versions (tenant_id, agent_id, version) VALUES ($1, $2, 1)",
     )
     .bind(tenant)

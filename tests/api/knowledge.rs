@@ -260,3 +260,85 @@ async fn a_document_whose_ingest_job_was_lost_is_ingested_anyway() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn unusual_words_in_documents_and_questions_are_searched_verbatim() {
+    let app = spawn_app().await;
+    let setup = chat_setup(&app, "Odd Co").await;
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Links",
+        "O'Neil's bakery lists its menu at example.com/menu-2026 every morning.",
+    )
+    .await;
+    let token = visitor_token(&app, &setup.public_key).await;
+    for question in [
+        "Where is the example.com/menu-2026 page?",
+        "Tell me about O'Neil's",
+        "a\\b & | ! <-> :*",
+    ] {
+        let (status, body) = crate::chat_support::say(&app, &token, question).await;
+        assert_eq!(status, 200, "{question}: {body}");
+    }
+    let answer = reply(&app, &token, "Where is the example.com/menu-2026 page?").await;
+    assert!(answer.contains("example.com/menu-2026"), "{answer}");
+}
+
+#[tokio::test]
+async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
+    use agentry_actors::ports::{KnowledgeStore, Namespace};
+    let app = spawn_app().await;
+    let setup = chat_setup(&app, "Search Co").await;
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Menu",
+        "O'Neil's bakery posts its menu at example.com/menu-2026.",
+    )
+    .await;
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Hours",
+        "The bakery opens at six. The bakery closes at noon.",
+    )
+    .await;
+    let store = agentry::db::knowledge::PgKnowledgeStore::new(app.store.clone());
+    let namespace = Namespace {
+        tenant: setup.tenant.id,
+        agent: setup.agent_id.parse().unwrap(),
+    };
+    for question in [
+        "a\\b & | ! <-> :* ()",
+        "'",
+        "",
+        "the and of",
+        "O'Neil's",
+        "example.com/menu-2026",
+    ] {
+        store
+            .lexical_search(namespace, question, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{question:?}: {e}"));
+    }
+    // "bakery" is in every chunk; "closes" only in one: it decides the ranking.
+    let ranked = store
+        .lexical_search(namespace, "when does the bakery close", 10)
+        .await
+        .unwrap();
+    let chunks = store.chunks(namespace, &ranked).await.unwrap();
+    assert!(chunks[0].text.contains("closes at noon"), "{chunks:?}");
+    let ranked = store
+        .lexical_search(namespace, "example.com/menu-2026", 10)
+        .await
+        .unwrap();
+    let chunks = store.chunks(namespace, &ranked).await.unwrap();
+    assert!(
+        chunks[0].text.contains("example.com/menu-2026"),
+        "{chunks:?}"
+    );
+}
