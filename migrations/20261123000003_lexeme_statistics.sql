@@ -19,3 +19,6 @@ CREATE POLICY tenant_isolation ON kb_lexemes
 -- Version rows go with their agent, as the chunks do.
 ALTER TABLE kb_namespace_versions
     ADD FOREIGN KEY (agent_id, tenant_id) REFERENCES agents (id, tenant_id) ON DELETE CASCADE;
+
+-- How many chunks the namespace holds, kept beside the lexeme counts.
+ALTER TABLE kb_namespace_versions ADD COLUMN chunks bigint NOT NULL DEFAULT 0;

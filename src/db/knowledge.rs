@@ -87,7 +87,7 @@ pub async fn delete_document(
 }
 
 /// Adds (`sign` 1) or removes (`sign` -1) a document's chunks in the namespace's
-/// lexeme statistics. Rows are locked in lexeme order, so concurrent ingests of
+/// lexeme statistics and chunk total. Rows are locked in lexeme order, so concurrent ingests of
 /// one namespace cannot deadlock on them.
 async fn count_lexemes(tx: &mut TenantTx, document: Uuid, sign: i32) -> Result<(), DbError> {
     let tenant = tx.tenant();
@@ -104,6 +104,18 @@ async fn count_lexemes(tx: &mut TenantTx, document: Uuid, sign: i32) -> Result<(
     .bind(tenant.as_uuid())
     .bind(document)
     .bind(sign)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "INSERT INTO kb_namespace_versions (tenant_id, agent_id, version, chunks)
+         SELECT $1, agent_id, 0, $3 * count(*) FROM kb_chunks
+         WHERE tenant_id = $1 AND document_id = $2 GROUP BY agent_id
+         ON CONFLICT (tenant_id, agent_id)
+         DO UPDATE SET chunks = kb_namespace_versions.chunks + excluded.chunks",
+    )
+    .bind(tenant.as_uuid())
+    .bind(document)
+    .bind(i64::from(sign))
     .execute(tx.conn())
     .await?;
     if sign < 0 {
@@ -222,8 +234,14 @@ pub async fn mark_failed(tx: &mut TenantTx, document: Uuid, reason: &str) -> Res
     Ok(())
 }
 
-/// Full-text search ranks at most about this many chunks per query.
+/// Full-text search ranks at most about this many chunks per query...
 const LEXICAL_CANDIDATES: i64 = 1500;
+
+/// ...and at most a quarter of the namespace, so words most chunks contain
+/// (the tenant's own name, say) are left out as stop words are.
+pub fn candidate_budget(namespace_chunks: i64) -> i64 {
+    (namespace_chunks / 4).clamp(20, LEXICAL_CANDIDATES)
+}
 
 /// Picks the query's rarest lexemes (by how many of the namespace's chunks hold
 /// them) while their chunks add up to at most `budget`, and ORs them into a
@@ -306,10 +324,11 @@ impl KnowledgeStore for PgKnowledgeStore {
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.store.tenant(namespace.tenant).await?;
-        let counted: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT lexeme, chunk_count FROM kb_lexemes
-             WHERE tenant_id = $1 AND agent_id = $2
-               AND lexeme = ANY (tsvector_to_array(to_tsvector('english', $3)))",
+        let counted: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT l.lexeme, l.chunk_count, v.chunks
+             FROM unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme)
+             JOIN kb_lexemes l ON l.tenant_id = $1 AND l.agent_id = $2 AND l.lexeme = q.lexeme
+             JOIN kb_namespace_versions v ON v.tenant_id = $1 AND v.agent_id = $2",
         )
         .bind(namespace.tenant.as_uuid())
         .bind(namespace.agent.as_uuid())
@@ -317,7 +336,12 @@ impl KnowledgeStore for PgKnowledgeStore {
         .fetch_all(tx.conn())
         .await
         .map_err(DbError::from)?;
-        let Some(terms) = discriminating_terms(counted, LEXICAL_CANDIDATES) else {
+        let namespace_chunks = counted.first().map_or(0, |(_, _, chunks)| *chunks);
+        let counted = counted
+            .into_iter()
+            .map(|(lexeme, count, _)| (lexeme, count))
+            .collect();
+        let Some(terms) = discriminating_terms(counted, candidate_budget(namespace_chunks)) else {
             return Ok(Vec::new());
         };
         let ids: Vec<Uuid> = sqlx::query_scalar(
@@ -378,6 +402,13 @@ impl KnowledgeStore for PgKnowledgeStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_is_a_quarter_of_the_namespace_within_bounds() {
+        assert_eq!(candidate_budget(0), 20);
+        assert_eq!(candidate_budget(1_000), 250);
+        assert_eq!(candidate_budget(1_000_000), LEXICAL_CANDIDATES);
+    }
 
     #[test]
     fn the_rarest_terms_are_kept_within_the_budget() {

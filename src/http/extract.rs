@@ -118,26 +118,45 @@ impl FromRequestParts<AppState> for TenantUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
-        let verified = state
-            .signer
-            .verify(TokenPurpose::Dashboard, token, Utc::now())
-            .map_err(|_| ApiError::Unauthorized)?;
-        let session = sessions::find_dashboard(&state.store, verified.session_id)
+        let session_id = signed_session(parts, state, TokenPurpose::Dashboard)?;
+        let session = sessions::find_dashboard(&state.store, session_id)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
-            return Err(ApiError::Unauthorized);
-        }
+        require_live(session.revoked_at, session.expires_at)?;
         let role =
             Role::parse(&session.role).ok_or_else(|| ApiError::Internal("unknown role".into()))?;
         Ok(Self {
             tenant: session.tenant(),
             user: session.user(),
             role,
-            session_id: verified.session_id,
+            session_id,
         })
     }
+}
+
+/// The session id of a bearer token signed for `purpose` and not expired.
+pub fn signed_session(
+    parts: &Parts,
+    state: &AppState,
+    purpose: TokenPurpose,
+) -> Result<Uuid, ApiError> {
+    let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+    state
+        .signer
+        .verify(purpose, token, Utc::now())
+        .map(|verified| verified.session_id)
+        .map_err(|_| ApiError::Unauthorized)
+}
+
+/// A session row still counts if it was neither revoked nor has expired.
+fn require_live(
+    revoked_at: Option<chrono::DateTime<Utc>>,
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if revoked_at.is_some() || expires_at <= Utc::now() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(())
 }
 
 /// A signed-in site operator; a tenant user's token never becomes one.
@@ -154,20 +173,14 @@ impl FromRequestParts<AppState> for Operator {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
-        let verified = state
-            .signer
-            .verify(TokenPurpose::Operator, token, Utc::now())
-            .map_err(|_| ApiError::Unauthorized)?;
-        let session = sessions::find_operator(&state.store, verified.session_id)
+        let session_id = signed_session(parts, state, TokenPurpose::Operator)?;
+        let session = sessions::find_operator(&state.store, session_id)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
-            return Err(ApiError::Unauthorized);
-        }
+        require_live(session.revoked_at, session.expires_at)?;
         Ok(Self {
             operator: OperatorId::from_uuid(session.operator_id),
-            session_id: verified.session_id,
+            session_id,
         })
     }
 }

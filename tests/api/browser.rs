@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::chat_support::wait_for_status;
+use crate::helpers::wait_for_document_status as wait_for_status;
 use crate::helpers::{body, spawn_app_on};
 
 #[tokio::test]

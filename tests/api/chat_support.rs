@@ -1,12 +1,12 @@
 //! Helpers for tests that chat through the visitor API.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
-use crate::helpers::{body, TestApp, TestTenant};
+use crate::helpers::{
+    body, upload_document_as, wait_until_document_ready, widget_session, TestApp, TestTenant,
+};
 
-pub const ORIGIN: &str = "https://shop.example.com";
+pub use crate::helpers::WIDGET_ORIGIN as ORIGIN;
 
 /// A tenant with an agent and a widget (allowed origin [`ORIGIN`]).
 pub struct ChatSetup {
@@ -31,16 +31,7 @@ pub async fn chat_setup(app: &TestApp, name: &str) -> ChatSetup {
 
 /// A fresh visitor session token for `public_key`.
 pub async fn visitor_token(app: &TestApp, public_key: &str) -> String {
-    let response = app
-        .client
-        .post(app.url("/api/widget/session"))
-        .header("origin", ORIGIN)
-        .json(&json!({ "public_key": public_key }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    body(response).await["token"].as_str().unwrap().to_owned()
+    widget_session(app, public_key, ORIGIN).await
 }
 
 /// One JSON-mode turn; returns the status and body.
@@ -65,7 +56,7 @@ pub async fn reply(app: &TestApp, token: &str, text: &str) -> String {
     body["reply"]["content"].as_str().unwrap().to_owned()
 }
 
-/// Uploads a document and waits until ingestion made it ready.
+/// Uploads a markdown document and waits until ingestion made it ready.
 pub async fn upload_ready(
     app: &TestApp,
     token: &str,
@@ -73,47 +64,7 @@ pub async fn upload_ready(
     title: &str,
     content: &str,
 ) -> String {
-    let response = app
-        .post_json(
-            &format!("/api/v1/agents/{agent_id}/documents"),
-            Some(token),
-            &json!({ "title": title, "content": content, "content_type": "markdown" }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    let id = body(response).await["id"].as_str().unwrap().to_owned();
-    wait_for_status(app, token, agent_id, &id, "ready").await;
+    let id = upload_document_as(app, token, agent_id, title, content, "markdown").await;
+    wait_until_document_ready(app, token, agent_id, &id).await;
     id
-}
-
-pub async fn wait_for_status(
-    app: &TestApp,
-    token: &str,
-    agent_id: &str,
-    document_id: &str,
-    status: &str,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let listed = body(
-            app.get(&format!("/api/v1/agents/{agent_id}/documents"), token)
-                .await,
-        )
-        .await;
-        let document = listed["documents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["id"] == document_id)
-            .cloned()
-            .unwrap_or(Value::Null);
-        if document["status"] == status {
-            return document;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "document never became {status}: {document}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

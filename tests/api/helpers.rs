@@ -357,7 +357,7 @@ pub fn parse_sse(text: &str) -> Vec<SseEvent> {
     events
 }
 
-/// Uploads a knowledge-base document to an agent; returns its id.
+/// Uploads a plain-text knowledge-base document to an agent; returns its id.
 pub async fn upload_document(
     app: &TestApp,
     token: &str,
@@ -365,11 +365,23 @@ pub async fn upload_document(
     title: &str,
     content: &str,
 ) -> String {
+    upload_document_as(app, token, agent_id, title, content, "text").await
+}
+
+/// Uploads a knowledge-base document of `content_type`; returns its id.
+pub async fn upload_document_as(
+    app: &TestApp,
+    token: &str,
+    agent_id: &str,
+    title: &str,
+    content: &str,
+    content_type: &str,
+) -> String {
     let response = app
         .post_json(
             &format!("/api/v1/agents/{agent_id}/documents"),
             Some(token),
-            &json!({ "title": title, "content": content }),
+            &json!({ "title": title, "content": content, "content_type": content_type }),
         )
         .await;
     assert_eq!(response.status(), 201, "document upload");
@@ -386,6 +398,18 @@ pub async fn wait_until_document_ready(
     agent_id: &str,
     document_id: &str,
 ) -> Value {
+    wait_for_document_status(app, token, agent_id, document_id, "ready").await
+}
+
+/// Polls the document list until the document has `status` (panicking early if
+/// it settles on the other final status, or after 30 seconds).
+pub async fn wait_for_document_status(
+    app: &TestApp,
+    token: &str,
+    agent_id: &str,
+    document_id: &str,
+    status: &str,
+) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let listed = body(
@@ -401,9 +425,9 @@ pub async fn wait_until_document_ready(
             .unwrap_or_else(|| panic!("document {document_id} is not listed: {listed}"))
             .clone();
         match document["status"].as_str() {
-            Some("ready") => return document,
+            Some(current) if current == status => return document,
             Some("pending") => {}
-            _ => panic!("document did not become ready: {document}"),
+            _ => panic!("document did not become {status}: {document}"),
         }
         assert!(
             tokio::time::Instant::now() < deadline,

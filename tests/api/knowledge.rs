@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use crate::chat_support::{chat_setup, reply, upload_ready, visitor_token, wait_for_status};
+use crate::chat_support::{chat_setup, reply, upload_ready, visitor_token};
+use crate::helpers::wait_for_document_status as wait_for_status;
 use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with};
 
 const HOURS: &str = "# Opening hours\n\nThe lighthouse museum opens at 7am on weekdays.\n\n# Tickets\n\nTickets cost twelve dollars.";
@@ -341,4 +342,59 @@ async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
         chunks[0].text.contains("example.com/menu-2026"),
         "{chunks:?}"
     );
+}
+
+#[tokio::test]
+async fn lexeme_statistics_follow_ingestion_and_deletion_exactly() {
+    let app = spawn_app().await;
+    let setup = chat_setup(&app, "Stats Co").await;
+    let first = upload_ready(&app, &setup.tenant.token, &setup.agent_id, "One", HOURS).await;
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Two",
+        "Tickets are sold at the lighthouse door.",
+    )
+    .await;
+    let mut owner = app.owner_connection().await;
+    let (drift, counted, actual) = statistics_consistency(&mut owner).await;
+    assert_eq!((drift, counted), (0, actual), "after ingestion");
+    assert!(actual >= 2);
+    let response = app
+        .delete(
+            &format!("/api/v1/agents/{}/documents/{first}", setup.agent_id),
+            &setup.tenant.token,
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    let (drift, counted, actual) = statistics_consistency(&mut owner).await;
+    assert_eq!((drift, counted), (0, actual), "after deletion");
+    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM kb_lexemes WHERE chunk_count <= 0")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+/// (lexeme rows that differ from a recount, namespace chunk totals, actual chunks).
+async fn statistics_consistency(owner: &mut sqlx::PgConnection) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT
+            (WITH kept AS (SELECT lexeme, chunk_count FROM kb_lexemes),
+                  recount AS (
+                    SELECT lexeme, count(*)::integer AS chunk_count
+                    FROM kb_chunks, unnest(tsvector_to_array(search)) AS lexeme GROUP BY lexeme
+                  )
+             SELECT count(*) FROM (
+                (SELECT * FROM kept EXCEPT SELECT * FROM recount)
+                UNION ALL
+                (SELECT * FROM recount EXCEPT SELECT * FROM kept)
+             ) drift),
+            (SELECT coalesce(sum(chunks), 0)::bigint FROM kb_namespace_versions),
+            (SELECT count(*) FROM kb_chunks)",
+    )
+    .fetch_one(owner)
+    .await
+    .unwrap()
 }

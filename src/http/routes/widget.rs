@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::db::{chat, widgets};
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{signed_session, ApiJson};
 use crate::http::AppState;
 use crate::tokens::TokenPurpose;
 use crate::widget_sessions::WidgetSession;
@@ -197,22 +197,10 @@ impl FromRequestParts<AppState> for Visitor {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or(ApiError::Unauthorized)?;
-        let verified = state
-            .signer
-            .verify(TokenPurpose::Widget, token.trim(), Utc::now())
-            .map_err(|_| ApiError::Unauthorized)?;
+        let session_id = signed_session(parts, state, TokenPurpose::Widget)?;
         let session = state
             .widget_sessions
-            .get(verified.session_id)
+            .get(session_id)
             .await
             .map_err(|_| ApiError::Unavailable("the session store"))?
             .ok_or(ApiError::Unauthorized)?;
@@ -225,7 +213,7 @@ impl FromRequestParts<AppState> for Visitor {
             }
         }
         Ok(Self {
-            session_id: verified.session_id,
+            session_id,
             session,
             origin,
         })
