@@ -709,10 +709,15 @@ async fn measure(
 async fn lexical_matches(store: &Store, namespace: Namespace, query: &str) -> i64 {
     let mut tx = store.tenant(namespace.tenant).await.expect("tenant tx");
     let counted: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT l.lexeme, l.chunk_count, v.chunks
-         FROM unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme)
-         JOIN kb_lexemes l ON l.tenant_id = $1 AND l.agent_id = $2 AND l.lexeme = q.lexeme
-         JOIN kb_namespace_versions v ON v.tenant_id = $1 AND v.agent_id = $2",
+        "SELECT q.lexeme, l.chunk_count, v.chunks
+         FROM kb_namespace_versions v,
+              unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme),
+              LATERAL (
+                  SELECT k.chunk_count FROM kb_lexemes k
+                  WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.lexeme = q.lexeme
+                  LIMIT 1
+              ) l
+         WHERE v.tenant_id = $1 AND v.agent_id = $2",
     )
     .bind(namespace.tenant.as_uuid())
     .bind(namespace.agent.as_uuid())

@@ -22,3 +22,29 @@ ALTER TABLE kb_namespace_versions
 
 -- How many chunks the namespace holds, kept beside the lexeme counts.
 ALTER TABLE kb_namespace_versions ADD COLUMN chunks bigint NOT NULL DEFAULT 0;
+
+-- Full-text search over one namespace. Under row-level security PostgreSQL
+-- applies the tenant policy before any qual whose function is not leakproof,
+-- and the full-text match (ts_match_vq) is not: as the application role the
+-- GIN index could never be used, and every search read the tenant's whole
+-- table. This function runs as the owner so the index works, and enforces the
+-- same scope itself: only the tenant of the current unit of work, only the
+-- namespace asked for.
+CREATE FUNCTION agentry_kb_lexical_search(p_tenant uuid, p_namespace text, p_query tsquery, p_limit integer)
+RETURNS TABLE (chunk_id uuid)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF p_tenant IS DISTINCT FROM agentry_current_tenant() THEN
+        RAISE EXCEPTION 'full-text search outside the current tenant' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+        WITH matches AS MATERIALIZED (
+            SELECT c.id, c.tenant_id, c.namespace, c.search FROM kb_chunks c WHERE c.search @@ p_query
+        )
+        SELECT m.id FROM matches m
+        WHERE m.tenant_id = p_tenant AND m.namespace = p_namespace
+        ORDER BY ts_rank_cd(m.search, p_query) DESC, m.id
+        LIMIT p_limit;
+END
+$$;
+REVOKE ALL ON FUNCTION agentry_kb_lexical_search(uuid, text, tsquery, integer) FROM PUBLIC;

@@ -325,10 +325,17 @@ impl KnowledgeStore for PgKnowledgeStore {
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.store.tenant(namespace.tenant).await?;
         let counted: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT l.lexeme, l.chunk_count, v.chunks
-             FROM unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme)
-             JOIN kb_lexemes l ON l.tenant_id = $1 AND l.agent_id = $2 AND l.lexeme = q.lexeme
-             JOIN kb_namespace_versions v ON v.tenant_id = $1 AND v.agent_id = $2",
+            // One primary-key lookup per query word: LIMIT 1 keeps the planner
+            // from turning it into a scan of all the namespace's lexemes.
+            "SELECT q.lexeme, l.chunk_count, v.chunks
+             FROM kb_namespace_versions v,
+                  unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme),
+                  LATERAL (
+                      SELECT k.chunk_count FROM kb_lexemes k
+                      WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.lexeme = q.lexeme
+                      LIMIT 1
+                  ) l
+             WHERE v.tenant_id = $1 AND v.agent_id = $2",
         )
         .bind(namespace.tenant.as_uuid())
         .bind(namespace.agent.as_uuid())
@@ -345,11 +352,9 @@ impl KnowledgeStore for PgKnowledgeStore {
             return Ok(Vec::new());
         };
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "WITH q AS (SELECT $3::tsquery AS query)
-             SELECT c.id FROM kb_chunks c, q
-             WHERE c.tenant_id = $1 AND c.namespace = $2 AND c.search @@ q.query
-             ORDER BY ts_rank_cd(c.search, q.query) DESC, c.id
-             LIMIT $4",
+            // Through a function (see migration 3): under row-level security the
+            // full-text index could not be used.
+            "SELECT chunk_id FROM agentry_kb_lexical_search($1, $2, $3::tsquery, $4::integer)",
         )
         .bind(namespace.tenant.as_uuid())
         .bind(namespace.to_string())
