@@ -30,6 +30,12 @@ ALTER TABLE kb_namespace_versions ADD COLUMN chunks bigint NOT NULL DEFAULT 0;
 -- table. This function runs as the owner so the index works, and enforces the
 -- same scope itself: only the tenant of the current unit of work, only the
 -- namespace asked for.
+-- One full-text index per namespace in effect: GIN over (namespace, search),
+-- so a search reads only its own namespace's matches, never other tenants'.
+CREATE EXTENSION IF NOT EXISTS btree_gin;
+CREATE INDEX kb_chunks_namespace_search_idx ON kb_chunks USING gin (namespace, search);
+DROP INDEX kb_chunks_search_idx;
+
 CREATE FUNCTION agentry_kb_lexical_search(p_tenant uuid, p_namespace text, p_query tsquery, p_limit integer)
 RETURNS TABLE (chunk_id uuid)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
@@ -38,12 +44,9 @@ BEGIN
         RAISE EXCEPTION 'full-text search outside the current tenant' USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN QUERY
-        WITH matches AS MATERIALIZED (
-            SELECT c.id, c.tenant_id, c.namespace, c.search FROM kb_chunks c WHERE c.search @@ p_query
-        )
-        SELECT m.id FROM matches m
-        WHERE m.tenant_id = p_tenant AND m.namespace = p_namespace
-        ORDER BY ts_rank_cd(m.search, p_query) DESC, m.id
+        SELECT c.id FROM kb_chunks c
+        WHERE c.namespace = p_namespace AND c.search @@ p_query AND c.tenant_id = p_tenant
+        ORDER BY ts_rank_cd(c.search, p_query) DESC, c.id
         LIMIT p_limit;
 END
 $$;
