@@ -1019,10 +1019,10 @@ fn reading(results: &[SizeResult]) -> String {
         " The full-text query ORs only the question's rarest words, chosen from per-namespace \
          lexeme statistics so that together they occur in at most a quarter of the namespace \
          and at most 1,500 chunks; it matches about {:.0}% of the namespace's chunks, which \
-         PostgreSQL ranks with `ts_rank_cd` before keeping {CANDIDATES}. From {} to {} chunks its \
-         cost grows ×{:.0} against ×{:.0} for the exhaustive dense scan (the matched rows are \
-         capped, the namespace's index lookups are not), and at the largest size it costs \
-         {:.0} times the dense scan.",
+         PostgreSQL finds through a GIN index over (namespace, search) and ranks with \
+         `ts_rank_cd` before keeping {CANDIDATES}. From {} to {} chunks its cost grows ×{:.1} \
+         against ×{:.1} for the exhaustive dense scan, and at the largest size it costs {:.1} \
+         times the dense scan.",
         100.0 * last.lexical_match_share,
         fmt_count(first.size),
         fmt_count(last.size),
@@ -1049,12 +1049,11 @@ fn reading(results: &[SizeResult]) -> String {
         " On quality, the hybrid top 10 shares {:.0}–{:.0}% of its chunks with the exact dense \
          top 10 across sizes: fusion swaps about {:.0} of the 10 for full-text candidates. Whether \
          the question's source chunk comes back: hybrid {}, dense alone {}, full-text alone {} \
-         at {} chunks, {effect}; full-text alone is weak here because `ts_rank_cd` has no \
-         inverse document frequency, so repeats of the commonest words outrank the rare word \
-         that identifies the chunk. Synthetic words and offline hash embeddings make the quality \
-         figures a regression check rather than a forecast for real documents, and the \
-         full-text latency is the worst case described above; the other steps' latencies carry \
-         over.",
+         at {} chunks, {effect}. In a large namespace the candidate cap keeps only the \
+         question's very rarest words, so full-text alone misses source chunks whose \
+         distinguishing words are merely uncommon; dense retrieval covers those. Synthetic words \
+         and offline hash embeddings make the quality figures a regression check rather than a \
+         forecast for real documents; the latencies carry over.",
         100.0 * recall_low,
         100.0 * recall_high,
         10.0 * (1.0 - last.recall),
