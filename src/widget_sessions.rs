@@ -18,15 +18,8 @@ pub struct WidgetSession {
     pub agent: AgentId,
     pub widget: WidgetId,
     pub conversation: ConversationId,
-    pub allowed_origins: Vec<String>,
     pub visitor_ip: Option<String>,
     pub expires_at: DateTime<Utc>,
-}
-
-impl WidgetSession {
-    pub fn allows_origin(&self, origin: &str) -> bool {
-        self.allowed_origins.iter().any(|allowed| allowed == origin)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

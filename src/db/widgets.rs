@@ -134,3 +134,18 @@ pub async fn origin_allowed_anywhere(store: &super::Store, origin: &str) -> Resu
         .fetch_one(store.pool())
         .await?)
 }
+
+/// A widget's allowed origins, or `None` if it no longer exists.
+pub async fn allowed_origins(
+    tx: &mut TenantTx,
+    widget: WidgetId,
+) -> Result<Option<Vec<String>>, DbError> {
+    let tenant = tx.tenant();
+    Ok(
+        sqlx::query_scalar("SELECT allowed_origins FROM widgets WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(widget.as_uuid())
+            .fetch_optional(tx.conn())
+            .await?,
+    )
+}

@@ -1684,3 +1684,50 @@ async fn visitor_ips_are_not_stored_in_postgresql() {
         "the visitor's IP is stored in {with_ip:?}"
     );
 }
+
+#[tokio::test]
+async fn changing_or_deleting_the_widget_takes_effect_on_live_sessions_at_once() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Live Co").await;
+    let agent_id = app.create_agent(&tenant.token, "Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let widget = app.create_widget(&tenant.token, &agent_id).await;
+    let public_key = widget["public_key"].as_str().unwrap();
+    let widget_path = format!(
+        "/api/v1/agents/{agent_id}/widgets/{}",
+        widget["id"].as_str().unwrap()
+    );
+    let token = widget_session(&app, public_key, WIDGET_ORIGIN).await;
+    let transcript = |origin: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/api/widget/messages"))
+            .bearer_auth(&token)
+            .header("origin", origin);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(transcript(WIDGET_ORIGIN).await.status(), 200);
+
+    // The origin is removed from the widget: the live session is refused from it.
+    let updated = app
+        .patch_json(
+            &widget_path,
+            &tenant.token,
+            &json!({ "allowed_origins": ["https://other.example.com"] }),
+        )
+        .await;
+    assert_eq!(updated.status(), 200);
+    assert_error(transcript(WIDGET_ORIGIN).await, 403, "forbidden").await;
+    assert_eq!(transcript("https://other.example.com").await.status(), 200);
+
+    // The widget is deleted: its sessions end.
+    assert_eq!(app.delete(&widget_path, &tenant.token).await.status(), 204);
+    assert_error(
+        transcript("https://other.example.com").await,
+        401,
+        "unauthorized",
+    )
+    .await;
+}

@@ -163,7 +163,6 @@ async fn create_session(
         agent,
         widget: widget_id,
         conversation,
-        allowed_origins: widget.allowed_origins,
         visitor_ip: Some(peer.ip().to_string()),
         expires_at,
     };
@@ -204,9 +203,16 @@ impl FromRequestParts<AppState> for Visitor {
             .await
             .map_err(|_| ApiError::Unavailable("the session store"))?
             .ok_or(ApiError::Unauthorized)?;
+        // The widget as it is now, not as it was when the session began: deleting
+        // it ends its sessions, and removing an origin shuts that origin out at once.
+        let mut tx = state.store.tenant(session.tenant).await?;
+        let allowed_origins = widgets::allowed_origins(&mut tx, session.widget)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        tx.commit().await?;
         let origin = origin_of(&parts.headers);
         if let Some(text) = origin.as_ref().and_then(|o| o.to_str().ok()) {
-            if !session.allows_origin(text) {
+            if !allowed_origins.iter().any(|allowed| allowed == text) {
                 return Err(ApiError::Forbidden(
                     "this page's origin may not use this widget".into(),
                 ));
