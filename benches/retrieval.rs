@@ -708,29 +708,10 @@ async fn measure(
 /// (the rows PostgreSQL ranks): the same term selection as `lexical_search`.
 async fn lexical_matches(store: &Store, namespace: Namespace, query: &str) -> i64 {
     let mut tx = store.tenant(namespace.tenant).await.expect("tenant tx");
-    let counted: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT q.lexeme, l.chunk_count, v.chunks
-         FROM kb_namespace_versions v,
-              unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme),
-              LATERAL (
-                  SELECT k.chunk_count FROM kb_lexemes k
-                  WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.lexeme = q.lexeme
-                  LIMIT 1
-              ) l
-         WHERE v.tenant_id = $1 AND v.agent_id = $2",
-    )
-    .bind(namespace.tenant.as_uuid())
-    .bind(namespace.agent.as_uuid())
-    .bind(query)
-    .fetch_all(tx.conn())
-    .await
-    .expect("lexeme statistics");
-    let chunks = counted.first().map_or(0, |(_, _, chunks)| *chunks);
-    let counted = counted
-        .into_iter()
-        .map(|(lexeme, count, _)| (lexeme, count))
-        .collect();
-    let Some(terms) = kb::discriminating_terms(counted, kb::candidate_budget(chunks)) else {
+    let Some(terms) = kb::full_text_terms(&mut tx, namespace, query)
+        .await
+        .expect("full-text terms")
+    else {
         return 0;
     };
     sqlx::query_scalar(

@@ -268,6 +268,42 @@ pub fn discriminating_terms(mut counted: Vec<(String, i32)>, budget: i64) -> Opt
     (!terms.is_empty()).then(|| terms.join(" | "))
 }
 
+/// The tsquery `lexical_search` runs for `query`: its rarest words in the
+/// namespace (see [`discriminating_terms`]), or `None` if none occurs there.
+pub async fn full_text_terms(
+    tx: &mut TenantTx,
+    namespace: Namespace,
+    query: &str,
+) -> Result<Option<String>, DbError> {
+    let counted: Vec<(String, i32, i64)> = sqlx::query_as(
+        // One primary-key lookup per query word: LIMIT 1 keeps the planner
+        // from turning it into a scan of all the namespace's lexemes.
+        "SELECT q.lexeme, l.chunk_count, v.chunks
+         FROM kb_namespace_versions v,
+              unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme),
+              LATERAL (
+                  SELECT k.chunk_count FROM kb_lexemes k
+                  WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.lexeme = q.lexeme
+                  LIMIT 1
+              ) l
+         WHERE v.tenant_id = $1 AND v.agent_id = $2",
+    )
+    .bind(namespace.tenant.as_uuid())
+    .bind(namespace.agent.as_uuid())
+    .bind(query)
+    .fetch_all(tx.conn())
+    .await?;
+    let namespace_chunks = counted.first().map_or(0, |(_, _, chunks)| *chunks);
+    let counted = counted
+        .into_iter()
+        .map(|(lexeme, count, _)| (lexeme, count))
+        .collect();
+    Ok(discriminating_terms(
+        counted,
+        candidate_budget(namespace_chunks),
+    ))
+}
+
 /// The PostgreSQL side of retrieval.
 pub struct PgKnowledgeStore {
     store: Store,
@@ -324,31 +360,7 @@ impl KnowledgeStore for PgKnowledgeStore {
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.store.tenant(namespace.tenant).await?;
-        let counted: Vec<(String, i32, i64)> = sqlx::query_as(
-            // One primary-key lookup per query word: LIMIT 1 keeps the planner
-            // from turning it into a scan of all the namespace's lexemes.
-            "SELECT q.lexeme, l.chunk_count, v.chunks
-             FROM kb_namespace_versions v,
-                  unnest(tsvector_to_array(to_tsvector('english', $3))) AS q (lexeme),
-                  LATERAL (
-                      SELECT k.chunk_count FROM kb_lexemes k
-                      WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.lexeme = q.lexeme
-                      LIMIT 1
-                  ) l
-             WHERE v.tenant_id = $1 AND v.agent_id = $2",
-        )
-        .bind(namespace.tenant.as_uuid())
-        .bind(namespace.agent.as_uuid())
-        .bind(query)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(DbError::from)?;
-        let namespace_chunks = counted.first().map_or(0, |(_, _, chunks)| *chunks);
-        let counted = counted
-            .into_iter()
-            .map(|(lexeme, count, _)| (lexeme, count))
-            .collect();
-        let Some(terms) = discriminating_terms(counted, candidate_budget(namespace_chunks)) else {
+        let Some(terms) = full_text_terms(&mut tx, namespace, query).await? else {
             return Ok(Vec::new());
         };
         let ids: Vec<Uuid> = sqlx::query_scalar(

@@ -4,7 +4,7 @@ use agentry::db::AUDIT_TABLES;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{set_tenant, spawn_app};
 
 /// Inserts one row into each audit table (the connection has app.tenant_id set).
 pub async fn insert_one_row_per_audit_table(
@@ -39,11 +39,7 @@ async fn update_and_delete_on_every_audit_table_fail_for_the_app_role_and_the_ow
 
     let mut conn = app.app_role_connection().await;
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, tenant.id).await;
     insert_one_row_per_audit_table(&mut tx, tenant.id.as_uuid(), agent, Uuid::now_v7()).await;
     tx.commit().await.unwrap();
 
@@ -55,11 +51,7 @@ async fn update_and_delete_on_every_audit_table_fail_for_the_app_role_and_the_ow
         ] {
             // As the application role, with its tenant set (so RLS would let the row through).
             let mut tx = conn.begin().await.unwrap();
-            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                .bind(tenant.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            set_tenant(&mut tx, tenant.id).await;
             let result = sqlx::query(&statement).execute(&mut *tx).await;
             assert!(result.is_err(), "app role: {statement} succeeded");
             tx.rollback().await.unwrap();

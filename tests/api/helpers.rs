@@ -436,3 +436,12 @@ pub async fn wait_for_document_status(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Sets the transaction-local tenant, as the store does for every unit of work.
+pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant: impl std::fmt::Display) {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(conn)
+        .await
+        .unwrap();
+}

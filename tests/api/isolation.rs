@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{assert_error, body, spawn_app, TestApp};
+use crate::helpers::{assert_error, body, set_tenant, spawn_app, TestApp};
 
 struct Owned {
     agent_id: String,
@@ -94,11 +94,7 @@ async fn seed_every_tenant_table(
     agent: Uuid,
 ) {
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, tenant).await;
     let conversation = Uuid::now_v7();
     sqlx::query("INSERT INTO conversations (id, tenant_id, agent_id, channel) VALUES ($1, $2, $3, 'widget')")
         .bind(conversation)
@@ -195,11 +191,7 @@ async fn the_app_role_with_no_tenant_set_sees_no_rows() {
     }
     // ...and with one tenant set, only that tenant's.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(first.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, first.id).await;
     for table in TENANT_TABLES {
         let column = if table == "tenants" {
             "id"
@@ -266,11 +258,7 @@ async fn rows_cannot_be_written_into_another_tenant_or_point_across_tenants() {
     let first_data = tenant_with_data(&app, &first.token, "A").await;
     let mut conn = app.app_role_connection().await;
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(second.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, second.id).await;
     // Writing a row labelled with the first tenant while acting as the second: refused by the policy.
     let labelled =
         sqlx::query("INSERT INTO agents (id, tenant_id, name) VALUES ($1, $2, 'sneaky')")
@@ -285,11 +273,7 @@ async fn rows_cannot_be_written_into_another_tenant_or_point_across_tenants() {
     tx.rollback().await.unwrap();
 
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(second.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, second.id).await;
     // A widget of the second tenant pointing at the first tenant's agent: refused by the composite key.
     let crossing = sqlx::query(
         "INSERT INTO widgets (id, tenant_id, agent_id, public_key) VALUES ($1, $2, $3, 'pk_crossing')",
@@ -325,11 +309,7 @@ async fn the_full_text_search_function_searches_only_the_current_tenant() {
         "{error}"
     );
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(second.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_tenant(&mut tx, second.id).await;
     let error = sqlx::query(search)
         .bind(first.id.as_uuid())
         .bind(&namespace)
