@@ -398,3 +398,81 @@ async fn statistics_consistency(owner: &mut sqlx::PgConnection) -> (i64, i64, i6
     .await
     .unwrap()
 }
+
+/// A local OpenAI-compatible embeddings server (vectors from the offline
+/// embedder, so retrieval still means something); counts the texts it embedded.
+async fn fake_embeddings() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let embedded = Arc::new(AtomicUsize::new(0));
+    let counter = embedded.clone();
+    let router = axum::Router::new().route(
+        "/v1/embeddings",
+        axum::routing::post(move |axum::Json(request): axum::Json<serde_json::Value>| {
+            let counter = counter.clone();
+            async move {
+                let embedder = agentry_actors::knowledge::OfflineEmbedder::default();
+                let inputs = request["input"].as_array().cloned().unwrap_or_default();
+                counter.fetch_add(inputs.len(), Ordering::SeqCst);
+                let data: Vec<serde_json::Value> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, text)| {
+                        json!({ "object": "embedding", "index": index,
+                                "embedding": embedder.embed_one(text.as_str().unwrap_or("")) })
+                    })
+                    .collect();
+                axum::Json(json!({ "object": "list", "data": data, "model": request["model"] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{address}/v1"), embedded)
+}
+
+#[tokio::test]
+async fn an_openai_compatible_embeddings_service_embeds_documents_and_questions() {
+    let (base_url, embedded) = fake_embeddings().await;
+    let app = spawn_app_with(|settings| {
+        settings.embedding.provider = "vllm".into();
+        settings.embedding.model = "house-embed".into();
+        settings.embedding.base_url = base_url;
+    })
+    .await;
+    let setup = chat_setup(&app, "Embed Co").await;
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Visiting",
+        HOURS,
+    )
+    .await;
+    let after_ingest = embedded.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after_ingest >= 1, "ingestion embedded through the service");
+
+    let token = visitor_token(&app, &setup.public_key).await;
+    assert!(reply(&app, &token, "When does the lighthouse museum open?")
+        .await
+        .contains("7am"));
+    assert_eq!(
+        embedded.load(std::sync::atomic::Ordering::SeqCst),
+        after_ingest + 1,
+        "the question too"
+    );
+
+    let mut owner = app.owner_connection().await;
+    let document_embedder: String = sqlx::query_scalar("SELECT embedder FROM kb_documents")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(document_embedder, "vllm:house-embed");
+    let usage: String =
+        sqlx::query_scalar("SELECT provider FROM agent_usage_events WHERE kind = 'embedding'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(usage, "vllm:house-embed");
+}
