@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::openai::parse_arguments;
-use super::retry::{Failure, Operation, RetryPolicy, Transport};
-use super::sse::SseDecoder;
+use super::retry::{EventStream, Failure, Operation, RetryPolicy, Transport};
 use super::{LlmConfigError, ProviderConfig, ProviderKind};
 
 const API_VERSION: &str = "2023-06-01";
@@ -115,22 +114,15 @@ impl AnthropicProvider {
             .header("anthropic-version", API_VERSION)
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(body);
-        let mut response = self.transport.send(request).await?;
-        let mut decoder = SseDecoder::new();
+        let mut sse = EventStream::new(self.transport.send(request).await?);
         let mut stream = StreamState::default();
         let mut emitted = false;
-        'read: loop {
-            let chunk = self
-                .transport
-                .next_chunk(&mut response)
-                .await
-                .map_err(|failure| failure.after_output(emitted))?;
-            let batch = match &chunk {
-                Some(bytes) => decoder
-                    .push(bytes)
-                    .map_err(|e| Failure::Final(LlmError::Protocol(e.to_string())))?,
-                None => decoder.finish().into_iter().collect(),
-            };
+        'read: while let Some(batch) = self
+            .transport
+            .next_events(&mut sse)
+            .await
+            .map_err(|failure| failure.after_output(emitted))?
+        {
             for event in batch {
                 let step = stream.apply(&event.data).map_err(|failure| {
                     self.transport.scrub_failure(failure).after_output(emitted)
@@ -147,9 +139,6 @@ impl AnthropicProvider {
                     }
                     Step::Stop => break 'read,
                 }
-            }
-            if chunk.is_none() {
-                break;
             }
         }
         stream

@@ -15,8 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::retry::{Failure, Operation, RetryPolicy, Transport};
-use super::sse::SseDecoder;
+use super::retry::{EventStream, Failure, Operation, RetryPolicy, Transport};
 use super::{estimate_prompt_tokens, estimate_tokens, LlmConfigError, OpenAiEndpoint};
 use super::{ProviderConfig, ProviderKind};
 
@@ -107,22 +106,15 @@ impl OpenAiProvider {
             .apply(self.transport.client().post(&self.endpoint.url))
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(body);
-        let mut response = self.transport.send(request).await?;
-        let mut decoder = SseDecoder::new();
+        let mut sse = EventStream::new(self.transport.send(request).await?);
         let mut stream = StreamState::default();
         let mut emitted = false;
-        'read: loop {
-            let chunk = self
-                .transport
-                .next_chunk(&mut response)
-                .await
-                .map_err(|failure| failure.after_output(emitted))?;
-            let batch = match &chunk {
-                Some(bytes) => decoder
-                    .push(bytes)
-                    .map_err(|e| Failure::Final(LlmError::Protocol(e.to_string())))?,
-                None => decoder.finish().into_iter().collect(),
-            };
+        'read: while let Some(batch) = self
+            .transport
+            .next_events(&mut sse)
+            .await
+            .map_err(|failure| failure.after_output(emitted))?
+        {
             for event in batch {
                 if event.data.trim() == "[DONE]" {
                     stream.done = true;
@@ -139,9 +131,6 @@ impl OpenAiProvider {
                         return Err(self.transport.scrub_failure(failure).after_output(emitted))
                     }
                 }
-            }
-            if chunk.is_none() {
-                break;
             }
         }
         let completion = stream

@@ -13,6 +13,7 @@ use agentry_actors::Secret;
 use rand::Rng;
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use super::sse::{SseDecoder, SseEvent};
 use super::ProviderConfig;
 
 /// How long to wait and how often to try again.
@@ -83,6 +84,23 @@ impl Failure {
         match self {
             Self::Retryable { error, .. } if emitted => Self::Final(error),
             other => other,
+        }
+    }
+}
+
+/// A streamed response body, read as server-sent events with [`Transport::next_events`].
+pub(crate) struct EventStream {
+    response: Response,
+    decoder: SseDecoder,
+    ended: bool,
+}
+
+impl EventStream {
+    pub fn new(response: Response) -> Self {
+        Self {
+            response,
+            decoder: SseDecoder::new(),
+            ended: false,
         }
     }
 }
@@ -247,6 +265,28 @@ impl Transport {
                 self.scrub(&describe(&error)),
             ))),
             Ok(Ok(chunk)) => Ok(chunk.map(|bytes| bytes.to_vec())),
+        }
+    }
+
+    /// The events of the next piece of a streamed body, waiting at most the
+    /// timeout for it; `None` once the body has ended and its last event was given.
+    pub async fn next_events(
+        &self,
+        body: &mut EventStream,
+    ) -> Result<Option<Vec<SseEvent>>, Failure> {
+        if body.ended {
+            return Ok(None);
+        }
+        match self.next_chunk(&mut body.response).await? {
+            Some(bytes) => body
+                .decoder
+                .push(&bytes)
+                .map(Some)
+                .map_err(|e| Failure::Final(LlmError::Protocol(e.to_string()))),
+            None => {
+                body.ended = true;
+                Ok(Some(body.decoder.finish().into_iter().collect()))
+            }
         }
     }
 
