@@ -328,15 +328,8 @@ fn html_blocks(content: &str) -> Vec<Block> {
                         push_paragraph(&mut blocks, &buffer);
                         buffer.clear();
                         heading = Some(level);
-                    } else if is_block_element(name) {
-                        if heading.is_some() {
-                            buffer.push(' ');
-                        } else {
-                            push_paragraph(&mut blocks, &buffer);
-                            buffer.clear();
-                        }
-                    } else if is_word_break_element(name) {
-                        buffer.push(' ');
+                    } else {
+                        element_boundary(name, heading.is_some(), &mut blocks, &mut buffer);
                     }
                 }
                 Node::Text(text) if hidden == 0 => buffer.push_str(text),
@@ -356,21 +349,29 @@ fn html_blocks(content: &str) -> Vec<Block> {
                         push_heading(&mut blocks, level, &buffer);
                         buffer.clear();
                     }
-                } else if is_block_element(name) {
-                    if heading.is_some() {
-                        buffer.push(' ');
-                    } else {
-                        push_paragraph(&mut blocks, &buffer);
-                        buffer.clear();
-                    }
-                } else if is_word_break_element(name) {
-                    buffer.push(' ');
+                } else {
+                    element_boundary(name, heading.is_some(), &mut blocks, &mut buffer);
                 }
             }
         }
     }
     push_paragraph(&mut blocks, &buffer);
     blocks
+}
+
+/// Where a block element opens or closes a paragraph ends (inside a heading, the
+/// heading's text just gets a space); other word-breaking elements separate words.
+fn element_boundary(name: &str, in_heading: bool, blocks: &mut Vec<Block>, buffer: &mut String) {
+    if is_block_element(name) {
+        if in_heading {
+            buffer.push(' ');
+        } else {
+            push_paragraph(blocks, buffer);
+            buffer.clear();
+        }
+    } else if is_word_break_element(name) {
+        buffer.push(' ');
+    }
 }
 
 fn heading_level(name: &str) -> Option<u8> {
