@@ -206,23 +206,30 @@ BEGIN
 END
 $$;
 
--- Row-level security on every tenant-owned table.
-DO $$
-DECLARE
-    tenant_table text;
+-- Row-level security on a tenant-owned table: its rows are visible and
+-- writable only in a unit of work of their tenant. Every later migration that
+-- adds a tenant table calls this, so the policy is written once.
+CREATE PROCEDURE agentry_isolate_by_tenant(tenant_table regclass)
+LANGUAGE plpgsql AS $$
 BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['tenant_users', 'tenant_user_sessions', 'agents', 'widgets',
-                                        'conversations', 'agent_messages', 'agent_action_runs',
-                                        'agent_usage_events', 'agent_webhook_deliveries',
-                                        'voice_pii_audits']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
-        EXECUTE format('CREATE POLICY tenant_isolation ON %I
-                        USING (tenant_id = agentry_current_tenant())
-                        WITH CHECK (tenant_id = agentry_current_tenant())', tenant_table);
-    END LOOP;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tenant_table);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s
+                    USING (tenant_id = agentry_current_tenant())
+                    WITH CHECK (tenant_id = agentry_current_tenant())', tenant_table);
 END
 $$;
+REVOKE ALL ON PROCEDURE agentry_isolate_by_tenant(regclass) FROM PUBLIC;
+
+CALL agentry_isolate_by_tenant('tenant_users');
+CALL agentry_isolate_by_tenant('tenant_user_sessions');
+CALL agentry_isolate_by_tenant('agents');
+CALL agentry_isolate_by_tenant('widgets');
+CALL agentry_isolate_by_tenant('conversations');
+CALL agentry_isolate_by_tenant('agent_messages');
+CALL agentry_isolate_by_tenant('agent_action_runs');
+CALL agentry_isolate_by_tenant('agent_usage_events');
+CALL agentry_isolate_by_tenant('agent_webhook_deliveries');
+CALL agentry_isolate_by_tenant('voice_pii_audits');
 
 -- Before login there is no tenant yet: these two narrow lookups run as the
 -- schema owner (SECURITY DEFINER) and return only what authentication needs.

@@ -65,19 +65,10 @@ CREATE TABLE tenant_llm_configs (
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 
-DO $$
-DECLARE
-    tenant_table text;
-BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['kb_documents', 'kb_chunks', 'kb_namespace_versions', 'tenant_llm_configs']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
-        EXECUTE format('CREATE POLICY tenant_isolation ON %I
-                        USING (tenant_id = agentry_current_tenant())
-                        WITH CHECK (tenant_id = agentry_current_tenant())', tenant_table);
-    END LOOP;
-END
-$$;
+CALL agentry_isolate_by_tenant('kb_documents');
+CALL agentry_isolate_by_tenant('kb_chunks');
+CALL agentry_isolate_by_tenant('kb_namespace_versions');
+CALL agentry_isolate_by_tenant('tenant_llm_configs');
 
 -- A visitor's browser names a widget by its public key before any tenant is known.
 CREATE FUNCTION agentry_find_widget(p_public_key text)

@@ -11,10 +11,7 @@ CREATE TABLE kb_lexemes (
     PRIMARY KEY (tenant_id, agent_id, lexeme),
     FOREIGN KEY (agent_id, tenant_id) REFERENCES agents (id, tenant_id) ON DELETE CASCADE
 );
-ALTER TABLE kb_lexemes ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON kb_lexemes
-    USING (tenant_id = agentry_current_tenant())
-    WITH CHECK (tenant_id = agentry_current_tenant());
+CALL agentry_isolate_by_tenant('kb_lexemes');
 
 -- Version rows go with their agent, as the chunks do.
 ALTER TABLE kb_namespace_versions
