@@ -1,5 +1,6 @@
 //! Helpers for tests that chat through the visitor API.
 
+use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 
 use crate::helpers::{
@@ -8,23 +9,29 @@ use crate::helpers::{
 
 pub use crate::helpers::WIDGET_ORIGIN as ORIGIN;
 
-/// A tenant with an agent and a widget (allowed origin [`ORIGIN`]).
-pub struct ChatSetup {
+/// A tenant with an agent and a widget allowing [`ORIGIN`].
+pub struct Site {
     pub tenant: TestTenant,
     pub agent_id: String,
+    pub widget_id: String,
     pub public_key: String,
 }
 
-pub async fn chat_setup(app: &TestApp, name: &str) -> ChatSetup {
+pub async fn site(app: &TestApp, name: &str) -> Site {
     let tenant = app.create_tenant(name).await;
-    let agent_id = app.create_agent(&tenant.token, name).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let agent = app
+        .create_agent(&tenant.token, &format!("{name} agent"))
+        .await;
+    site_for_agent(app, tenant, agent).await
+}
+
+pub async fn site_for_agent(app: &TestApp, tenant: TestTenant, agent: Value) -> Site {
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
     let widget = app.create_widget(&tenant.token, &agent_id).await;
-    ChatSetup {
+    Site {
         tenant,
         agent_id,
+        widget_id: widget["id"].as_str().unwrap().to_owned(),
         public_key: widget["public_key"].as_str().unwrap().to_owned(),
     }
 }
@@ -34,24 +41,46 @@ pub async fn visitor_token(app: &TestApp, public_key: &str) -> String {
     widget_session(app, public_key, ORIGIN).await
 }
 
+/// A visitor-side request, with the page's Origin when given.
+pub fn visitor(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> RequestBuilder {
+    let request = app.request(method, path, token);
+    match origin {
+        Some(origin) => request.header("origin", origin),
+        None => request,
+    }
+}
+
+/// Sends a message from [`ORIGIN`] asking for a JSON reply.
+pub async fn say(app: &TestApp, token: &str, text: &str) -> Response {
+    visitor(
+        app,
+        Method::POST,
+        "/api/widget/messages",
+        Some(token),
+        Some(ORIGIN),
+    )
+    .json(&json!({ "text": text }))
+    .send()
+    .await
+    .unwrap()
+}
+
 /// One JSON-mode turn; returns the status and body.
-pub async fn say(app: &TestApp, token: &str, text: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/widget/messages"))
-        .bearer_auth(token)
-        .header("origin", ORIGIN)
-        .json(&json!({ "text": text }))
-        .send()
-        .await
-        .unwrap();
+pub async fn turn(app: &TestApp, token: &str, text: &str) -> (u16, Value) {
+    let response = say(app, token, text).await;
     let status = response.status().as_u16();
     (status, body(response).await)
 }
 
 /// The reply text of a successful turn.
 pub async fn reply(app: &TestApp, token: &str, text: &str) -> String {
-    let (status, body) = say(app, token, text).await;
+    let (status, body) = turn(app, token, text).await;
     assert_eq!(status, 200, "{body}");
     body["reply"]["content"].as_str().unwrap().to_owned()
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::chat_support::{chat_setup, reply, upload_ready, visitor_token};
+use crate::chat_support::{reply, site, upload_ready, visitor_token};
 use crate::helpers::wait_for_document_status as wait_for_status;
 use crate::helpers::{assert_error, body, spawn_app, spawn_app_on, spawn_app_with};
 
@@ -12,7 +12,7 @@ const HOURS: &str = "# Opening hours\n\nThe lighthouse museum opens at 7am on we
 #[tokio::test]
 async fn an_uploaded_document_is_ingested_and_answers_come_from_it() {
     let app = spawn_app().await;
-    let setup = chat_setup(&app, "Museum Co").await;
+    let setup = site(&app, "Museum Co").await;
     let id = upload_ready(
         &app,
         &setup.tenant.token,
@@ -46,7 +46,7 @@ async fn an_uploaded_document_is_ingested_and_answers_come_from_it() {
 #[tokio::test]
 async fn a_document_with_no_text_fails_with_a_reason() {
     let app = spawn_app().await;
-    let setup = chat_setup(&app, "Empty Co").await;
+    let setup = site(&app, "Empty Co").await;
     let response = app
         .post_json(
             &format!("/api/v1/agents/{}/documents", setup.agent_id),
@@ -69,8 +69,8 @@ async fn a_document_with_no_text_fails_with_a_reason() {
 #[tokio::test]
 async fn bad_documents_are_refused_and_other_tenants_agents_are_not_found() {
     let app = spawn_app_with(|settings| settings.knowledge.max_document_chars = 100).await;
-    let setup = chat_setup(&app, "Strict Co").await;
-    let other = chat_setup(&app, "Other Co").await;
+    let setup = site(&app, "Strict Co").await;
+    let other = site(&app, "Other Co").await;
     let path = format!("/api/v1/agents/{}/documents", setup.agent_id);
     let post = |payload: serde_json::Value| {
         let request = app
@@ -150,7 +150,7 @@ async fn deleting_a_document_removes_it_everywhere_including_another_instances_c
         false,
     )
     .await;
-    let setup = chat_setup(&first, "Forgetful Co").await;
+    let setup = site(&first, "Forgetful Co").await;
     let id = upload_ready(
         &first,
         &setup.tenant.token,
@@ -191,8 +191,8 @@ async fn deleting_a_document_removes_it_everywhere_including_another_instances_c
 #[tokio::test]
 async fn another_namespaces_knowledge_never_comes_back() {
     let app = spawn_app().await;
-    let first = chat_setup(&app, "First Co").await;
-    let second = chat_setup(&app, "Second Co").await;
+    let first = site(&app, "First Co").await;
+    let second = site(&app, "Second Co").await;
     upload_ready(
         &app,
         &first.tenant.token,
@@ -237,7 +237,7 @@ async fn another_namespaces_knowledge_never_comes_back() {
 #[tokio::test]
 async fn a_document_whose_ingest_job_was_lost_is_ingested_anyway() {
     let app = spawn_app_with(|settings| settings.knowledge.recover_after_secs = 1).await;
-    let setup = chat_setup(&app, "Lossy Co").await;
+    let setup = site(&app, "Lossy Co").await;
     // Written straight to the database: no job was ever published for it (as if
     // Redis had lost it, or the instance died between commit and publish).
     let mut owner = app.owner_connection().await;
@@ -265,7 +265,7 @@ async fn a_document_whose_ingest_job_was_lost_is_ingested_anyway() {
 #[tokio::test]
 async fn unusual_words_in_documents_and_questions_are_searched_verbatim() {
     let app = spawn_app().await;
-    let setup = chat_setup(&app, "Odd Co").await;
+    let setup = site(&app, "Odd Co").await;
     upload_ready(
         &app,
         &setup.tenant.token,
@@ -280,7 +280,7 @@ async fn unusual_words_in_documents_and_questions_are_searched_verbatim() {
         "Tell me about O'Neil's",
         "a\\b & | ! <-> :*",
     ] {
-        let (status, body) = crate::chat_support::say(&app, &token, question).await;
+        let (status, body) = crate::chat_support::turn(&app, &token, question).await;
         assert_eq!(status, 200, "{question}: {body}");
     }
     let answer = reply(&app, &token, "Where is the example.com/menu-2026 page?").await;
@@ -291,7 +291,7 @@ async fn unusual_words_in_documents_and_questions_are_searched_verbatim() {
 async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
     use agentry_actors::ports::{KnowledgeStore, Namespace};
     let app = spawn_app().await;
-    let setup = chat_setup(&app, "Search Co").await;
+    let setup = site(&app, "Search Co").await;
     upload_ready(
         &app,
         &setup.tenant.token,
@@ -347,7 +347,7 @@ async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
 #[tokio::test]
 async fn lexeme_statistics_follow_ingestion_and_deletion_exactly() {
     let app = spawn_app().await;
-    let setup = chat_setup(&app, "Stats Co").await;
+    let setup = site(&app, "Stats Co").await;
     let first = upload_ready(&app, &setup.tenant.token, &setup.agent_id, "One", HOURS).await;
     upload_ready(
         &app,
@@ -441,7 +441,7 @@ async fn an_openai_compatible_embeddings_service_embeds_documents_and_questions(
         settings.embedding.base_url = base_url;
     })
     .await;
-    let setup = chat_setup(&app, "Embed Co").await;
+    let setup = site(&app, "Embed Co").await;
     upload_ready(
         &app,
         &setup.tenant.token,

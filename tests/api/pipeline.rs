@@ -7,7 +7,7 @@ use agentry_actors::chat_session::FAULT_TRIGGER;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::chat_support::{chat_setup, reply, say, visitor_token};
+use crate::chat_support::{reply, site, turn, visitor_token};
 use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
 
 async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
@@ -33,8 +33,8 @@ async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
 #[tokio::test]
 async fn a_crash_in_one_tenants_session_is_restarted_and_never_reaches_another_tenant() {
     let app = spawn_app_with(|settings| settings.chat.fault_injection = true).await;
-    let first = chat_setup(&app, "Crashy Co").await;
-    let second = chat_setup(&app, "Steady Co").await;
+    let first = site(&app, "Crashy Co").await;
+    let second = site(&app, "Steady Co").await;
     let first_visitor = visitor_token(&app, &first.public_key).await;
     let second_visitor = visitor_token(&app, &second.public_key).await;
     // Both tenants have live sessions before the crash.
@@ -42,7 +42,7 @@ async fn a_crash_in_one_tenants_session_is_restarted_and_never_reaches_another_t
     reply(&app, &second_visitor, "hello").await;
     let before = restarts(&app, "chat_session").await;
 
-    let (status, error) = say(&app, &first_visitor, FAULT_TRIGGER).await;
+    let (status, error) = turn(&app, &first_visitor, FAULT_TRIGGER).await;
     assert_eq!(status, 503, "{error}");
     assert_eq!(error["error"]["code"], "unavailable");
 
@@ -81,14 +81,14 @@ async fn turns_of_one_conversation_on_two_instances_stay_ordered_and_never_dupli
         false,
     )
     .await;
-    let setup = chat_setup(&first, "Busy Co").await;
+    let setup = site(&first, "Busy Co").await;
     let token = visitor_token(&first, &setup.public_key).await;
 
     let questions: Vec<String> = (0..8).map(|n| format!("question number {n}")).collect();
     let mut turns = Vec::new();
     for (n, question) in questions.iter().enumerate() {
         let app = if n % 2 == 0 { &first } else { &second };
-        turns.push(say(app, &token, question));
+        turns.push(turn(app, &token, question));
     }
     for (status, body) in futures_util::future::join_all(turns).await {
         assert_eq!(status, 200, "{body}");
@@ -148,7 +148,7 @@ async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
 #[tokio::test]
 async fn a_tenants_own_llm_answers_and_its_raw_output_is_cleaned_before_storage() {
     let app = spawn_app_with(|_| {}).await;
-    let setup = chat_setup(&app, "Byo Co").await;
+    let setup = site(&app, "Byo Co").await;
     let base_url = fake_openai(&[
         "Hello <b>the",
         "re</b>! We open at <script>alert(1)</script>",
@@ -195,7 +195,7 @@ async fn a_tenants_own_llm_answers_and_its_raw_output_is_cleaned_before_storage(
 #[tokio::test]
 async fn a_failing_provider_gets_the_visitor_a_generic_apology_and_the_turn_is_still_recorded() {
     let app = spawn_app_with(|_| {}).await;
-    let setup = chat_setup(&app, "Down Co").await;
+    let setup = site(&app, "Down Co").await;
     // Nothing listens on port 1.
     let configured = app
         .request(reqwest::Method::PUT, "/api/v1/llm", Some(&setup.tenant.token))
@@ -222,7 +222,7 @@ async fn a_failing_provider_gets_the_visitor_a_generic_apology_and_the_turn_is_s
 #[tokio::test]
 async fn tool_calls_become_requested_action_runs() {
     let app = spawn_app_with(|_| {}).await;
-    let setup = chat_setup(&app, "Leads Co").await;
+    let setup = site(&app, "Leads Co").await;
     let token = visitor_token(&app, &setup.public_key).await;
     reply(
         &app,
@@ -249,7 +249,7 @@ async fn idle_tenant_supervisors_stop_and_restart_on_demand() {
         settings.chat.tenant_idle_secs = 0;
     })
     .await;
-    let setup = chat_setup(&app, "Sleepy Co").await;
+    let setup = site(&app, "Sleepy Co").await;
     let token = visitor_token(&app, &setup.public_key).await;
     reply(&app, &token, "hello").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -267,7 +267,7 @@ async fn idle_tenant_supervisors_stop_and_restart_on_demand() {
 #[tokio::test]
 async fn llm_configuration_is_validated_and_only_managers_change_it() {
     let app = spawn_app_with(|_| {}).await;
-    let setup = chat_setup(&app, "Config Co").await;
+    let setup = site(&app, "Config Co").await;
     let put = |payload: serde_json::Value| {
         let request = app
             .request(
@@ -314,7 +314,7 @@ async fn llm_configuration_is_validated_and_only_managers_change_it() {
 async fn where_private_base_urls_are_not_allowed_a_tenant_cannot_point_its_llm_into_the_private_network(
 ) {
     let app = spawn_app_with(|settings| settings.llm.allow_private_base_urls = false).await;
-    let setup = chat_setup(&app, "Sneaky Co").await;
+    let setup = site(&app, "Sneaky Co").await;
     for base_url in [
         "http://127.0.0.1:11434/v1",
         "http://169.254.169.254/latest",
@@ -356,8 +356,8 @@ async fn where_private_base_urls_are_not_allowed_a_tenant_cannot_point_its_llm_i
 #[tokio::test]
 async fn a_tenants_llm_connection_is_sealed_and_does_not_open_in_another_tenants_row() {
     let app = spawn_app_with(|_| {}).await;
-    let first = chat_setup(&app, "Sealed Co").await;
-    let second = chat_setup(&app, "Thief Co").await;
+    let first = site(&app, "Sealed Co").await;
+    let second = site(&app, "Thief Co").await;
     let base_url = fake_openai(&["From the first tenant's model."]).await;
     let configured = app
         .request(reqwest::Method::PUT, "/api/v1/llm", Some(&first.tenant.token))

@@ -13,54 +13,13 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::chat_support::{say, site, site_for_agent, visitor, Site};
 use crate::helpers::{
     assert_error, body, parse_sse, spawn_app, spawn_app_on, spawn_app_with, upload_document,
-    wait_until_document_ready, widget_session, SseEvent, TestApp, TestTenant, WIDGET_ORIGIN,
+    wait_until_document_ready, widget_session, SseEvent, TestApp, WIDGET_ORIGIN,
 };
 
 const EVIL_ORIGIN: &str = "https://evil.example.com";
-
-/// A tenant with an agent and a widget allowing [`WIDGET_ORIGIN`].
-struct Site {
-    tenant: TestTenant,
-    agent_id: String,
-    widget_id: String,
-    public_key: String,
-}
-
-async fn site(app: &TestApp, name: &str) -> Site {
-    let tenant = app.create_tenant(name).await;
-    let agent = app
-        .create_agent(&tenant.token, &format!("{name} agent"))
-        .await;
-    site_for_agent(app, tenant, agent).await
-}
-
-async fn site_for_agent(app: &TestApp, tenant: TestTenant, agent: Value) -> Site {
-    let agent_id = agent["id"].as_str().unwrap().to_owned();
-    let widget = app.create_widget(&tenant.token, &agent_id).await;
-    Site {
-        tenant,
-        agent_id,
-        widget_id: widget["id"].as_str().unwrap().to_owned(),
-        public_key: widget["public_key"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// A visitor-side request, with the page's Origin when given.
-fn visitor(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    origin: Option<&str>,
-) -> RequestBuilder {
-    let request = app.request(method, path, token);
-    match origin {
-        Some(origin) => request.header("origin", origin),
-        None => request,
-    }
-}
 
 async fn request_session(app: &TestApp, public_key: &str, origin: Option<&str>) -> Response {
     visitor(app, Method::POST, "/api/widget/session", None, origin)
@@ -68,21 +27,6 @@ async fn request_session(app: &TestApp, public_key: &str, origin: Option<&str>) 
         .send()
         .await
         .unwrap()
-}
-
-/// Sends a message asking for a JSON reply.
-async fn say(app: &TestApp, token: &str, text: &str) -> Response {
-    visitor(
-        app,
-        Method::POST,
-        "/api/widget/messages",
-        Some(token),
-        Some(WIDGET_ORIGIN),
-    )
-    .json(&json!({ "text": text }))
-    .send()
-    .await
-    .unwrap()
 }
 
 /// Sends a message asking for an event stream; returns the response with its whole body.
