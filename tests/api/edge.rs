@@ -99,77 +99,38 @@ async fn widget_paths_may_be_framed_by_any_site() {
 async fn malformed_bodies_get_json_4xx_never_500() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("Bodies Co").await;
-    let send = |content_type: Option<&'static str>, body: Vec<u8>| {
+    let json = Some("application/json");
+    let cases: [(Option<&str>, &[u8], u16, &str); 10] = [
+        (json, b"{\"name\": ", 400, "bad_request"),
+        (json, b"", 400, "bad_request"),
+        (json, &[0xff, 0xfe, 0x00], 400, "bad_request"),
+        (None, b"{\"name\":\"x\"}", 415, "unsupported_media_type"),
+        (
+            Some("text/plain"),
+            b"{\"name\":\"x\"}",
+            415,
+            "unsupported_media_type",
+        ),
+        (json, b"[1,2,3]", 422, "invalid"),
+        (json, b"{\"name\": 42}", 422, "invalid"),
+        (json, b"{\"system_prompt\": \"no name\"}", 422, "invalid"),
+        (
+            json,
+            b"{\"name\":\"x\",\"tenant_id\":\"y\"}",
+            422,
+            "invalid",
+        ),
+        (json, b"{\"name\":\"   \"}", 422, "invalid"),
+    ];
+    for (content_type, body, status, code) in cases {
         let mut request = app
             .request(Method::POST, "/api/v1/agents", Some(&tenant.token))
-            .body(body);
+            .body(body.to_vec());
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        request.send()
-    };
-    let json = Some("application/json");
-    assert_error(
-        send(json, b"{\"name\": ".to_vec()).await.unwrap(),
-        400,
-        "bad_request",
-    )
-    .await;
-    assert_error(send(json, b"".to_vec()).await.unwrap(), 400, "bad_request").await;
-    assert_error(
-        send(json, vec![0xff, 0xfe, 0x00]).await.unwrap(),
-        400,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        send(None, b"{\"name\":\"x\"}".to_vec()).await.unwrap(),
-        415,
-        "unsupported_media_type",
-    )
-    .await;
-    assert_error(
-        send(Some("text/plain"), b"{\"name\":\"x\"}".to_vec())
-            .await
-            .unwrap(),
-        415,
-        "unsupported_media_type",
-    )
-    .await;
-    assert_error(
-        send(json, b"[1,2,3]".to_vec()).await.unwrap(),
-        422,
-        "invalid",
-    )
-    .await;
-    assert_error(
-        send(json, b"{\"name\": 42}".to_vec()).await.unwrap(),
-        422,
-        "invalid",
-    )
-    .await;
-    assert_error(
-        send(json, b"{\"system_prompt\": \"no name\"}".to_vec())
-            .await
-            .unwrap(),
-        422,
-        "invalid",
-    )
-    .await;
-    assert_error(
-        send(json, b"{\"name\":\"x\",\"tenant_id\":\"y\"}".to_vec())
-            .await
-            .unwrap(),
-        422,
-        "invalid",
-    )
-    .await;
-    assert_error(
-        send(json, b"{\"name\":\"   \"}".to_vec()).await.unwrap(),
-        422,
-        "invalid",
-    )
-    .await;
+        assert_error(request.send().await.unwrap(), status, code).await;
+    }
     let prompt = "p".repeat(20_001);
     assert_error(
         app.post_json(
