@@ -6,14 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{LoginRequest, TokenResponse};
-use crate::accounts::{self, verify_password, AccountError, CreatedTenant};
+use super::auth::{authenticate, session_expiry, LoginRequest, TokenResponse};
+use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{operators, sessions};
-use crate::domain::Email;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, Operator};
 use crate::http::AppState;
@@ -31,17 +29,14 @@ async fn login(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let candidate = match Email::parse(&request.email) {
-        Ok(email) => operators::find_login(&state.store, &email).await?,
-        Err(_) => None,
-    };
-    let stored_hash = candidate.as_ref().map(|c| c.password_hash.clone());
-    if !verify_password(request.password, stored_hash).await {
-        return Err(ApiError::InvalidCredentials);
-    }
-    let candidate = candidate.ok_or(ApiError::InvalidCredentials)?;
-    let expires_at =
-        Utc::now() + Duration::seconds(state.settings.auth.dashboard_token_ttl_secs as i64);
+    let store = &state.store;
+    let candidate = authenticate(
+        request,
+        |email| async move { operators::find_login(store, &email).await },
+        |candidate| &candidate.password_hash,
+    )
+    .await?;
+    let expires_at = session_expiry(&state);
     let session = sessions::create_operator(
         &state.store,
         OperatorId::from_uuid(candidate.id),

@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::verify_password;
-use crate::db::{sessions, tenants};
+use std::future::Future;
+
+use crate::db::{sessions, tenants, DbError};
 use crate::domain::Email;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, TenantUser};
@@ -40,19 +42,15 @@ async fn login(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    // A malformed email cannot match anyone; answer as for a wrong password.
-    let candidate = match Email::parse(&request.email) {
-        Ok(email) => tenants::find_login(&state.store, &email).await?,
-        Err(_) => None,
-    };
-    let stored_hash = candidate.as_ref().map(|c| c.password_hash.clone());
-    if !verify_password(request.password, stored_hash).await {
-        return Err(ApiError::InvalidCredentials);
-    }
-    let candidate = candidate.ok_or(ApiError::InvalidCredentials)?;
+    let store = &state.store;
+    let candidate = authenticate(
+        request,
+        |email| async move { tenants::find_login(store, &email).await },
+        |candidate| &candidate.password_hash,
+    )
+    .await?;
     let tenant = TenantId::from_uuid(candidate.tenant_id);
-    let expires_at =
-        Utc::now() + Duration::seconds(state.settings.auth.dashboard_token_ttl_secs as i64);
+    let expires_at = session_expiry(&state);
     let mut tx = state.store.tenant(tenant).await?;
     let session =
         sessions::create_dashboard(&mut tx, UserId::from_uuid(candidate.user_id), expires_at)
@@ -62,6 +60,32 @@ async fn login(
         .signer
         .issue(TokenPurpose::Dashboard, session, expires_at);
     Ok(Json(TokenResponse { token, expires_at }))
+}
+
+/// Finds the account a login names and checks its password. A malformed or
+/// unknown email costs the same time and gets the same answer as a wrong password.
+pub(super) async fn authenticate<T, Fut>(
+    request: LoginRequest,
+    find: impl FnOnce(Email) -> Fut,
+    password_hash: impl Fn(&T) -> &String,
+) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<Option<T>, DbError>>,
+{
+    let candidate = match Email::parse(&request.email) {
+        Ok(email) => find(email).await?,
+        Err(_) => None,
+    };
+    let stored_hash = candidate.as_ref().map(|c| password_hash(c).clone());
+    if !verify_password(request.password, stored_hash).await {
+        return Err(ApiError::InvalidCredentials);
+    }
+    candidate.ok_or(ApiError::InvalidCredentials)
+}
+
+/// When a session signed in now expires (dashboard and operator alike).
+pub(super) fn session_expiry(state: &AppState) -> DateTime<Utc> {
+    Utc::now() + Duration::seconds(state.settings.auth.dashboard_token_ttl_secs as i64)
 }
 
 async fn logout(State(state): State<AppState>, user: TenantUser) -> Result<StatusCode, ApiError> {
