@@ -67,14 +67,19 @@ impl IngestWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let housekeeping_every = (self.recover_after / 2).max(Duration::from_millis(100));
         let mut last_housekeeping = Instant::now() - housekeeping_every;
+        // Created once, and again after a failed read: a restarted Redis has lost it.
+        let mut group_ready = false;
         while !*shutdown.borrow() {
-            if let Err(error) = self.bus.ensure_group(KB_STREAM, GROUP).await {
-                tracing::warn!(%error, "kb-ingest: stream unavailable");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
+            if !group_ready {
+                if let Err(error) = self.bus.ensure_group(KB_STREAM, GROUP).await {
+                    tracing::warn!(%error, "kb-ingest: stream unavailable");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
                 }
-                continue;
+                group_ready = true;
             }
             if last_housekeeping.elapsed() >= housekeeping_every {
                 last_housekeeping = Instant::now();
@@ -92,6 +97,7 @@ impl IngestWorker {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "kb-ingest: read failed");
+                    group_ready = false;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
