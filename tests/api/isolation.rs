@@ -87,12 +87,7 @@ async fn lists_show_only_the_callers_own_resources() {
     assert_eq!(ids, vec![mine.agent_id.as_str()]);
 }
 
-async fn seed_every_tenant_table(
-    app: &TestApp,
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    agent: Uuid,
-) {
+async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: Uuid) {
     let mut tx = conn.begin().await.unwrap();
     set_tenant(&mut tx, tenant).await;
     let conversation = Uuid::now_v7();
@@ -140,7 +135,6 @@ async fn seed_every_tenant_table(
         .bind(tenant)
         .execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
-    let _ = app;
 }
 
 #[tokio::test]
@@ -152,14 +146,12 @@ async fn the_app_role_with_no_tenant_set_sees_no_rows() {
     let second_data = tenant_with_data(&app, &second.token, "B").await;
     let mut conn = app.app_role_connection().await;
     seed_every_tenant_table(
-        &app,
         &mut conn,
         first.id.as_uuid(),
         first_data.agent_id.parse().unwrap(),
     )
     .await;
     seed_every_tenant_table(
-        &app,
         &mut conn,
         second.id.as_uuid(),
         second_data.agent_id.parse().unwrap(),
