@@ -322,12 +322,12 @@ async fn send_message(
         loop {
             tokio::select! {
                 Some(TurnEvent::Delta(text)) = events.recv() => {
-                    let _ = sender.send(Event::default().event("delta").data(json!({ "text": text }).to_string()));
+                    let _ = sender.send(delta_event(&text));
                 }
                 result = &mut reply => {
                     // Deltas sent before the reply may still sit in the channel.
                     while let Ok(TurnEvent::Delta(text)) = events.try_recv() {
-                        let _ = sender.send(Event::default().event("delta").data(json!({ "text": text }).to_string()));
+                        let _ = sender.send(delta_event(&text));
                     }
                     let event = match result {
                         Ok(Ok(message)) => Event::default().event("message").data(json!(message).to_string()),
@@ -359,6 +359,12 @@ async fn send_message(
         .keep_alive(KeepAlive::default())
         .into_response();
     Ok(allow_origin(response, visitor.origin))
+}
+
+fn delta_event(text: &str) -> Event {
+    Event::default()
+        .event("delta")
+        .data(json!({ "text": text }).to_string())
 }
 
 fn error_event() -> Event {
