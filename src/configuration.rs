@@ -97,6 +97,8 @@ pub struct ChatSettings {
     pub passages: usize,
     pub max_tokens: u32,
     pub turn_timeout_secs: u64,
+    /// How long shutdown waits for turns in flight before stopping the pipeline.
+    pub drain_secs: u64,
     pub fault_injection: bool,
 }
 
@@ -106,6 +108,8 @@ pub struct KnowledgeSettings {
     pub chunk_max_chars: usize,
     pub chunk_overlap_chars: usize,
     pub recover_after_secs: u64,
+    /// Memory budget of the namespaces the retrievers hold, in bytes.
+    pub cache_max_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -125,6 +129,8 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
     pub max_body_bytes: usize,
     pub public_url: String,
+    /// Requests other than chat turns that take longer get 408.
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -185,7 +185,7 @@ impl IngestWorker {
             .map(|d| format!("{}\n{}", d.heading, d.text))
             .collect();
         let vectors = match self.embedder.embed(&texts).await {
-            Ok(vectors) if vectors.len() == drafts.len() => vectors,
+            Ok(embedded) if embedded.vectors.len() == drafts.len() => embedded.vectors,
             Ok(_) => {
                 return Err(JobError::Transient(
                     "the embedder returned the wrong number of vectors".into(),

@@ -10,6 +10,7 @@ use agentry_actors::chat_session::{PipelineDeps, PipelineSettings};
 use agentry_actors::knowledge::ChunkOptions;
 use agentry_actors::llm::Embedder;
 use agentry_actors::pipeline::ChatPipeline;
+use agentry_actors::resident::ResidentNamespaces;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,7 +24,8 @@ use crate::db::chat::PgChatStore;
 use crate::db::knowledge::PgKnowledgeStore;
 use crate::http::{self, AppContext, AppState};
 use crate::kb_ingest::IngestWorker;
-use crate::llm_resolver::{self, PgLlmResolver};
+use crate::llm;
+use crate::llm_resolver::PgLlmResolver;
 use crate::seed::{self, SeededDemo};
 use crate::telemetry;
 use crate::tokens::TokenSigner;
@@ -65,7 +67,7 @@ impl Application {
 
         let http = reqwest::Client::builder().build().context("HTTP client")?;
         let embedder: Arc<dyn Embedder> =
-            llm_resolver::build_embedder(&settings.embedding, http.clone())
+            llm::deployment_embedder(&settings.embedding, http.clone())
                 .context("embedding configuration")?;
         let chat = &settings.chat;
         let pipeline = ChatPipeline::start(PipelineDeps {
@@ -73,6 +75,7 @@ impl Application {
             knowledge: Arc::new(PgKnowledgeStore::new(store.clone())),
             embedder: embedder.clone(),
             llm: Arc::new(PgLlmResolver::new(store.clone(), keyring.clone(), http)),
+            resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),
             settings: PipelineSettings {
                 session_idle: Duration::from_secs(chat.session_idle_secs),
                 tenant_idle: Duration::from_secs(chat.tenant_idle_secs),
@@ -141,12 +144,20 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
+        // Turns still running (a visitor's stream outlives its request) finish first.
+        let drain = Duration::from_secs(self.state.settings.chat.drain_secs);
+        let unfinished = self.state.pipeline.drain(drain).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "shutdown: turns still running after the drain deadline"
+            );
+        }
         // Workers finish the job in hand; what they leave pending is reclaimed by other instances.
         let _ = self.stop_workers.send(true);
         for worker in self.workers {
             let _ = worker.await;
         }
-        self.state.pipeline.stop();
         self.state.bus.quit().await;
         self.state.store.pool().close().await;
         Ok(())

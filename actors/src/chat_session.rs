@@ -1,26 +1,36 @@
 //! ChatSession: one per live conversation. Its mailbox serializes the
 //! conversation's turns: two turns of one conversation never interleave.
 //!
-//! A turn: store the visitor's message (reserving the reply's position), ask
-//! the namespace's RagRetriever for passages, assemble the prompt, stream the
-//! tenant's LLM, pass every finished sentence through the GuardrailFinalizer
-//! before the visitor sees it, and store the cleaned reply with its usage.
+//! A turn: one write stores the visitor's message (reserving the reply's
+//! position) and returns the versions of everything the turn reads; the
+//! conversation's history (kept here), the agent's brief and the tenant's LLM
+//! (kept by the tenant's caches) and the namespace's snapshot are used as
+//! cached when their version matches, and reloaded only when it does not.
+//! Then the prompt is assembled, the tenant's LLM streamed, every finished
+//! sentence passed through the GuardrailFinalizer before the visitor sees it,
+//! and one more write stores the cleaned reply with its usage.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::guardrail_finalizer::{FinalizerMsg, SentenceBuffer};
 use crate::ids::{AgentId, ConversationId, TenantId};
-use crate::llm::{Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider};
+use crate::llm::{
+    ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider,
+};
 use crate::ports::{
-    ChatStore, KnowledgeChunk, KnowledgeStore, LlmResolver, StoreError, StoredMessage, TurnRecord,
+    ChatStore, KnowledgeStore, LlmResolver, Namespace, StoreError, StoredReply, TurnChannel,
+    TurnRecord,
 };
 use crate::prompt;
-use crate::rag_retriever::RagMsg;
+use crate::rag_retriever::{self, RagMsg, Resident, Retrieved};
 use crate::stage_metrics::{self, Stage};
+use crate::tenant_cache::TenantCaches;
 use crate::tools;
 
 /// Visitor text that makes a session panic when fault injection is on (tests only).
@@ -32,6 +42,7 @@ pub struct TurnRequest {
     pub tenant: TenantId,
     pub agent: AgentId,
     pub conversation: ConversationId,
+    pub channel: TurnChannel,
     pub text: String,
 }
 
@@ -50,13 +61,59 @@ pub enum TurnError {
     Unavailable(String),
 }
 
-pub type TurnReply = oneshot::Sender<Result<StoredMessage, TurnError>>;
+pub type TurnReply = oneshot::Sender<Result<StoredReply, TurnError>>;
+
+/// Counts turns submitted and not yet answered, so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    turns: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    pub fn count(&self) -> usize {
+        self.turns.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no turn is in flight.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Held by a turn from submission until it is answered or dropped.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    pub fn new(in_flight: Arc<InFlight>) -> Self {
+        in_flight.turns.fetch_add(1, Ordering::AcqRel);
+        Self(in_flight)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.turns.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
 
 /// A turn on its way through the supervisors to its session.
 pub struct TurnJob {
     pub request: TurnRequest,
     pub events: mpsc::UnboundedSender<TurnEvent>,
+    /// Fires once the visitor's message is stored; dropped unsent when the turn
+    /// is refused (the reply then says why).
+    pub accepted: oneshot::Sender<()>,
     pub reply: TurnReply,
+    pub in_flight: InFlightGuard,
 }
 
 /// Knobs of the pipeline (from the service's configuration).
@@ -95,6 +152,8 @@ pub struct PipelineDeps {
     pub knowledge: Arc<dyn KnowledgeStore>,
     pub embedder: Arc<dyn Embedder>,
     pub llm: Arc<dyn LlmResolver>,
+    /// The namespaces held in memory, within the retriever cache budget.
+    pub resident: Arc<Resident>,
     pub settings: PipelineSettings,
 }
 
@@ -103,6 +162,7 @@ pub enum SessionMsg {
         job: TurnJob,
         retriever: ActorRef<RagMsg>,
         finalizer: ActorRef<FinalizerMsg>,
+        caches: Arc<TenantCaches>,
     },
     /// Stop after the turns already queued (a stop signal would drop them).
     Retire,
@@ -115,31 +175,112 @@ pub struct SessionArgs {
     pub conversation: ConversationId,
 }
 
+/// The conversation's latest messages as this session last stored them.
+struct History {
+    /// The position the next turn's visitor message takes if no one else
+    /// (another instance) wrote to the conversation in between.
+    next_seq: i64,
+    messages: VecDeque<ChatMessage>,
+}
+
+pub struct SessionState {
+    deps: Arc<PipelineDeps>,
+    conversation: ConversationId,
+    /// `None` until known: after a failed turn, or before the first one.
+    history: Option<History>,
+}
+
+impl SessionState {
+    /// The messages before `visitor_seq`: kept ones when this session wrote
+    /// the conversation's latest turn, else read from the store.
+    async fn history_before(
+        &mut self,
+        tenant: TenantId,
+        visitor_seq: i64,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let limit = self.deps.settings.history_limit;
+        let kept = self
+            .history
+            .as_ref()
+            .filter(|history| history.next_seq == visitor_seq);
+        let hit = kept.is_some() || visitor_seq == 0;
+        metrics::counter!(
+            "agentry_cache_lookups_total",
+            "cache" => "history",
+            "outcome" => if hit { "hit" } else { "miss" }
+        )
+        .increment(1);
+        if let Some(history) = kept {
+            return Ok(history.messages.iter().cloned().collect());
+        }
+        if visitor_seq == 0 {
+            return Ok(Vec::new());
+        }
+        self.deps
+            .chat
+            .history(tenant, self.conversation, visitor_seq, limit)
+            .await
+    }
+
+    /// Keeps the finished turn's two messages as the latest history.
+    fn remember(
+        &mut self,
+        mut before: Vec<ChatMessage>,
+        visitor: &str,
+        reply: &str,
+        reply_seq: i64,
+    ) {
+        let limit = self.deps.settings.history_limit;
+        before.push(ChatMessage::user(visitor));
+        before.push(ChatMessage::assistant(reply));
+        let mut messages = VecDeque::from(before);
+        while messages.len() > limit {
+            messages.pop_front();
+        }
+        self.history = Some(History {
+            next_seq: reply_seq + 1,
+            messages,
+        });
+    }
+}
+
 impl Actor for ChatSession {
     type Msg = SessionMsg;
-    type State = SessionArgs;
+    type State = SessionState;
     type Arguments = SessionArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
         args: SessionArgs,
-    ) -> Result<SessionArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<SessionState, ActorProcessingErr> {
+        Ok(SessionState {
+            deps: args.deps,
+            conversation: args.conversation,
+            history: None,
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut SessionArgs,
+        state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        let (job, retriever, finalizer) = match message {
+        let (job, stages) = match message {
             SessionMsg::Turn {
                 job,
                 retriever,
                 finalizer,
-            } => (job, retriever, finalizer),
+                caches,
+            } => (
+                job,
+                TurnStages {
+                    retriever,
+                    finalizer,
+                    caches,
+                },
+            ),
             SessionMsg::Retire => {
                 myself.stop(Some("idle".into()));
                 return Ok(());
@@ -149,43 +290,60 @@ impl Actor for ChatSession {
             panic!("fault injected into conversation {}", state.conversation);
         }
         let started = Instant::now();
-        let result = run_turn(
-            &state.deps,
-            &job.request,
-            &job.events,
-            &retriever,
-            &finalizer,
-        )
-        .await;
+        let TurnJob {
+            request,
+            events,
+            accepted,
+            reply,
+            in_flight,
+        } = job;
+        let result = run_turn(state, &stages, &request, &events, accepted).await;
+        if result.is_err() {
+            // The store may hold more than this session knows (a reply never stored).
+            state.history = None;
+        }
         stage_metrics::record(
             Stage::ChatSession,
             if result.is_ok() { "ok" } else { "error" },
             started,
         );
-        let _ = job.reply.send(result);
+        let _ = reply.send(result);
+        drop(in_flight);
         Ok(())
     }
 }
 
-async fn retrieve(retriever: &ActorRef<RagMsg>, query: &str, limit: usize) -> Vec<KnowledgeChunk> {
-    let (reply, answer) = oneshot::channel();
-    let message = RagMsg::Retrieve {
-        query: query.to_owned(),
-        limit,
-        reply,
-    };
-    if retriever.send_message(message).is_err() {
-        return Vec::new();
+/// The tenant's stages a turn uses besides its session.
+struct TurnStages {
+    retriever: ActorRef<RagMsg>,
+    finalizer: ActorRef<FinalizerMsg>,
+    caches: Arc<TenantCaches>,
+}
+
+async fn retrieve(
+    deps: &PipelineDeps,
+    retriever: &ActorRef<RagMsg>,
+    namespace: Namespace,
+    version: i64,
+    query: &str,
+) -> Retrieved {
+    let result = async {
+        let snapshot =
+            rag_retriever::snapshot(&deps.resident, retriever, namespace, version).await?;
+        rag_retriever::search(
+            snapshot,
+            deps.embedder.as_ref(),
+            query,
+            deps.settings.passages,
+        )
+        .await
     }
-    match answer.await {
-        Ok(Ok(chunks)) => chunks,
+    .await;
+    result.unwrap_or_else(|error| {
         // Answering without passages beats failing the turn; the log says why.
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "retrieval failed; answering without passages");
-            Vec::new()
-        }
-        Err(_) => Vec::new(),
-    }
+        tracing::warn!(%error, "retrieval failed; answering without passages");
+        Retrieved::default()
+    })
 }
 
 async fn finalize(finalizer: &ActorRef<FinalizerMsg>, raw: String) -> String {
@@ -240,36 +398,64 @@ async fn stream_completion(
 }
 
 async fn run_turn(
-    deps: &PipelineDeps,
+    state: &mut SessionState,
+    stages: &TurnStages,
     request: &TurnRequest,
     events: &mpsc::UnboundedSender<TurnEvent>,
-    retriever: &ActorRef<RagMsg>,
-    finalizer: &ActorRef<FinalizerMsg>,
-) -> Result<StoredMessage, TurnError> {
+    accepted: oneshot::Sender<()>,
+) -> Result<StoredReply, TurnError> {
+    let deps = state.deps.clone();
     let settings = &deps.settings;
-    let history = deps
+    let (tenant, agent) = (request.tenant, request.agent);
+    let opened = deps
         .chat
-        .history(request.tenant, request.conversation, settings.history_limit)
+        .begin_turn(
+            tenant,
+            agent,
+            request.conversation,
+            &request.channel,
+            &request.text,
+        )
         .await?;
-    let slot = deps
-        .chat
-        .begin_turn(request.tenant, request.conversation, &request.text)
-        .await?;
-    let agent = deps.chat.agent_brief(request.tenant, request.agent).await?;
-    let passages = retrieve(retriever, &request.text, settings.passages).await;
+    let _ = accepted.send(());
+    let versions = opened.versions;
+    let namespace = Namespace { tenant, agent };
+    let (history, brief, retrieved, provider) = tokio::join!(
+        state.history_before(tenant, opened.slot.visitor_seq),
+        stages
+            .caches
+            .brief(deps.chat.as_ref(), tenant, agent, versions.agent),
+        retrieve(
+            &deps,
+            &stages.retriever,
+            namespace,
+            versions.namespace,
+            &request.text
+        ),
+        stages
+            .caches
+            .provider(deps.llm.as_ref(), tenant, versions.llm),
+    );
+    let (history, brief) = (history?, brief?);
+    let passages = &retrieved.passages;
     let completion_request = CompletionRequest {
-        messages: prompt::assemble(&agent, &passages, &history, &request.text),
+        messages: prompt::assemble(&brief, passages, &history, &request.text),
         tools: tools::catalog(),
-        grounding: prompt::grounding(&passages),
+        grounding: prompt::grounding(passages),
         max_tokens: settings.max_tokens,
         temperature: settings.temperature,
     };
 
     let llm_started = Instant::now();
-    let (provider, completion, mut cleaned) = match deps.llm.provider_for(request.tenant).await {
+    let (provider, completion, mut cleaned) = match provider {
         Ok(provider) => {
-            let (completion, cleaned) =
-                stream_completion(provider.as_ref(), &completion_request, events, finalizer).await;
+            let (completion, cleaned) = stream_completion(
+                provider.as_ref(),
+                &completion_request,
+                events,
+                &stages.finalizer,
+            )
+            .await;
             (Some(provider), completion, cleaned)
         }
         Err(error) => (None, Err(error), String::new()),
@@ -282,7 +468,7 @@ async fn run_turn(
         Err(error) => {
             // The visitor gets a generic apology; the reason stays in the log.
             stage_metrics::record(Stage::Llm, "error", llm_started);
-            tracing::warn!(%error, tenant = %request.tenant, "LLM provider failed");
+            tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
             let apology = if cleaned.is_empty() {
                 settings.apology.clone()
             } else {
@@ -294,8 +480,8 @@ async fn run_turn(
         }
     };
     let record = TurnRecord {
-        agent: request.agent,
-        reply_seq: slot.reply_seq,
+        agent,
+        reply_seq: opened.slot.reply_seq,
         content: cleaned,
         provider: provider
             .as_ref()
@@ -304,11 +490,17 @@ async fn run_turn(
         model: provider.as_ref().map_or("none", |p| p.model()).to_owned(),
         usage: completion.usage,
         tool_calls: completion.tool_calls,
-        embedder: deps.embedder.name().to_owned(),
-        embed_tokens: request.text.chars().count().div_ceil(4) as u32,
+        embedding: retrieved.embedding,
     };
-    Ok(deps
+    let stored = deps
         .chat
-        .finish_turn(request.tenant, request.conversation, record)
-        .await?)
+        .finish_turn(tenant, request.conversation, record)
+        .await?;
+    state.remember(
+        history,
+        &request.text,
+        &stored.content,
+        opened.slot.reply_seq,
+    );
+    Ok(stored)
 }

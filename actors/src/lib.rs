@@ -14,9 +14,11 @@ pub mod pipeline;
 pub mod ports;
 pub mod prompt;
 pub mod rag_retriever;
+pub mod resident;
 pub mod secret;
 pub mod stage_metrics;
 pub mod supervisor;
+pub mod tenant_cache;
 pub mod tools;
 
 pub use ids::{AgentId, ConversationId, OperatorId, TenantId, UserId, WidgetId};

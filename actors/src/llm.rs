@@ -135,5 +135,14 @@ pub trait Embedder: Send + Sync + 'static {
     /// Label for records (`offline-hash-v1`, `openai:text-embedding-3-small` …).
     fn name(&self) -> &str;
     fn dimensions(&self) -> usize;
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError>;
+    async fn embed(&self, texts: &[String]) -> Result<Embedded, LlmError>;
+}
+
+/// Vectors, one per text in order, and what the provider counted for them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens as the provider reports them (the offline embedder counts
+    /// the words it hashed).
+    pub tokens: u32,
 }

@@ -1,45 +1,71 @@
 //! The handle the service holds on the chat pipeline: it starts the
 //! supervision tree and submits turns to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chat_session::{PipelineDeps, TurnError, TurnEvent, TurnJob, TurnRequest};
-use crate::ports::StoredMessage;
+use crate::chat_session::{
+    InFlight, InFlightGuard, PipelineDeps, TurnError, TurnEvent, TurnJob, TurnRequest,
+};
+use crate::ports::StoredReply;
 use crate::supervisor::{RootMsg, RootSupervisor};
 
-/// A running turn: cleaned deltas as they come, then the stored reply.
+/// A running turn: acceptance once the visitor's message is stored, cleaned
+/// deltas as they come, then the stored reply.
 pub struct TurnHandle {
+    /// Resolves `Ok` once the visitor's message is stored; an error means the
+    /// turn was refused or failed first, and `reply` says why.
+    pub accepted: oneshot::Receiver<()>,
     pub events: mpsc::UnboundedReceiver<TurnEvent>,
-    pub reply: oneshot::Receiver<Result<StoredMessage, TurnError>>,
+    pub reply: oneshot::Receiver<Result<StoredReply, TurnError>>,
 }
 
 #[derive(Clone)]
 pub struct ChatPipeline {
     root: ActorRef<RootMsg>,
+    in_flight: Arc<InFlight>,
+    draining: Arc<AtomicBool>,
 }
 
 impl ChatPipeline {
     pub async fn start(deps: PipelineDeps) -> Result<Self, ractor::SpawnErr> {
         let (root, _) = Actor::spawn(None, RootSupervisor, Arc::new(deps)).await?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            in_flight: Arc::default(),
+            draining: Arc::default(),
+        })
     }
 
     /// Submits a turn; the reply arrives on the handle.
     pub fn submit(&self, request: TurnRequest) -> Result<TurnHandle, TurnError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(TurnError::Unavailable(
+                "the pipeline is shutting down".into(),
+            ));
+        }
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (accepted_tx, accepted) = oneshot::channel();
         let (reply_tx, reply) = oneshot::channel();
         let job = TurnJob {
             request,
             events: events_tx,
+            accepted: accepted_tx,
             reply: reply_tx,
+            in_flight: InFlightGuard::new(self.in_flight.clone()),
         };
         self.root
             .send_message(RootMsg::Turn(job))
             .map_err(|_| TurnError::Unavailable("the pipeline has stopped".into()))?;
-        Ok(TurnHandle { events, reply })
+        Ok(TurnHandle {
+            accepted,
+            events,
+            reply,
+        })
     }
 
     pub async fn active_tenants(&self) -> usize {
@@ -50,7 +76,22 @@ impl ChatPipeline {
         rx.await.unwrap_or(0)
     }
 
-    /// Stops the tree; in-flight turns finish or their callers see an error.
+    /// Turns submitted and not answered yet.
+    pub fn turns_in_flight(&self) -> usize {
+        self.in_flight.count()
+    }
+
+    /// Refuses new turns, waits up to `deadline` for the ones in flight to be
+    /// answered, then stops the tree; returns how many were still running.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.draining.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(deadline, self.in_flight.settled()).await;
+        let left = self.in_flight.count();
+        self.stop();
+        left
+    }
+
+    /// Stops the tree; turns still queued fail and their callers see an error.
     pub fn stop(&self) {
         self.root.stop(Some("shutdown".into()));
     }
@@ -70,15 +111,17 @@ mod tests {
 
     use super::*;
     use crate::chat_session::{PipelineSettings, TurnEvent, FAULT_TRIGGER};
-    use crate::ids::{AgentId, ConversationId, TenantId};
+    use crate::ids::{AgentId, ConversationId, TenantId, WidgetId};
     use crate::knowledge::OfflineEmbedder;
     use crate::llm::{
         ChatMessage, Completion, CompletionEvent, CompletionRequest, LlmError, LlmProvider,
     };
     use crate::ports::{
-        AgentBrief, ChatStore, KnowledgeChunk, KnowledgeStore, LlmResolver, Namespace, StoreError,
-        StoredVector, TurnRecord, TurnSlot,
+        AgentBrief, CacheVersions, ChatStore, DocumentVersion, KnowledgeStore, LlmResolver,
+        Namespace, NamespaceChanges, OpenedTurn, StoreError, TurnChannel, TurnRecord, TurnSlot,
+        Versioned,
     };
+    use crate::resident::ResidentNamespaces;
 
     /// (seq, role, content) per conversation.
     type Transcripts = HashMap<ConversationId, Vec<(i64, String, String)>>;
@@ -86,14 +129,22 @@ mod tests {
     #[derive(Default)]
     struct MemoryChat {
         messages: Mutex<Transcripts>,
+        history_reads: AtomicUsize,
     }
 
     #[async_trait]
     impl ChatStore for MemoryChat {
-        async fn agent_brief(&self, _: TenantId, _: AgentId) -> Result<AgentBrief, StoreError> {
-            Ok(AgentBrief {
-                system_prompt: "Be brief.".into(),
-                ..Default::default()
+        async fn agent_brief(
+            &self,
+            _: TenantId,
+            _: AgentId,
+        ) -> Result<Versioned<AgentBrief>, StoreError> {
+            Ok(Versioned {
+                version: 1,
+                value: AgentBrief {
+                    system_prompt: "Be brief.".into(),
+                    ..Default::default()
+                },
             })
         }
 
@@ -101,12 +152,21 @@ mod tests {
             &self,
             _: TenantId,
             c: ConversationId,
+            before_seq: i64,
             _: usize,
         ) -> Result<Vec<ChatMessage>, StoreError> {
+            self.history_reads.fetch_add(1, Ordering::SeqCst);
             let messages = self.messages.lock().unwrap();
             Ok(messages.get(&c).map_or_else(Vec::new, |m| {
                 m.iter()
-                    .map(|(_, _, text)| ChatMessage::user(text.clone()))
+                    .filter(|(seq, _, _)| *seq < before_seq)
+                    .map(|(_, role, text)| {
+                        if role == "visitor" {
+                            ChatMessage::user(text.clone())
+                        } else {
+                            ChatMessage::assistant(text.clone())
+                        }
+                    })
                     .collect()
             }))
         }
@@ -114,16 +174,25 @@ mod tests {
         async fn begin_turn(
             &self,
             _: TenantId,
+            _: AgentId,
             c: ConversationId,
+            _: &TurnChannel,
             text: &str,
-        ) -> Result<TurnSlot, StoreError> {
+        ) -> Result<OpenedTurn, StoreError> {
             let mut messages = self.messages.lock().unwrap();
             let conversation = messages.entry(c).or_default();
-            let seq = conversation.len() as i64;
+            let seq = conversation.last().map_or(0, |(seq, _, _)| seq + 1);
             conversation.push((seq, "visitor".into(), text.into()));
-            Ok(TurnSlot {
-                visitor_seq: seq,
-                reply_seq: seq + 1,
+            Ok(OpenedTurn {
+                slot: TurnSlot {
+                    visitor_seq: seq,
+                    reply_seq: seq + 1,
+                },
+                versions: CacheVersions {
+                    agent: 1,
+                    llm: 0,
+                    namespace: 0,
+                },
             })
         }
 
@@ -132,16 +201,15 @@ mod tests {
             _: TenantId,
             c: ConversationId,
             record: TurnRecord,
-        ) -> Result<StoredMessage, StoreError> {
+        ) -> Result<StoredReply, StoreError> {
             let mut messages = self.messages.lock().unwrap();
             messages.entry(c).or_default().push((
                 record.reply_seq,
                 "assistant".into(),
                 record.content.clone(),
             ));
-            Ok(StoredMessage {
+            Ok(StoredReply {
                 id: uuid::Uuid::new_v4(),
-                role: "assistant".into(),
                 content: record.content,
                 created_at: chrono::Utc::now(),
             })
@@ -152,26 +220,12 @@ mod tests {
 
     #[async_trait]
     impl KnowledgeStore for NoKnowledge {
-        async fn namespace_version(&self, _: Namespace) -> Result<i64, StoreError> {
-            Ok(0)
-        }
-        async fn namespace_vectors(&self, _: Namespace) -> Result<Vec<StoredVector>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn lexical_search(
+        async fn changes(
             &self,
             _: Namespace,
-            _: &str,
-            _: usize,
-        ) -> Result<Vec<uuid::Uuid>, StoreError> {
-            Ok(Vec::new())
-        }
-        async fn chunks(
-            &self,
-            _: Namespace,
-            _: &[uuid::Uuid],
-        ) -> Result<Vec<KnowledgeChunk>, StoreError> {
-            Ok(Vec::new())
+            _: &[DocumentVersion],
+        ) -> Result<NamespaceChanges, StoreError> {
+            Ok(NamespaceChanges::default())
         }
     }
 
@@ -180,6 +234,8 @@ mod tests {
     struct SlowEcho {
         in_flight: AtomicUsize,
         most_in_flight: AtomicUsize,
+        /// The conversation part (after the system prompt) of every request.
+        seen: Mutex<Vec<Vec<String>>>,
     }
 
     #[async_trait]
@@ -195,6 +251,12 @@ mod tests {
             request: &CompletionRequest,
             events: &mpsc::UnboundedSender<CompletionEvent>,
         ) -> Result<Completion, LlmError> {
+            self.seen.lock().unwrap().push(
+                request.messages[1..]
+                    .iter()
+                    .map(|m| m.content.clone())
+                    .collect(),
+            );
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_flight.fetch_max(now, Ordering::SeqCst);
             let text = format!(
@@ -216,8 +278,14 @@ mod tests {
 
     #[async_trait]
     impl LlmResolver for Fixed {
-        async fn provider_for(&self, _: TenantId) -> Result<Arc<dyn LlmProvider>, LlmError> {
-            Ok(self.0.clone())
+        async fn provider_for(
+            &self,
+            _: TenantId,
+        ) -> Result<Versioned<Arc<dyn LlmProvider>>, LlmError> {
+            Ok(Versioned {
+                version: 0,
+                value: self.0.clone(),
+            })
         }
     }
 
@@ -243,6 +311,7 @@ mod tests {
             knowledge: Arc::new(NoKnowledge),
             embedder: Arc::new(OfflineEmbedder::default()),
             llm: Arc::new(Fixed(llm)),
+            resident: Arc::new(ResidentNamespaces::new(1 << 20)),
             settings,
         })
         .await
@@ -254,6 +323,11 @@ mod tests {
             tenant,
             agent: AgentId::new(),
             conversation,
+            channel: TurnChannel::Widget {
+                widget: WidgetId::new(),
+                session: uuid::Uuid::new_v4(),
+                origin: None,
+            },
             text: text.into(),
         }
     }
@@ -262,9 +336,11 @@ mod tests {
         handle: TurnHandle,
     ) -> (
         Vec<String>,
-        Result<StoredMessage, crate::chat_session::TurnError>,
+        Result<StoredReply, crate::chat_session::TurnError>,
     ) {
-        let TurnHandle { mut events, reply } = handle;
+        let TurnHandle {
+            mut events, reply, ..
+        } = handle;
         let reply = reply.await.expect("the session answered");
         let mut deltas = Vec::new();
         while let Ok(TurnEvent::Delta(delta)) = events.try_recv() {
@@ -409,5 +485,78 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(round % 7)).await;
         }
         pipeline.stop();
+    }
+
+    #[tokio::test]
+    async fn history_is_kept_by_the_session_and_reread_only_after_another_writer() {
+        let llm = Arc::new(SlowEcho::default());
+        let chat = Arc::new(MemoryChat::default());
+        let pipeline = pipeline(llm.clone(), chat.clone()).await;
+        let (tenant, conversation) = (TenantId::new(), ConversationId::new());
+        for text in ["one", "two"] {
+            finish(pipeline.submit(turn(tenant, conversation, text)).unwrap())
+                .await
+                .1
+                .unwrap();
+        }
+        assert_eq!(chat.history_reads.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            llm.seen.lock().unwrap()[1],
+            ["one", "You said: one.", "two"],
+            "the kept history is the stored one"
+        );
+
+        // Another instance answers a turn of the same conversation.
+        chat.messages
+            .lock()
+            .unwrap()
+            .entry(conversation)
+            .or_default()
+            .extend([
+                (4, "visitor".to_owned(), "elsewhere".to_owned()),
+                (5, "assistant".to_owned(), "answered elsewhere".to_owned()),
+            ]);
+        finish(
+            pipeline
+                .submit(turn(tenant, conversation, "three"))
+                .unwrap(),
+        )
+        .await
+        .1
+        .unwrap();
+        assert_eq!(chat.history_reads.load(Ordering::SeqCst), 1);
+        let last = llm.seen.lock().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last[last.len() - 3..],
+            ["elsewhere", "answered elsewhere", "three"]
+        );
+        pipeline.stop();
+    }
+
+    #[tokio::test]
+    async fn draining_waits_for_turns_in_flight_and_refuses_new_ones() {
+        let pipeline = pipeline(
+            Arc::new(SlowEcho::default()),
+            Arc::new(MemoryChat::default()),
+        )
+        .await;
+        let tenant = TenantId::new();
+        let handles: Vec<_> = (0..3)
+            .map(|n| {
+                pipeline
+                    .submit(turn(tenant, ConversationId::new(), &format!("late {n}")))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pipeline.turns_in_flight(), 3);
+        let left = pipeline.drain(Duration::from_secs(5)).await;
+        assert_eq!(left, 0, "every turn in flight was answered");
+        assert!(pipeline
+            .submit(turn(tenant, ConversationId::new(), "too late"))
+            .is_err());
+        for handle in handles {
+            let reply = handle.reply.await.expect("answered before the stop");
+            assert!(reply.unwrap().content.starts_with("You said: late"));
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ids::{AgentId, ConversationId, TenantId};
+use crate::ids::{AgentId, ConversationId, TenantId, WidgetId};
 use crate::llm::{ChatMessage, LlmError, LlmProvider, ToolCall, Usage};
 
 /// A durable stream of work shared by every instance (Redis streams underneath).
@@ -99,8 +99,18 @@ impl std::fmt::Display for Namespace {
 pub enum StoreError {
     #[error("not found")]
     NotFound,
+    /// The widget no longer allows the page's origin.
+    #[error("this page's origin may not use this widget")]
+    OriginRefused,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A cached value and the version of the row it was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub version: i64,
+    pub value: T,
 }
 
 /// What an agent says about itself, for prompt assembly (never sent to visitors).
@@ -114,12 +124,75 @@ pub struct AgentBrief {
     pub escalation_topics: Vec<String>,
 }
 
+/// Where a turn comes from, as its first write checks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnChannel {
+    /// A visitor of an embedded widget: the widget must still exist and, when
+    /// the browser named the page's origin, still allow it.
+    Widget {
+        widget: WidgetId,
+        session: uuid::Uuid,
+        origin: Option<String>,
+    },
+}
+
+impl TurnChannel {
+    /// The `conversations.channel` value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Widget { .. } => "widget",
+        }
+    }
+}
+
 /// The two positions a turn reserves in its conversation: the visitor's message
 /// and the reply. Reserved together, so concurrent turns never interleave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TurnSlot {
     pub visitor_seq: i64,
     pub reply_seq: i64,
+}
+
+/// The versions of what a turn reads from caches, as its first write saw them.
+/// A cache holding an older version reloads before the turn uses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheVersions {
+    pub agent: i64,
+    /// 0 when the tenant has no LLM of its own.
+    pub llm: i64,
+    /// 0 when the namespace has never held a document.
+    pub namespace: i64,
+}
+
+/// A turn whose visitor message is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenedTurn {
+    pub slot: TurnSlot,
+    pub versions: CacheVersions,
+}
+
+/// Who said a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    Visitor,
+    Assistant,
+}
+
+impl MessageRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Visitor => "visitor",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// What embedding the visitor's question cost, when it was embedded at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddingUsage {
+    pub embedder: String,
+    pub tokens: u32,
 }
 
 /// What a finished turn writes: the cleaned reply, usage, tool calls.
@@ -132,54 +205,111 @@ pub struct TurnRecord {
     pub model: String,
     pub usage: Usage,
     pub tool_calls: Vec<ToolCall>,
-    /// The embedder that embedded the visitor's query, and its token estimate.
-    pub embedder: String,
-    pub embed_tokens: u32,
+    /// `None` when retrieval embedded nothing (an empty knowledge base).
+    pub embedding: Option<EmbeddingUsage>,
 }
 
-/// A message as stored and as a visitor may see it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct StoredMessage {
+/// The stored reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReply {
     pub id: uuid::Uuid,
-    pub role: String,
     pub content: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The chat pipeline's view of the database.
+/// The chat pipeline's view of the database. A warm turn calls only
+/// `begin_turn` and `finish_turn`, each one write transaction; the reads are
+/// for caches that `begin_turn`'s versions found stale.
 #[async_trait]
 pub trait ChatStore: Send + Sync + 'static {
-    async fn agent_brief(&self, tenant: TenantId, agent: AgentId)
-        -> Result<AgentBrief, StoreError>;
-    /// The conversation so far, oldest first, at most `limit` messages.
+    async fn agent_brief(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> Result<Versioned<AgentBrief>, StoreError>;
+    /// The conversation's messages before position `before_seq`, oldest
+    /// first, at most `limit` of them.
     async fn history(
         &self,
         tenant: TenantId,
         conversation: ConversationId,
+        before_seq: i64,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError>;
-    /// Stores the visitor's message and reserves the reply's position.
+    /// Checks the channel, stores the visitor's message (creating the
+    /// conversation at its first), reserves the reply's position, and returns
+    /// the cache versions.
     async fn begin_turn(
         &self,
         tenant: TenantId,
+        agent: AgentId,
         conversation: ConversationId,
+        channel: &TurnChannel,
         visitor_text: &str,
-    ) -> Result<TurnSlot, StoreError>;
-    /// Stores the cleaned reply, its usage event and its tool calls' action runs.
+    ) -> Result<OpenedTurn, StoreError>;
+    /// Stores the cleaned reply, its usage events and its tool calls' action runs.
     async fn finish_turn(
         &self,
         tenant: TenantId,
         conversation: ConversationId,
         record: TurnRecord,
-    ) -> Result<StoredMessage, StoreError>;
+    ) -> Result<StoredReply, StoreError>;
 }
 
-/// One stored chunk's vector, for the retriever's in-memory index.
-#[derive(Clone, Debug)]
-pub struct StoredVector {
-    pub chunk_id: uuid::Uuid,
-    pub document_id: uuid::Uuid,
+/// A document as a namespace snapshot holds it: its id and its row's version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DocumentVersion {
+    pub id: uuid::Uuid,
+    pub version: i64,
+}
+
+/// One stored chunk, with everything retrieval needs of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredChunk {
+    pub id: uuid::Uuid,
+    pub heading: String,
+    pub text: String,
     pub vector: Vec<f32>,
+}
+
+/// A ready document and its chunks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDocument {
+    pub document: DocumentVersion,
+    pub title: String,
+    pub chunks: Vec<StoredChunk>,
+}
+
+/// How a namespace differs from a snapshot: documents to drop (deleted, or
+/// changed and so also in `added`) and documents to load.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceChanges {
+    /// The namespace version these changes bring the snapshot to.
+    pub version: i64,
+    pub removed: Vec<uuid::Uuid>,
+    pub added: Vec<StoredDocument>,
+}
+
+/// Which of `held` are gone or changed, and which documents of `current` are
+/// not held: what a snapshot must drop and load to match the store.
+pub fn document_changes(
+    held: &[DocumentVersion],
+    current: &[DocumentVersion],
+) -> (Vec<uuid::Uuid>, Vec<DocumentVersion>) {
+    let current_by_id: std::collections::HashMap<uuid::Uuid, i64> =
+        current.iter().map(|d| (d.id, d.version)).collect();
+    let held_set: std::collections::HashSet<DocumentVersion> = held.iter().copied().collect();
+    let removed = held
+        .iter()
+        .filter(|d| current_by_id.get(&d.id) != Some(&d.version))
+        .map(|d| d.id)
+        .collect();
+    let added = current
+        .iter()
+        .filter(|d| !held_set.contains(d))
+        .copied()
+        .collect();
+    (removed, added)
 }
 
 /// A retrieved passage.
@@ -192,34 +322,47 @@ pub struct KnowledgeChunk {
 }
 
 /// The knowledge base's view of the database; every call is namespaced.
+/// Retrieval itself runs in memory: the store is read only to load or bring a
+/// namespace's snapshot up to date.
 #[async_trait]
 pub trait KnowledgeStore: Send + Sync + 'static {
-    /// Changes whenever a document of the namespace is ingested or deleted.
-    async fn namespace_version(&self, namespace: Namespace) -> Result<i64, StoreError>;
-    async fn namespace_vectors(
+    /// What the namespace holds that a snapshot of `held` documents does not,
+    /// read in one consistent unit of work.
+    async fn changes(
         &self,
         namespace: Namespace,
-    ) -> Result<Vec<StoredVector>, StoreError>;
-    /// Full-text ranking, best first.
-    async fn lexical_search(
-        &self,
-        namespace: Namespace,
-        query: &str,
-        limit: usize,
-    ) -> Result<Vec<uuid::Uuid>, StoreError>;
-    /// The chunks with these ids that belong to the namespace, in the order given.
-    async fn chunks(
-        &self,
-        namespace: Namespace,
-        ids: &[uuid::Uuid],
-    ) -> Result<Vec<KnowledgeChunk>, StoreError>;
+        held: &[DocumentVersion],
+    ) -> Result<NamespaceChanges, StoreError>;
 }
 
-/// Finds the LLM a tenant brought (or the offline responder).
+/// Finds the LLM a tenant brought (or the offline responder), built with its
+/// connection opened: callers cache it by the version it carries.
 #[async_trait]
 pub trait LlmResolver: Send + Sync + 'static {
     async fn provider_for(
         &self,
         tenant: TenantId,
-    ) -> Result<std::sync::Arc<dyn LlmProvider>, LlmError>;
+    ) -> Result<Versioned<std::sync::Arc<dyn LlmProvider>>, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(n: u128, version: i64) -> DocumentVersion {
+        DocumentVersion {
+            id: uuid::Uuid::from_u128(n),
+            version,
+        }
+    }
+
+    #[test]
+    fn changed_documents_are_dropped_and_loaded_and_held_ones_kept() {
+        let held = [doc(1, 10), doc(2, 20), doc(3, 30)];
+        let current = [doc(1, 10), doc(2, 21), doc(4, 40)];
+        let (removed, added) = document_changes(&held, &current);
+        assert_eq!(removed, vec![doc(2, 0).id, doc(3, 0).id]);
+        assert_eq!(added, vec![doc(2, 21), doc(4, 40)]);
+        assert_eq!(document_changes(&current, &current), (vec![], vec![]));
+    }
 }

@@ -1,10 +1,15 @@
-//! RagRetriever: one per (tenant, agent) namespace. Holds the namespace's
-//! vectors in memory and answers hybrid queries: dense cosine over its index
-//! fused by reciprocal rank with the store's full-text ranking.
+//! Retrieval: one RagRetriever actor per (tenant, agent) namespace keeps the
+//! namespace's snapshot up to date; turns search that snapshot themselves, in
+//! parallel, with no database call on a warm path.
 //!
-//! Before each query it compares the namespace version with the store's, so a
-//! document ingested or deleted on any instance shows up (or disappears) here
-//! on the next query: caches are never staler than one version check.
+//! A snapshot ([`NamespaceSnapshot`]) holds the namespace's chunk texts,
+//! vectors and lexical index in memory and never changes once published.
+//! Every turn knows the namespace version its first write returned: a resident
+//! snapshot at that version (or later) is searched at once; otherwise the
+//! turn asks the namespace's actor, whose mailbox makes one load at a time,
+//! and which applies only what changed (documents dropped and added) to the
+//! snapshot it had, not a full reload. So a document ingested or deleted on any
+//! instance is searched (or gone) from the next turn on, on every instance.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,13 +17,20 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
-use crate::knowledge::{reciprocal_rank_fusion, DenseIndex, RRF_K};
+use crate::knowledge::snapshot::NamespaceSnapshot;
 use crate::llm::Embedder;
-use crate::ports::{KnowledgeChunk, KnowledgeStore, Namespace, StoreError};
+use crate::ports::{EmbeddingUsage, KnowledgeChunk, KnowledgeStore, Namespace, StoreError};
+use crate::resident::ResidentNamespaces;
 use crate::stage_metrics::{self, Stage};
 
 /// How many candidates each ranking contributes before fusion.
 const CANDIDATES: usize = 20;
+
+/// Past this many chunks a search leaves the async workers for the blocking
+/// pool, so a large namespace never stalls other turns' I/O.
+const BLOCKING_SEARCH_CHUNKS: usize = 20_000;
+
+pub type Resident = ResidentNamespaces<NamespaceSnapshot>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrieveError {
@@ -26,133 +38,152 @@ pub enum RetrieveError {
     Store(#[from] StoreError),
     #[error("embedding failed: {0}")]
     Embedding(String),
+    #[error("the retriever stopped")]
+    Stopped,
 }
 
 pub enum RagMsg {
-    Retrieve {
-        query: String,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<KnowledgeChunk>, RetrieveError>>,
+    /// The namespace's snapshot at `version` or later, loading what changed.
+    Snapshot {
+        version: i64,
+        reply: oneshot::Sender<Result<Arc<NamespaceSnapshot>, RetrieveError>>,
     },
 }
 
 pub struct RagArgs {
     pub namespace: Namespace,
     pub knowledge: Arc<dyn KnowledgeStore>,
-    pub embedder: Arc<dyn Embedder>,
-}
-
-pub struct RagState {
-    args: RagArgs,
-    /// `None` until the namespace has vectors (their size fixes the dimension).
-    index: Option<DenseIndex>,
-    version: Option<i64>,
+    pub resident: Arc<Resident>,
 }
 
 pub struct RagRetriever;
 
-impl RagState {
-    async fn refresh(&mut self) -> Result<(), RetrieveError> {
-        let namespace = self.args.namespace;
-        let version = self.args.knowledge.namespace_version(namespace).await?;
-        if self.version == Some(version) {
-            return Ok(());
-        }
-        let vectors = self.args.knowledge.namespace_vectors(namespace).await?;
-        let mut index = vectors
-            .first()
-            .and_then(|first| DenseIndex::new(first.vector.len()).ok());
-        if let Some(index) = index.as_mut() {
-            index.reserve(vectors.len());
-            for stored in &vectors {
-                // A vector of another dimension (the embedder changed) is skipped, not fatal.
-                if index
-                    .insert(stored.chunk_id, stored.document_id, &stored.vector)
-                    .is_err()
-                {
-                    tracing::warn!(%namespace, chunk = %stored.chunk_id, "skipping an unusable vector");
-                }
-            }
-        }
-        self.index = index;
-        self.version = Some(version);
-        Ok(())
-    }
-
-    async fn retrieve(
-        &mut self,
-        query: &str,
-        limit: usize,
-    ) -> Result<Vec<KnowledgeChunk>, RetrieveError> {
-        self.refresh().await?;
-        let Some(index) = self.index.as_ref().filter(|index| !index.is_empty()) else {
-            return Ok(Vec::new());
-        };
-        let namespace = self.args.namespace;
-        let embedded = self
-            .args
-            .embedder
-            .embed(&[query.to_owned()])
-            .await
-            .map_err(|e| RetrieveError::Embedding(e.to_string()))?;
-        let dense: Vec<uuid::Uuid> = match embedded
-            .first()
-            .map(|vector| index.top_k(vector, CANDIDATES))
-        {
-            Some(Ok(ranked)) => ranked.into_iter().map(|(id, _)| id).collect(),
-            // A query vector of another size (the embedder changed): fall back to full-text only.
-            Some(Err(_)) | None => Vec::new(),
-        };
-        let lexical = self
-            .args
-            .knowledge
-            .lexical_search(namespace, query, CANDIDATES)
-            .await?;
-        let fused: Vec<uuid::Uuid> = reciprocal_rank_fusion(&[dense, lexical], RRF_K)
-            .into_iter()
-            .take(limit)
-            .map(|(id, _)| id)
-            .collect();
-        Ok(self.args.knowledge.chunks(namespace, &fused).await?)
-    }
-}
-
 impl Actor for RagRetriever {
     type Msg = RagMsg;
-    type State = RagState;
+    type State = RagArgs;
     type Arguments = RagArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
         args: RagArgs,
-    ) -> Result<RagState, ActorProcessingErr> {
-        Ok(RagState {
-            args,
-            index: None,
-            version: None,
-        })
+    ) -> Result<RagArgs, ActorProcessingErr> {
+        Ok(args)
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut RagState,
+        state: &mut RagArgs,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RagMsg::Retrieve {
-                query,
-                limit,
-                reply,
-            } => {
-                let started = Instant::now();
-                let result = state.retrieve(&query, limit).await;
-                let outcome = if result.is_ok() { "ok" } else { "error" };
-                stage_metrics::record(Stage::RagRetriever, outcome, started);
+            RagMsg::Snapshot { version, reply } => {
+                // Turns queued behind a load find it done.
+                let result = match state.resident.current(state.namespace, version) {
+                    Some(snapshot) => Ok(snapshot),
+                    None => load(state).await,
+                };
                 let _ = reply.send(result);
             }
         }
         Ok(())
     }
+}
+
+/// Brings the namespace's snapshot up to date with the store.
+async fn load(state: &RagArgs) -> Result<Arc<NamespaceSnapshot>, RetrieveError> {
+    let started = Instant::now();
+    let namespace = state.namespace;
+    let base = state.resident.resident(namespace).map(|(_, s)| s);
+    let held = base.as_ref().map(|s| s.documents()).unwrap_or_default();
+    let changes = state.knowledge.changes(namespace, &held).await?;
+    let kind = if base.is_some() {
+        "incremental"
+    } else {
+        "full"
+    };
+    let snapshot = Arc::new(match base {
+        Some(base) => base.apply(&changes.removed, &changes.added),
+        None => NamespaceSnapshot::default().apply(&changes.removed, &changes.added),
+    });
+    let bytes = snapshot.heap_bytes();
+    state
+        .resident
+        .insert(namespace, changes.version, snapshot.clone(), bytes);
+    metrics::counter!("agentry_retriever_loads_total", "kind" => kind).increment(1);
+    metrics::histogram!("agentry_retriever_load_duration_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(%namespace, kind, chunks = snapshot.len(), bytes, "namespace snapshot loaded");
+    Ok(snapshot)
+}
+
+/// The snapshot a turn searches: the resident one when current, else through
+/// the namespace's actor.
+pub async fn snapshot(
+    resident: &Resident,
+    retriever: &ActorRef<RagMsg>,
+    namespace: Namespace,
+    version: i64,
+) -> Result<Arc<NamespaceSnapshot>, RetrieveError> {
+    let hit = resident.current(namespace, version);
+    metrics::counter!(
+        "agentry_cache_lookups_total",
+        "cache" => "namespace",
+        "outcome" => if hit.is_some() { "hit" } else { "miss" }
+    )
+    .increment(1);
+    if let Some(snapshot) = hit {
+        return Ok(snapshot);
+    }
+    let (reply, answer) = oneshot::channel();
+    retriever
+        .send_message(RagMsg::Snapshot { version, reply })
+        .map_err(|_| RetrieveError::Stopped)?;
+    answer.await.map_err(|_| RetrieveError::Stopped)?
+}
+
+/// What a turn retrieved, and what embedding its question cost.
+#[derive(Debug, Default)]
+pub struct Retrieved {
+    pub passages: Vec<KnowledgeChunk>,
+    pub embedding: Option<EmbeddingUsage>,
+}
+
+/// Hybrid search of `snapshot` for `query`: dense and lexical rankings fused.
+/// An empty namespace embeds nothing (and so costs nothing).
+pub async fn search(
+    snapshot: Arc<NamespaceSnapshot>,
+    embedder: &dyn Embedder,
+    query: &str,
+    limit: usize,
+) -> Result<Retrieved, RetrieveError> {
+    if snapshot.is_empty() {
+        return Ok(Retrieved::default());
+    }
+    let started = Instant::now();
+    let embedded = embedder
+        .embed(&[query.to_owned()])
+        .await
+        .map_err(|e| RetrieveError::Embedding(e.to_string()))?;
+    let embedding = Some(EmbeddingUsage {
+        embedder: embedder.name().to_owned(),
+        tokens: embedded.tokens,
+    });
+    let vector = embedded.vectors.into_iter().next();
+    let passages = if snapshot.len() < BLOCKING_SEARCH_CHUNKS {
+        snapshot.search(vector.as_deref(), query, CANDIDATES, limit)
+    } else {
+        let query = query.to_owned();
+        tokio::task::spawn_blocking(move || {
+            snapshot.search(vector.as_deref(), &query, CANDIDATES, limit)
+        })
+        .await
+        .map_err(|_| RetrieveError::Stopped)?
+    };
+    stage_metrics::record(Stage::RagRetriever, "ok", started);
+    Ok(Retrieved {
+        passages,
+        embedding,
+    })
 }

@@ -26,6 +26,7 @@ use crate::ids::{AgentId, ConversationId, TenantId};
 use crate::ports::Namespace;
 use crate::rag_retriever::{RagArgs, RagMsg, RagRetriever};
 use crate::stage_metrics::record_restart;
+use crate::tenant_cache::TenantCaches;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -217,6 +218,8 @@ pub struct TenantState {
     waiting: HashMap<ConversationId, Vec<TurnJob>>,
     retrievers: HashMap<AgentId, Child<RagMsg>>,
     finalizer: Option<ActorRef<FinalizerMsg>>,
+    /// Agent briefs and the LLM provider, shared by the tenant's sessions.
+    caches: Arc<TenantCaches>,
     session_failures: HashMap<ConversationId, Failures>,
     last_activity: Instant,
     idle_reported: bool,
@@ -250,6 +253,7 @@ impl Actor for TenantSupervisor {
             waiting: HashMap::new(),
             retrievers: HashMap::new(),
             finalizer: None,
+            caches: Arc::default(),
             session_failures: HashMap::new(),
             last_activity: Instant::now(),
             idle_reported: false,
@@ -440,6 +444,7 @@ impl TenantSupervisor {
                 job,
                 retriever,
                 finalizer,
+                caches: state.caches.clone(),
             })
         {
             state.sessions.remove(&conversation);
@@ -475,7 +480,7 @@ impl TenantSupervisor {
                 agent,
             },
             knowledge: state.deps.knowledge.clone(),
-            embedder: state.deps.embedder.clone(),
+            resident: state.deps.resident.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, RagRetriever, args, myself.get_cell())
             .await

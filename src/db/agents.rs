@@ -16,9 +16,12 @@ pub struct Agent {
     pub profile: Json<AgentProfile>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Changes with every update (a trigger bumps it); chat caches compare it.
+    #[serde(skip)]
+    pub version: i64,
 }
 
-const COLUMNS: &str = "id, name, system_prompt, profile, created_at, updated_at";
+const COLUMNS: &str = "id, name, system_prompt, profile, created_at, updated_at, version";
 
 pub struct NewAgent<'a> {
     pub name: &'a str,

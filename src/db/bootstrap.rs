@@ -159,8 +159,7 @@ async fn ensure_app_role(
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
          GRANT EXECUTE ON FUNCTION agentry_find_login(text), agentry_find_dashboard_session(uuid),
              agentry_find_widget(text), agentry_origin_allowed(text),
-             agentry_claim_stale_pending_documents(interval), agentry_demo_widget(text),
-             agentry_kb_lexical_search(uuid, text, tsquery, integer) TO {role};",
+             agentry_claim_stale_pending_documents(interval), agentry_demo_widget(text) TO {role};",
         database = quote_ident(&database),
     ))
     .execute(&mut conn)

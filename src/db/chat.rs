@@ -1,14 +1,21 @@
 //! Conversations and messages, and the [`ChatStore`] port the pipeline uses.
+//!
+//! A turn is two units of work, each one statement and one round trip: the
+//! functions `agentry_begin_turn` and `agentry_finish_turn` (see the
+//! migration `turn_unit_of_work`) set the tenant themselves, inside the
+//! statement's own transaction.
 
-use agentry_actors::llm::{ChatMessage, ChatRole};
+use agentry_actors::llm::ChatMessage;
 use agentry_actors::ports::{
-    AgentBrief, ChatStore, StoreError, StoredMessage, TurnRecord, TurnSlot,
+    AgentBrief, CacheVersions, ChatStore, MessageRole, OpenedTurn, StoreError, StoredReply,
+    TurnChannel, TurnRecord, TurnSlot, Versioned,
 };
-use agentry_actors::{AgentId, ConversationId, TenantId, WidgetId};
+use agentry_actors::{AgentId, ConversationId, TenantId};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{agents, DbError, Store, TenantTx};
+use super::{agents, usage, DbError, Store, TenantTx};
 
 impl From<DbError> for StoreError {
     fn from(error: DbError) -> Self {
@@ -19,27 +26,25 @@ impl From<DbError> for StoreError {
     }
 }
 
-/// Starts a widget conversation, remembering which widget session owns it.
-pub async fn create_widget_conversation(
-    tx: &mut TenantTx,
-    agent: AgentId,
-    widget: WidgetId,
-    widget_session: Uuid,
-) -> Result<ConversationId, DbError> {
-    let id = ConversationId::new();
-    let tenant = tx.tenant();
-    sqlx::query(
-        "INSERT INTO conversations (id, tenant_id, agent_id, widget_id, channel, widget_session_id)
-         VALUES ($1, $2, $3, $4, 'widget', $5)",
-    )
-    .bind(id.as_uuid())
-    .bind(tenant.as_uuid())
-    .bind(agent.as_uuid())
-    .bind(widget.as_uuid())
-    .bind(widget_session)
-    .execute(tx.conn())
-    .await?;
-    Ok(id)
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::from(DbError::from(error))
+}
+
+/// A stored message, as the conversation's visitor may see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: Uuid,
+    pub role: MessageRole,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn role_of(stored: &str) -> Option<MessageRole> {
+    match stored {
+        "visitor" => Some(MessageRole::Visitor),
+        "assistant" => Some(MessageRole::Assistant),
+        _ => None,
+    }
 }
 
 /// The widget session behind a conversation, for revocation from the dashboard.
@@ -58,13 +63,13 @@ pub async fn widget_session_of(
     row.map(|(session,)| session).ok_or(DbError::NotFound)
 }
 
-/// A conversation's messages in order, as its visitor may see them.
+/// A conversation's visitor and assistant messages in order (none before its first turn).
 pub async fn transcript(
     tx: &mut TenantTx,
     conversation: ConversationId,
-) -> Result<Vec<StoredMessage>, DbError> {
+) -> Result<Vec<Message>, DbError> {
     let tenant = tx.tenant();
-    let rows: Vec<(Uuid, String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, role, content, created_at FROM agent_messages
          WHERE tenant_id = $1 AND conversation_id = $2 AND role IN ('visitor', 'assistant')
          ORDER BY seq",
@@ -75,41 +80,15 @@ pub async fn transcript(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, role, content, created_at)| StoredMessage {
-            id,
-            role,
-            content,
-            created_at,
+        .filter_map(|(id, role, content, created_at)| {
+            Some(Message {
+                id,
+                role: role_of(&role)?,
+                content,
+                created_at,
+            })
         })
         .collect())
-}
-
-async fn insert_message(
-    tx: &mut TenantTx,
-    conversation: ConversationId,
-    seq: i64,
-    role: &str,
-    content: &str,
-) -> Result<StoredMessage, DbError> {
-    let tenant = tx.tenant();
-    let (id, created_at): (Uuid, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
-        "INSERT INTO agent_messages (id, tenant_id, conversation_id, seq, role, content)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(tenant.as_uuid())
-    .bind(conversation.as_uuid())
-    .bind(seq)
-    .bind(role)
-    .bind(content)
-    .fetch_one(tx.conn())
-    .await?;
-    Ok(StoredMessage {
-        id,
-        role: role.to_owned(),
-        content: content.to_owned(),
-        created_at,
-    })
 }
 
 /// The PostgreSQL side of the chat pipeline.
@@ -129,17 +108,20 @@ impl ChatStore for PgChatStore {
         &self,
         tenant: TenantId,
         agent: AgentId,
-    ) -> Result<AgentBrief, StoreError> {
+    ) -> Result<Versioned<AgentBrief>, StoreError> {
         let mut tx = self.store.tenant(tenant).await?;
         let agent = agents::get(&mut tx, agent).await?;
         let profile = agent.profile.0;
-        Ok(AgentBrief {
-            name: agent.name,
-            system_prompt: agent.system_prompt,
-            brand: profile.brand,
-            facts: profile.facts,
-            competitors: profile.competitors,
-            escalation_topics: profile.escalation_topics,
+        Ok(Versioned {
+            version: agent.version,
+            value: AgentBrief {
+                name: agent.name,
+                system_prompt: agent.system_prompt,
+                brand: profile.brand,
+                facts: profile.facts,
+                competitors: profile.competitors,
+                escalation_topics: profile.escalation_topics,
+            },
         })
     }
 
@@ -147,30 +129,29 @@ impl ChatStore for PgChatStore {
         &self,
         tenant: TenantId,
         conversation: ConversationId,
+        before_seq: i64,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError> {
         let mut tx = self.store.tenant(tenant).await?;
         let mut rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT role, content FROM agent_messages
-             WHERE tenant_id = $1 AND conversation_id = $2 AND role IN ('visitor', 'assistant')
-             ORDER BY seq DESC LIMIT $3",
+             WHERE tenant_id = $1 AND conversation_id = $2 AND seq < $3
+               AND role IN ('visitor', 'assistant')
+             ORDER BY seq DESC LIMIT $4",
         )
         .bind(tenant.as_uuid())
         .bind(conversation.as_uuid())
+        .bind(before_seq)
         .bind(limit as i64)
         .fetch_all(tx.conn())
         .await
-        .map_err(DbError::from)?;
+        .map_err(unavailable)?;
         rows.reverse();
         Ok(rows
             .into_iter()
-            .map(|(role, content)| ChatMessage {
-                role: if role == "visitor" {
-                    ChatRole::User
-                } else {
-                    ChatRole::Assistant
-                },
-                content,
+            .filter_map(|(role, content)| match role_of(&role)? {
+                MessageRole::Visitor => Some(ChatMessage::user(content)),
+                MessageRole::Assistant => Some(ChatMessage::assistant(content)),
             })
             .collect())
     }
@@ -178,25 +159,59 @@ impl ChatStore for PgChatStore {
     async fn begin_turn(
         &self,
         tenant: TenantId,
+        agent: AgentId,
         conversation: ConversationId,
+        channel: &TurnChannel,
         visitor_text: &str,
-    ) -> Result<TurnSlot, StoreError> {
-        let mut tx = self.store.tenant(tenant).await?;
-        let reserved: Option<(i64,)> = sqlx::query_as(
-            "UPDATE conversations SET next_seq = next_seq + 2
-             WHERE tenant_id = $1 AND id = $2 AND ended_at IS NULL RETURNING next_seq - 2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(conversation.as_uuid())
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(DbError::from)?;
-        let (visitor_seq,) = reserved.ok_or(StoreError::NotFound)?;
-        insert_message(&mut tx, conversation, visitor_seq, "visitor", visitor_text).await?;
-        tx.commit().await?;
-        Ok(TurnSlot {
-            visitor_seq,
-            reply_seq: visitor_seq + 1,
+    ) -> Result<OpenedTurn, StoreError> {
+        let TurnChannel::Widget {
+            widget,
+            session,
+            origin,
+        } = channel;
+        // One statement outside an explicit transaction: one round trip, one commit.
+        let (outcome, visitor_seq, agent_version, llm_version, namespace_version): (
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = sqlx::query_as("SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(tenant.as_uuid())
+            .bind(agent.as_uuid())
+            .bind(conversation.as_uuid())
+            .bind(channel.label())
+            .bind(widget.as_uuid())
+            .bind(session)
+            .bind(origin.as_deref())
+            .bind(Uuid::now_v7())
+            .bind(visitor_text)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        match outcome.as_str() {
+            "ok" => {}
+            "origin_refused" => return Err(StoreError::OriginRefused),
+            "widget_gone" | "conversation_ended" => return Err(StoreError::NotFound),
+            other => {
+                return Err(StoreError::Unavailable(format!(
+                    "agentry_begin_turn answered {other:?}"
+                )))
+            }
+        }
+        let visitor_seq = visitor_seq
+            .ok_or_else(|| StoreError::Unavailable("agentry_begin_turn returned no seq".into()))?;
+        Ok(OpenedTurn {
+            slot: TurnSlot {
+                visitor_seq,
+                reply_seq: visitor_seq + 1,
+            },
+            versions: CacheVersions {
+                // The agent cannot be gone while its widget exists; -1 never matches a cache.
+                agent: agent_version.unwrap_or(-1),
+                llm: llm_version.unwrap_or(0),
+                namespace: namespace_version.unwrap_or(0),
+            },
         })
     }
 
@@ -205,68 +220,25 @@ impl ChatStore for PgChatStore {
         tenant: TenantId,
         conversation: ConversationId,
         record: TurnRecord,
-    ) -> Result<StoredMessage, StoreError> {
-        let mut tx = self.store.tenant(tenant).await?;
-        let stored = insert_message(
-            &mut tx,
-            conversation,
-            record.reply_seq,
-            "assistant",
-            &record.content,
-        )
-        .await?;
-        let usage_rows = [
-            (
-                "chat",
-                record.provider.as_str(),
-                record.model.as_str(),
-                record.usage.prompt_tokens,
-                record.usage.completion_tokens,
-            ),
-            (
-                "embedding",
-                record.embedder.as_str(),
-                record.embedder.as_str(),
-                record.embed_tokens,
-                0,
-            ),
-        ];
-        for (kind, provider, model, prompt_tokens, completion_tokens) in usage_rows {
-            sqlx::query(
-                "INSERT INTO agent_usage_events
-                 (id, tenant_id, agent_id, conversation_id, kind, provider, model, prompt_tokens, completion_tokens)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(tenant.as_uuid())
-            .bind(record.agent.as_uuid())
-            .bind(conversation.as_uuid())
-            .bind(kind)
-            .bind(provider)
-            .bind(model)
-            .bind(prompt_tokens as i32)
-            .bind(completion_tokens as i32)
-            .execute(tx.conn())
-            .await
-            .map_err(DbError::from)?;
-        }
-        // Executing the tools (leads, bookings, webhooks) is its own stage; this records the request.
-        for call in &record.tool_calls {
-            sqlx::query(
-                "INSERT INTO agent_action_runs (id, tenant_id, agent_id, conversation_id, tool, status, input)
-                 VALUES ($1, $2, $3, $4, $5, 'requested', $6)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(tenant.as_uuid())
-            .bind(record.agent.as_uuid())
-            .bind(conversation.as_uuid())
-            .bind(&call.name)
-            .bind(sqlx::types::Json(&call.arguments))
-            .execute(tx.conn())
-            .await
-            .map_err(DbError::from)?;
-        }
-        tx.commit().await?;
-        Ok(stored)
+    ) -> Result<StoredReply, StoreError> {
+        let id = Uuid::now_v7();
+        let created_at: DateTime<Utc> =
+            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(tenant.as_uuid())
+                .bind(record.agent.as_uuid())
+                .bind(conversation.as_uuid())
+                .bind(id)
+                .bind(record.reply_seq)
+                .bind(&record.content)
+                .bind(usage::usage_rows(&record))
+                .bind(usage::action_rows(&record))
+                .fetch_one(self.store.pool())
+                .await
+                .map_err(unavailable)?;
+        Ok(StoredReply {
+            id,
+            content: record.content,
+            created_at,
+        })
     }
 }

@@ -15,12 +15,14 @@ pub struct LlmConfigRow {
     pub model: String,
     pub connection_sealed: Vec<u8>,
     pub updated_at: DateTime<Utc>,
+    /// Changes with every update (a trigger bumps it); chat caches compare it.
+    pub version: i64,
 }
 
 pub async fn get(tx: &mut TenantTx) -> Result<Option<LlmConfigRow>, DbError> {
     let tenant = tx.tenant();
     Ok(sqlx::query_as(
-        "SELECT provider, model, connection_sealed, updated_at FROM tenant_llm_configs WHERE tenant_id = $1",
+        "SELECT provider, model, connection_sealed, updated_at, version FROM tenant_llm_configs WHERE tenant_id = $1",
     )
     .bind(tenant.as_uuid())
     .fetch_optional(tx.conn())
@@ -41,7 +43,7 @@ pub async fn put(
          ON CONFLICT (tenant_id) DO UPDATE SET
             provider = excluded.provider, model = excluded.model,
             connection_sealed = excluded.connection_sealed, updated_at = now()
-         RETURNING provider, model, connection_sealed, updated_at",
+         RETURNING provider, model, connection_sealed, updated_at, version",
     )
     .bind(tenant.as_uuid())
     .bind(provider)

@@ -14,6 +14,7 @@ pub mod llm_configs;
 pub mod operators;
 pub mod sessions;
 pub mod tenants;
+pub mod usage;
 pub mod widgets;
 
 use agentry_actors::{OperatorId, TenantId};
@@ -29,7 +30,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 16] = [
+pub const TENANT_TABLES: [&str; 15] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -45,7 +46,6 @@ pub const TENANT_TABLES: [&str; 16] = [
     "kb_chunks",
     "kb_namespace_versions",
     "tenant_llm_configs",
-    "kb_lexemes",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +89,25 @@ impl Store {
 
     /// Opens a unit of work scoped to `tenant`.
     pub async fn tenant(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
+        self.begin_for(tenant, "BEGIN").await
+    }
+
+    /// A read-only unit of work scoped to `tenant` that sees one snapshot of
+    /// the database throughout (repeatable read): for loads that must be
+    /// consistent across several queries.
+    pub async fn tenant_snapshot(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        self.begin_for(tenant, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+    }
+
+    /// Begins and sets the tenant in one round trip (a UUID's text form needs no quoting).
+    async fn begin_for(&self, tenant: TenantId, begin: &str) -> Result<TenantTx, DbError> {
+        let tx = self
+            .pool
+            .begin_with(format!(
+                "{begin}; SELECT set_config('app.tenant_id', '{}', true)",
+                tenant.as_uuid().hyphenated()
+            ))
             .await?;
         Ok(TenantTx { tx, tenant })
     }

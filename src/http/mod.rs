@@ -43,16 +43,26 @@ pub struct AppContext {
     pub widget_sessions: WidgetSessions,
 }
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+fn timeout(seconds: u64) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(seconds))
+}
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.http.max_body_bytes;
     let x_request_id = header::HeaderName::from_static("x-request-id");
+    let request_timeout = state.settings.http.request_timeout_secs;
+    // A chat turn has its own (often longer) deadline, answered by its handler;
+    // the layer's margin only stops a handler that overruns it.
+    let turn_timeout = state.settings.chat.turn_timeout_secs + 5;
     Router::new()
         .merge(routes::health::router())
         .merge(routes::web::router())
         .nest("/api/v1", routes::api_v1())
-        .nest("/api/widget", routes::widget::router(state.clone()))
+        .layer(timeout(request_timeout))
+        .nest(
+            "/api/widget",
+            routes::widget::router(state.clone()).layer(timeout(turn_timeout.max(request_timeout))),
+        )
         .fallback(routes::not_found)
         .with_state(state)
         // Inner layers: per-route metrics see the matched route.
@@ -60,10 +70,6 @@ pub fn router(state: AppState) -> Router {
         // Router::layer wraps outward: the last layer below sees the request first.
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(middleware::security_headers))

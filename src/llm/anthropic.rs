@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::openai::parse_arguments;
-use super::retry::{EventStream, Failure, Operation, RetryPolicy, Transport};
+use super::transport::{EventStream, Failure, Operation, RetryPolicy, Transport};
 use super::{LlmConfigError, ProviderConfig, ProviderKind};
 
 const API_VERSION: &str = "2023-06-01";

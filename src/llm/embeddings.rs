@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agentry_actors::llm::{Embedder, LlmError};
+use agentry_actors::llm::{Embedded, Embedder, LlmError};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::retry::{Failure, Operation, RetryPolicy, Transport};
+use super::transport::{Failure, Operation, RetryPolicy, Transport};
 use super::{LlmConfigError, OpenAiEndpoint, ProviderConfig};
 
 /// Inputs per request: well under every provider's limit (OpenAI allows 2048).
@@ -61,12 +61,16 @@ impl OpenAiEmbedder {
         self
     }
 
-    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+    async fn embed_batch(&self, texts: &[String]) -> Result<Embedded, LlmError> {
         let body = json!({ "model": self.model, "input": texts });
         let raw = self
             .transport
             .run(Operation::Embed, || self.attempt(&body))
             .await?;
+        // Providers that do not report usage (some OpenAI-compatible servers) get an estimate.
+        let tokens = raw
+            .usage
+            .map_or_else(|| estimated_tokens(texts), |usage| usage.prompt_tokens);
         let mut data = raw.data;
         if data.len() != texts.len() {
             return Err(LlmError::Protocol(format!(
@@ -79,12 +83,14 @@ impl OpenAiEmbedder {
         if data.iter().enumerate().any(|(i, item)| item.index != i) {
             return Err(LlmError::Protocol("embedding indexes are not 0..n".into()));
         }
-        data.into_iter()
+        let vectors = data
+            .into_iter()
             .map(|item| {
                 self.check_dimensions(item.embedding.len())?;
                 Ok(normalized(item.embedding))
             })
-            .collect()
+            .collect::<Result<_, LlmError>>()?;
+        Ok(Embedded { vectors, tokens })
     }
 
     async fn attempt(&self, body: &serde_json::Value) -> Result<EmbeddingResponse, Failure> {
@@ -134,18 +140,38 @@ impl Embedder for OpenAiEmbedder {
         self.dimensions.load(Ordering::Acquire)
     }
 
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-        let mut vectors = Vec::with_capacity(texts.len());
+    async fn embed(&self, texts: &[String]) -> Result<Embedded, LlmError> {
+        let mut embedded = Embedded {
+            vectors: Vec::with_capacity(texts.len()),
+            tokens: 0,
+        };
         for batch in texts.chunks(self.batch.max(1)) {
-            vectors.extend(self.embed_batch(batch).await?);
+            let part = self.embed_batch(batch).await?;
+            embedded.vectors.extend(part.vectors);
+            embedded.tokens = embedded.tokens.saturating_add(part.tokens);
         }
-        Ok(vectors)
+        Ok(embedded)
     }
 }
 
 #[derive(Debug, Deserialize)]
 struct EmbeddingResponse {
     data: Vec<EmbeddingItem>,
+    usage: Option<EmbeddingUsageReport>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingUsageReport {
+    prompt_tokens: u32,
+}
+
+/// About four characters a token, the usual rule for English text.
+fn estimated_tokens(texts: &[String]) -> u32 {
+    let chars: usize = texts
+        .iter()
+        .map(|text| text.chars().count().div_ceil(4))
+        .sum();
+    u32::try_from(chars).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,7 +245,7 @@ mod tests {
             .map(String::from)
             .to_vec();
 
-        let vectors = embedder.embed(&texts).await.unwrap();
+        let vectors = embedder.embed(&texts).await.unwrap().vectors;
 
         assert_eq!(vectors.len(), 5);
         assert_eq!(embedder.dimensions(), 4);
@@ -243,7 +269,7 @@ mod tests {
         assert_eq!(requests[0].body["model"], "text-embedding-3-small");
         assert_eq!(requests[0].body["input"], json!(["a", "bbb"]));
         assert_eq!(requests[2].body["input"], json!(["eeeee"]));
-        assert!(embedder.embed(&[]).await.unwrap().is_empty());
+        assert!(embedder.embed(&[]).await.unwrap().vectors.is_empty());
         assert_eq!(embedder.name(), "openai:text-embedding-3-small");
     }
 
@@ -286,7 +312,15 @@ mod tests {
         let mut config = ProviderConfig::new(ProviderKind::Ollama, "nomic-embed-text");
         config.base_url = Some(server.base.clone());
         let embedder = build(config, 64);
-        assert_eq!(embedder.embed(&["x".to_owned()]).await.unwrap().len(), 1);
+        assert_eq!(
+            embedder
+                .embed(&["x".to_owned()])
+                .await
+                .unwrap()
+                .vectors
+                .len(),
+            1
+        );
         assert_eq!(server.count(), 2);
         assert_eq!(server.requests()[0].header("authorization"), None);
 

@@ -7,21 +7,25 @@
 //! calls without knowing which provider sits behind it.
 
 mod anthropic;
+pub mod connection;
 mod embeddings;
 mod offline;
 mod openai;
-mod retry;
 mod sse;
 #[cfg(test)]
 mod test_support;
+mod transport;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry_actors::knowledge::OfflineEmbedder;
 use agentry_actors::llm::{ChatMessage, Embedder, LlmProvider};
 use agentry_actors::Secret;
 use serde::Deserialize;
+
+use crate::configuration::EmbeddingSettings;
 
 pub use anthropic::AnthropicProvider;
 pub use embeddings::OpenAiEmbedder;
@@ -369,6 +373,22 @@ pub(crate) fn estimate_tokens(chars: usize) -> u32 {
 
 pub(crate) fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u32 {
     estimate_tokens(messages.iter().map(|m| m.content.chars().count()).sum())
+}
+
+/// The deployment's embedder, from `[embedding]`.
+pub fn deployment_embedder(
+    settings: &EmbeddingSettings,
+    http: reqwest::Client,
+) -> Result<Arc<dyn Embedder>, LlmConfigError> {
+    let kind = connection::parse_kind(&settings.provider)?;
+    if kind == ProviderKind::Offline {
+        return Ok(Arc::new(OfflineEmbedder::default()));
+    }
+    let mut config = ProviderConfig::new(kind, settings.model.clone());
+    config.base_url = Some(settings.base_url.clone()).filter(|url| !url.trim().is_empty());
+    let key = settings.api_key.expose();
+    config.api_key = (!key.is_empty()).then(|| Secret::new(key.clone()));
+    build_embedder(&config, http)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::retry::{record, Operation};
+use super::transport::{record, Operation};
 use super::{estimate_prompt_tokens, estimate_tokens};
 
 pub const OFFLINE_MODEL: &str = "offline-grounded-v1";

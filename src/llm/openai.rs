@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::retry::{EventStream, Failure, Operation, RetryPolicy, Transport};
+use super::transport::{EventStream, Failure, Operation, RetryPolicy, Transport};
 use super::{estimate_prompt_tokens, estimate_tokens, LlmConfigError, OpenAiEndpoint};
 use super::{ProviderConfig, ProviderKind};
 

@@ -15,7 +15,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::retry::RetryPolicy;
+use super::transport::RetryPolicy;
 
 /// Quick retries so failure tests stay fast.
 pub fn test_policy() -> RetryPolicy {

@@ -116,14 +116,6 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
         .bind(Uuid::now_v7()).bind(tenant).bind(agent).bind(document)
         .execute(&mut *tx).await.unwrap();
     sqlx::query(
-        "INSERT INTO kb_lexemes (tenant_id, agent_id, lexeme, chunk_count) VALUES ($1, $2, 'bodi', 1)",
-    )
-    .bind(tenant)
-    .bind(agent)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
         "INSERT INTO kb_namespace_versions (tenant_id, agent_id, version) VALUES ($1, $2, 1)",
     )
     .bind(tenant)
@@ -277,39 +269,4 @@ async fn rows_cannot_be_written_into_another_tenant_or_point_across_tenants() {
     .await;
     let error = crossing.expect_err("cross-tenant reference must fail");
     assert!(error.to_string().contains("foreign key"), "{error}");
-}
-
-#[tokio::test]
-async fn the_full_text_search_function_searches_only_the_current_tenant() {
-    let app = spawn_app().await;
-    let first = app.create_tenant("First Co").await;
-    let second = app.create_tenant("Second Co").await;
-    let first_data = tenant_with_data(&app, &first.token, "A").await;
-    let mut conn = app.app_role_connection().await;
-    let namespace = format!("tenant:{}:agent:{}", first.id, first_data.agent_id);
-    let search = "SELECT chunk_id FROM agentry_kb_lexical_search($1, $2, 'anything'::tsquery, 10)";
-
-    // No tenant set, or another tenant set: refused.
-    let error = sqlx::query(search)
-        .bind(first.id.as_uuid())
-        .bind(&namespace)
-        .execute(&mut conn)
-        .await
-        .expect_err("no tenant set");
-    assert!(
-        error.to_string().contains("outside the current tenant"),
-        "{error}"
-    );
-    let mut tx = conn.begin().await.unwrap();
-    set_tenant(&mut tx, second.id).await;
-    let error = sqlx::query(search)
-        .bind(first.id.as_uuid())
-        .bind(&namespace)
-        .execute(&mut *tx)
-        .await
-        .expect_err("another tenant set");
-    assert!(
-        error.to_string().contains("outside the current tenant"),
-        "{error}"
-    );
 }

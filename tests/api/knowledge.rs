@@ -287,12 +287,28 @@ async fn unusual_words_in_documents_and_questions_are_searched_verbatim() {
     assert!(answer.contains("example.com/menu-2026"), "{answer}");
 }
 
+/// The namespace as the retriever loads it from PostgreSQL, into a snapshot.
+async fn load(
+    store: &agentry::db::knowledge::PgKnowledgeStore,
+    namespace: agentry_actors::ports::Namespace,
+    base: &agentry_actors::knowledge::snapshot::NamespaceSnapshot,
+) -> (
+    agentry_actors::ports::NamespaceChanges,
+    agentry_actors::knowledge::snapshot::NamespaceSnapshot,
+) {
+    use agentry_actors::ports::KnowledgeStore;
+    let changes = store.changes(namespace, &base.documents()).await.unwrap();
+    let snapshot = base.apply(&changes.removed, &changes.added);
+    (changes, snapshot)
+}
+
 #[tokio::test]
-async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
-    use agentry_actors::ports::{KnowledgeStore, Namespace};
+async fn a_namespace_loads_once_then_only_what_changed_and_ranks_by_the_rare_words() {
+    use agentry_actors::knowledge::snapshot::NamespaceSnapshot;
+    use agentry_actors::ports::Namespace;
     let app = spawn_app().await;
     let setup = site(&app, "Search Co").await;
-    upload_ready(
+    let menu = upload_ready(
         &app,
         &setup.tenant.token,
         &setup.agent_id,
@@ -313,90 +329,55 @@ async fn full_text_search_takes_any_question_and_ranks_by_the_rare_words() {
         tenant: setup.tenant.id,
         agent: setup.agent_id.parse().unwrap(),
     };
-    for question in [
-        "a\\b & | ! <-> :* ()",
-        "'",
-        "",
-        "the and of",
-        "O'Neil's",
-        "example.com/menu-2026",
-    ] {
-        store
-            .lexical_search(namespace, question, 10)
-            .await
-            .unwrap_or_else(|e| panic!("{question:?}: {e}"));
+    let (first, snapshot) = load(&store, namespace, &NamespaceSnapshot::default()).await;
+    assert!(first.removed.is_empty());
+    assert_eq!(first.added.len(), 2, "a first load reads every document");
+    assert!(first.version > 0);
+    let top = |snapshot: &NamespaceSnapshot, question: &str| {
+        snapshot
+            .search(None, question, 20, 10)
+            .into_iter()
+            .map(|chunk| chunk.text)
+            .collect::<Vec<_>>()
+    };
+    for question in ["a\\b & | ! <-> :* ()", "'", "", "the and of", "O'Neil's"] {
+        // Any question is taken, whatever it holds.
+        top(&snapshot, question);
     }
     // "bakery" is in every chunk; "closes" only in one: it decides the ranking.
-    let ranked = store
-        .lexical_search(namespace, "when does the bakery close", 10)
-        .await
-        .unwrap();
-    let chunks = store.chunks(namespace, &ranked).await.unwrap();
-    assert!(chunks[0].text.contains("closes at noon"), "{chunks:?}");
-    let ranked = store
-        .lexical_search(namespace, "example.com/menu-2026", 10)
-        .await
-        .unwrap();
-    let chunks = store.chunks(namespace, &ranked).await.unwrap();
-    assert!(
-        chunks[0].text.contains("example.com/menu-2026"),
-        "{chunks:?}"
-    );
-}
+    assert!(top(&snapshot, "when does the bakery close")[0].contains("closes at noon"));
+    assert!(top(&snapshot, "example.com/menu-2026")[0].contains("example.com/menu-2026"));
 
-#[tokio::test]
-async fn lexeme_statistics_follow_ingestion_and_deletion_exactly() {
-    let app = spawn_app().await;
-    let setup = site(&app, "Stats Co").await;
-    let first = upload_ready(&app, &setup.tenant.token, &setup.agent_id, "One", HOURS).await;
-    upload_ready(
-        &app,
-        &setup.tenant.token,
-        &setup.agent_id,
-        "Two",
-        "Tickets are sold at the lighthouse door.",
-    )
-    .await;
-    let mut owner = app.owner_connection().await;
-    let (drift, counted, actual) = statistics_consistency(&mut owner).await;
-    assert_eq!((drift, counted), (0, actual), "after ingestion");
-    assert!(actual >= 2);
+    let (unchanged, same) = load(&store, namespace, &snapshot).await;
+    assert_eq!((unchanged.removed.len(), unchanged.added.len()), (0, 0));
+    assert_eq!(unchanged.version, first.version);
+    assert_eq!(same.len(), snapshot.len());
+
+    // One document deleted, one added: the next load carries just those.
     let response = app
         .delete(
-            &format!("/api/v1/agents/{}/documents/{first}", setup.agent_id),
+            &format!("/api/v1/agents/{}/documents/{menu}", setup.agent_id),
             &setup.tenant.token,
         )
         .await;
     assert_eq!(response.status(), 204);
-    let (drift, counted, actual) = statistics_consistency(&mut owner).await;
-    assert_eq!((drift, counted), (0, actual), "after deletion");
-    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM kb_lexemes WHERE chunk_count <= 0")
-        .fetch_one(&mut owner)
-        .await
-        .unwrap();
-    assert_eq!(orphans, 0);
-}
-
-/// (lexeme rows that differ from a recount, namespace chunk totals, actual chunks).
-async fn statistics_consistency(owner: &mut sqlx::PgConnection) -> (i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT
-            (WITH kept AS (SELECT lexeme, chunk_count FROM kb_lexemes),
-                  recount AS (
-                    SELECT lexeme, count(*)::integer AS chunk_count
-                    FROM kb_chunks, unnest(tsvector_to_array(search)) AS lexeme GROUP BY lexeme
-                  )
-             SELECT count(*) FROM (
-                (SELECT * FROM kept EXCEPT SELECT * FROM recount)
-                UNION ALL
-                (SELECT * FROM recount EXCEPT SELECT * FROM kept)
-             ) drift),
-            (SELECT coalesce(sum(chunks), 0)::bigint FROM kb_namespace_versions),
-            (SELECT count(*) FROM kb_chunks)",
+    upload_ready(
+        &app,
+        &setup.tenant.token,
+        &setup.agent_id,
+        "Tickets",
+        "Tickets are sold at the lighthouse door.",
     )
-    .fetch_one(owner)
-    .await
-    .unwrap()
+    .await;
+    let (changed, snapshot) = load(&store, namespace, &snapshot).await;
+    assert_eq!(changed.removed, vec![menu.parse::<uuid::Uuid>().unwrap()]);
+    assert_eq!(changed.added.len(), 1);
+    assert_eq!(changed.added[0].title, "Tickets");
+    assert!(changed.version > first.version);
+    assert!(top(&snapshot, "lighthouse tickets")[0].contains("lighthouse door"));
+    assert!(top(&snapshot, "example.com/menu-2026")
+        .iter()
+        .all(|text| !text.contains("menu-2026")));
 }
 
 /// A local OpenAI-compatible embeddings server (vectors from the offline
@@ -422,7 +403,12 @@ async fn fake_embeddings() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
                                 "embedding": embedder.embed_one(text.as_str().unwrap_or("")) })
                     })
                     .collect();
-                axum::Json(json!({ "object": "list", "data": data, "model": request["model"] }))
+                // Usage as OpenAI reports it: 11 tokens an input, whatever its length.
+                let tokens = 11 * inputs.len();
+                axum::Json(
+                    json!({ "object": "list", "data": data, "model": request["model"],
+                                   "usage": { "prompt_tokens": tokens, "total_tokens": tokens } }),
+                )
             }
         }),
     );
@@ -469,10 +455,15 @@ async fn an_openai_compatible_embeddings_service_embeds_documents_and_questions(
         .await
         .unwrap();
     assert_eq!(document_embedder, "vllm:house-embed");
-    let usage: String =
-        sqlx::query_scalar("SELECT provider FROM agent_usage_events WHERE kind = 'embedding'")
-            .fetch_one(&mut owner)
-            .await
-            .unwrap();
-    assert_eq!(usage, "vllm:house-embed");
+    let usage: (String, i32) = sqlx::query_as(
+        "SELECT provider, prompt_tokens FROM agent_usage_events WHERE kind = 'embedding'",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        usage,
+        ("vllm:house-embed".to_owned(), 11),
+        "the question's embedding, counted as the provider reported it"
+    );
 }

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod browser;
 mod bus;
+mod caches;
 mod chat_support;
 mod cli;
 mod edge;

@@ -240,6 +240,39 @@ async fn a_session_from_a_wrong_lookalike_or_missing_origin_is_refused_with_json
     widget_session(&app, &site.public_key, WIDGET_ORIGIN).await;
 }
 
+/// (conversations, messages) in the whole database.
+async fn count(app: &TestApp) -> (i64, i64) {
+    let mut conn = app.owner_connection().await;
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM agent_messages)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_session_writes_no_row_until_its_first_message() {
+    let app = spawn_app().await;
+    let site = site(&app, "Quiet Co").await;
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        tokens.push(widget_session(&app, &site.public_key, WIDGET_ORIGIN).await);
+    }
+    assert_eq!(count(&app).await, (0, 0), "sessions alone leave nothing");
+    assert!(get_transcript(&app, &tokens[0]).await.is_empty());
+
+    reply_of(say(&app, &tokens[0], "hello").await).await;
+    assert_eq!(
+        count(&app).await,
+        (1, 2),
+        "the first message starts the conversation"
+    );
+    reply_of(say(&app, &tokens[0], "and again").await).await;
+    assert_eq!(count(&app).await, (1, 4));
+    assert_eq!(get_transcript(&app, &tokens[0]).await.len(), 4);
+}
+
 #[tokio::test]
 async fn the_session_token_is_opaque_and_names_no_tenant_agent_widget_or_conversation() {
     let app = spawn_app().await;
@@ -269,6 +302,7 @@ async fn the_session_token_is_opaque_and_names_no_tenant_agent_widget_or_convers
         "the last 8 bytes are the expiry"
     );
 
+    reply_of(say(&app, token, "hello").await).await;
     let (conversation, widget) = conversation_of(&app, token).await;
     assert_eq!(widget.to_string(), site.widget_id);
     let ids: Vec<Uuid> = vec![
@@ -1028,6 +1062,7 @@ async fn another_tenant_cannot_revoke_a_visitors_session() {
     let site = site(&app, "Victim Co").await;
     let intruder = app.create_tenant("Intruder Co").await;
     let token = widget_session(&app, &site.public_key, WIDGET_ORIGIN).await;
+    reply_of(say(&app, &token, "hello").await).await;
     let (conversation, _) = conversation_of(&app, &token).await;
     let response = app
         .delete(

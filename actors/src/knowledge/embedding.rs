@@ -20,7 +20,7 @@ use std::num::NonZeroUsize;
 
 use async_trait::async_trait;
 
-use crate::llm::{Embedder, LlmError};
+use crate::llm::{Embedded, Embedder, LlmError};
 
 /// The label stored with vectors made by [`OfflineEmbedder`].
 pub const OFFLINE_EMBEDDER_NAME: &str = "offline-hash-v1";
@@ -99,8 +99,19 @@ impl Embedder for OfflineEmbedder {
 
     /// Embeds on the calling task: a chunk takes tens of microseconds, so a
     /// batch is cheaper inline than a hop to a blocking thread.
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-        Ok(texts.iter().map(|text| self.embed_one(text)).collect())
+    async fn embed(&self, texts: &[String]) -> Result<Embedded, LlmError> {
+        let words = texts
+            .iter()
+            .map(|text| {
+                text.split(|c: char| !c.is_alphanumeric())
+                    .filter(|word| !word.is_empty())
+                    .count()
+            })
+            .sum::<usize>();
+        Ok(Embedded {
+            vectors: texts.iter().map(|text| self.embed_one(text)).collect(),
+            tokens: u32::try_from(words).unwrap_or(u32::MAX),
+        })
     }
 }
 
@@ -338,9 +349,10 @@ mod tests {
     async fn the_port_embeds_each_text_in_order() {
         let embedder = OfflineEmbedder::default();
         let texts = vec!["first text".to_owned(), String::new(), "third".to_owned()];
-        let vectors = embedder.embed(&texts).await.unwrap();
-        assert_eq!(vectors.len(), 3);
-        for (text, vector) in texts.iter().zip(&vectors) {
+        let embedded = embedder.embed(&texts).await.unwrap();
+        assert_eq!(embedded.vectors.len(), 3);
+        assert_eq!(embedded.tokens, 3, "the words it hashed");
+        for (text, vector) in texts.iter().zip(&embedded.vectors) {
             assert_eq!(vector, &embedder.embed_one(text));
             assert_eq!(vector.len(), DEFAULT_DIMENSIONS);
         }

@@ -8,12 +8,18 @@ pub mod chunking;
 pub mod embedding;
 pub mod fusion;
 pub mod index;
+pub mod lexical;
+pub mod quantized;
+pub mod snapshot;
 pub mod synthetic;
 
 pub use chunking::{chunk_document, ChunkDraft, ChunkOptions, ContentType};
 pub use embedding::{OfflineEmbedder, DEFAULT_DIMENSIONS, OFFLINE_EMBEDDER_NAME};
 pub use fusion::{reciprocal_rank_fusion, RRF_K};
 pub use index::{DenseIndex, IndexError};
+pub use lexical::{candidate_budget, Analyzer, LexicalIndex};
+pub use quantized::{DenseError, QuantizedIndex};
+pub use snapshot::NamespaceSnapshot;
 
 #[cfg(test)]
 mod tests {

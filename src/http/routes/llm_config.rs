@@ -6,17 +6,57 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use crate::db::llm_configs;
+use crate::db::llm_configs::{self, LlmConfigRow};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, TenantUser};
 use crate::http::AppState;
-use crate::llm::ProviderKind;
-use crate::llm_resolver::{
-    open_connection, parse_kind, provider_config, seal_connection, LlmConfigView, LlmConnection,
+use crate::llm::connection::{
+    open_connection, parse_kind, provider_config, seal_connection, LlmConnection,
 };
+use crate::llm::{self, ProviderKind};
 use crate::net_guard;
+
+/// What the dashboard shows: everything but the key, and whether there is one.
+#[derive(Serialize)]
+pub struct LlmConfigView {
+    pub provider: String,
+    pub model: String,
+    pub base_url: Option<String>,
+    pub azure_deployment: Option<String>,
+    pub azure_api_version: Option<String>,
+    pub has_api_key: bool,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl LlmConfigView {
+    pub fn new(row: &LlmConfigRow, connection: &LlmConnection) -> Self {
+        Self {
+            provider: row.provider.clone(),
+            model: row.model.clone(),
+            base_url: connection.base_url.clone(),
+            azure_deployment: connection.azure_deployment.clone(),
+            azure_api_version: connection.azure_api_version.clone(),
+            has_api_key: connection.api_key.is_some(),
+            updated_at: Some(row.updated_at),
+        }
+    }
+
+    /// No configuration: the built-in offline responder answers.
+    pub fn offline() -> Self {
+        Self {
+            provider: ProviderKind::Offline.as_str().into(),
+            model: llm::OFFLINE_MODEL.into(),
+            base_url: None,
+            azure_deployment: None,
+            azure_api_version: None,
+            has_api_key: false,
+            updated_at: None,
+        }
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/llm", get(show).put(replace).delete(remove))

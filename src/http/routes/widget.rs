@@ -9,9 +9,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agentry_actors::chat_session::{TurnEvent, TurnRequest};
-use agentry_actors::ports::StoredMessage;
-use agentry_actors::{AgentId, TenantId, WidgetId};
+use agentry_actors::chat_session::{TurnError, TurnEvent, TurnRequest};
+use agentry_actors::ports::{MessageRole, StoreError, StoredReply, TurnChannel};
+use agentry_actors::{AgentId, ConversationId, TenantId, WidgetId};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -154,15 +154,13 @@ async fn create_session(
     let round_up = i64::from(deadline.timestamp_subsec_nanos() > 0);
     let expires_at = chrono::DateTime::from_timestamp(deadline.timestamp() + round_up, 0)
         .ok_or_else(|| ApiError::Internal("session expiry out of range".into()))?;
-    let mut tx = state.store.tenant(tenant).await?;
-    let conversation =
-        chat::create_widget_conversation(&mut tx, agent, widget_id, session_id).await?;
-    tx.commit().await?;
+    // The conversation's row is written with its first message: a session
+    // that never speaks leaves nothing in PostgreSQL.
     let session = WidgetSession {
         tenant,
         agent,
         widget: widget_id,
-        conversation,
+        conversation: ConversationId::new(),
         visitor_ip: Some(peer.ip().to_string()),
         expires_at,
     };
@@ -182,7 +180,9 @@ async fn create_session(
     Ok(allow_origin(response, origin))
 }
 
-/// A visitor with a live session, calling from an origin the widget allows.
+/// A visitor with a live session. Whether the widget (as it is now) still
+/// allows the page's origin is checked by [`Visitor::check_widget`], or, for a
+/// chat turn, inside the turn's first write.
 struct Visitor {
     session_id: Uuid,
     session: WidgetSession,
@@ -203,26 +203,81 @@ impl FromRequestParts<AppState> for Visitor {
             .await
             .map_err(|_| ApiError::Unavailable("the session store"))?
             .ok_or(ApiError::Unauthorized)?;
-        // The widget as it is now, not as it was when the session began: deleting
-        // it ends its sessions, and removing an origin shuts that origin out at once.
-        let mut tx = state.store.tenant(session.tenant).await?;
-        let allowed_origins = widgets::allowed_origins(&mut tx, session.widget)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        tx.commit().await?;
-        let origin = origin_of(&parts.headers);
-        if let Some(text) = origin.as_ref().and_then(|o| o.to_str().ok()) {
-            if !allowed_origins.iter().any(|allowed| allowed == text) {
-                return Err(ApiError::Forbidden(
-                    "this page's origin may not use this widget".into(),
-                ));
-            }
-        }
         Ok(Self {
             session_id,
             session,
-            origin,
+            origin: origin_of(&parts.headers),
         })
+    }
+}
+
+fn origin_refused() -> ApiError {
+    ApiError::Forbidden("this page's origin may not use this widget".into())
+}
+
+impl Visitor {
+    fn origin_text(&self) -> Option<&str> {
+        self.origin.as_ref().and_then(|o| o.to_str().ok())
+    }
+
+    /// The widget as it is now, not as it was when the session began: deleting
+    /// it ends its sessions, and removing an origin shuts that origin out at once.
+    async fn check_widget(&self, state: &AppState) -> Result<(), ApiError> {
+        let mut tx = state.store.tenant(self.session.tenant).await?;
+        let allowed_origins = widgets::allowed_origins(&mut tx, self.session.widget)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        tx.commit().await?;
+        match self.origin_text() {
+            Some(text) if !allowed_origins.iter().any(|allowed| allowed == text) => {
+                Err(origin_refused())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A message as its visitor sees it: no conversation, agent or tenant ids.
+#[derive(Serialize)]
+struct VisitorMessage {
+    id: Uuid,
+    role: MessageRole,
+    content: String,
+    created_at: chrono::DateTime<Utc>,
+}
+
+impl From<chat::Message> for VisitorMessage {
+    fn from(message: chat::Message) -> Self {
+        Self {
+            id: message.id,
+            role: message.role,
+            content: message.content,
+            created_at: message.created_at,
+        }
+    }
+}
+
+impl From<StoredReply> for VisitorMessage {
+    fn from(reply: StoredReply) -> Self {
+        Self {
+            id: reply.id,
+            role: MessageRole::Assistant,
+            content: reply.content,
+            created_at: reply.created_at,
+        }
+    }
+}
+
+/// What the visitor is told when a turn could not run.
+fn turn_refusal(error: TurnError) -> ApiError {
+    match error {
+        // The widget was deleted or the conversation ended: the session is over.
+        TurnError::Store(StoreError::NotFound) => ApiError::Unauthorized,
+        TurnError::Store(StoreError::OriginRefused) => origin_refused(),
+        error => {
+            tracing::warn!(%error, "chat turn failed");
+            ApiError::Unavailable("the assistant")
+        }
     }
 }
 
@@ -230,6 +285,7 @@ async fn end_session(
     State(state): State<AppState>,
     visitor: Visitor,
 ) -> Result<Response, ApiError> {
+    visitor.check_widget(&state).await?;
     state
         .widget_sessions
         .revoke(visitor.session_id)
@@ -243,12 +299,17 @@ async fn end_session(
 
 #[derive(Serialize)]
 struct Transcript {
-    messages: Vec<StoredMessage>,
+    messages: Vec<VisitorMessage>,
 }
 
 async fn transcript(State(state): State<AppState>, visitor: Visitor) -> Result<Response, ApiError> {
+    visitor.check_widget(&state).await?;
     let mut tx = state.store.tenant(visitor.session.tenant).await?;
-    let messages = chat::transcript(&mut tx, visitor.session.conversation).await?;
+    let messages = chat::transcript(&mut tx, visitor.session.conversation)
+        .await?
+        .into_iter()
+        .map(VisitorMessage::from)
+        .collect();
     Ok(allow_origin(
         Json(Transcript { messages }).into_response(),
         visitor.origin,
@@ -275,40 +336,64 @@ async fn send_message(
     ApiJson(body): ApiJson<MessageRequest>,
 ) -> Result<Response, ApiError> {
     let text = body.text.trim();
-    if text.is_empty() {
-        return Err(ApiError::Invalid("text must not be empty".into()));
-    }
     let max = state.settings.widget.max_message_chars;
-    if text.chars().count() > max {
-        return Err(ApiError::Invalid(format!(
-            "text must be at most {max} characters"
-        )));
+    let invalid = if text.is_empty() {
+        Some("text must not be empty".to_owned())
+    } else if text.chars().count() > max {
+        Some(format!("text must be at most {max} characters"))
+    } else {
+        None
+    };
+    if let Some(reason) = invalid {
+        // A valid turn checks the widget in its first write; an invalid one
+        // never gets there, and an origin the widget refuses hears only that.
+        visitor.check_widget(&state).await?;
+        return Err(ApiError::Invalid(reason));
     }
     let request = TurnRequest {
         tenant: visitor.session.tenant,
         agent: visitor.session.agent,
         conversation: visitor.session.conversation,
+        channel: TurnChannel::Widget {
+            widget: visitor.session.widget,
+            session: visitor.session_id,
+            origin: visitor.origin_text().map(str::to_owned),
+        },
         text: text.to_owned(),
     };
-    let handle = state
+    let mut handle = state
         .pipeline
         .submit(request)
         .map_err(|_| ApiError::Unavailable("the assistant"))?;
     let timeout = Duration::from_secs(state.settings.chat.turn_timeout_secs);
+    let unavailable = || ApiError::Unavailable("the assistant");
 
     if !wants_event_stream(&headers) {
         let reply = tokio::time::timeout(timeout, handle.reply)
             .await
-            .map_err(|_| ApiError::Unavailable("the assistant"))?
-            .map_err(|_| ApiError::Unavailable("the assistant"))?
-            .map_err(|error| {
-                tracing::warn!(%error, "chat turn failed");
-                ApiError::Unavailable("the assistant")
-            })?;
+            .map_err(|_| unavailable())?
+            .map_err(|_| unavailable())?
+            .map_err(turn_refusal)?;
         return Ok(allow_origin(
-            Json(json!({ "reply": reply })).into_response(),
+            Json(json!({ "reply": VisitorMessage::from(reply) })).into_response(),
             visitor.origin,
         ));
+    }
+
+    // The stream starts once the visitor's message is stored, so a refused
+    // turn (origin, ended session) still gets its status code.
+    let accepted = tokio::time::timeout(timeout, &mut handle.accepted)
+        .await
+        .map_err(|_| unavailable())?;
+    if accepted.is_err() {
+        let refusal = tokio::time::timeout(timeout, handle.reply)
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|_| unavailable())?;
+        return Err(match refusal {
+            Err(error) => turn_refusal(error),
+            Ok(_) => unavailable(),
+        });
     }
 
     // Forward cleaned deltas as they come, then the stored message; the turn
@@ -330,7 +415,9 @@ async fn send_message(
                         let _ = sender.send(delta_event(&text));
                     }
                     let event = match result {
-                        Ok(Ok(message)) => Event::default().event("message").data(json!(message).to_string()),
+                        Ok(Ok(reply)) => Event::default()
+                            .event("message")
+                            .data(json!(VisitorMessage::from(reply)).to_string()),
                         other => {
                             if let Ok(Err(error)) = other {
                                 tracing::warn!(%error, "chat turn failed");

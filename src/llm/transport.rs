@@ -1,4 +1,5 @@
-//! HTTP behaviour shared by the remote providers: timeouts, retries with
+//! The HTTP/SSE transport of the remote providers: requests, the event
+//! stream reader, timeouts, retries with
 //! exponential backoff and jitter, `Retry-After`, status classification,
 //! key-free error messages, and the request metrics.
 //!
