@@ -1,0 +1,289 @@
+//! Seeding through the HTTP API, as an operator and then a tenant admin
+//! would: a tenant, an agent, a widget for the load test's origin and the
+//! documents, then waiting until every document is ingested.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::client::{snippet, BaseUrl, Connection};
+use crate::corpus::Corpus;
+
+/// The Origin every visitor request carries, allowed by the seeded widget.
+pub const ORIGIN: &str = "http://loadtest.local";
+
+pub struct Seeded {
+    pub public_key: String,
+    pub documents: usize,
+    /// Sum of the documents' `chunk_count` once ingested.
+    pub chunks: u64,
+}
+
+pub struct SeedOptions<'a> {
+    pub operator_email: &'a str,
+    pub operator_password: &'a str,
+    pub run_id: &'a str,
+    pub ingest_timeout: Duration,
+}
+
+/// Checks the status and returns the JSON body, or an error naming the step.
+fn expect(
+    step: &str,
+    wanted: StatusCode,
+    (status, body): (StatusCode, Bytes),
+) -> anyhow::Result<Value> {
+    if status != wanted {
+        bail!(
+            "{step}: expected {wanted}, got {status}: {}",
+            snippet(&body)
+        );
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{step}: the response is not JSON: {}", snippet(&body)))
+}
+
+fn string_field(step: &str, value: &Value, field: &str) -> anyhow::Result<String> {
+    value[field]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{step}: the response has no {field:?}: {value}"))
+}
+
+pub async fn seed(
+    base: &BaseUrl,
+    corpus: &Corpus,
+    options: &SeedOptions<'_>,
+) -> anyhow::Result<Seeded> {
+    let mut http = Connection::new(base.clone());
+
+    let step = "operator login (POST /api/v1/admin/auth/login)";
+    let login = http
+        .call(
+            Method::POST,
+            "/api/v1/admin/auth/login",
+            None,
+            None,
+            Some(
+                &json!({ "email": options.operator_email, "password": options.operator_password }),
+            ),
+        )
+        .await?;
+    if login.0 == StatusCode::UNAUTHORIZED {
+        bail!(
+            "{step}: {} is not an operator of {base} with that password (--operator-email/--operator-password)",
+            options.operator_email
+        );
+    }
+    let operator = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
+
+    let admin_email = format!("loadtest-{}@loadtest.agentry.test", options.run_id);
+    let admin_password = format!("loadtest-{}-password", options.run_id);
+    let step = "creating the tenant (POST /api/v1/admin/tenants)";
+    let created = http
+        .call(
+            Method::POST,
+            "/api/v1/admin/tenants",
+            Some(&operator),
+            None,
+            Some(&json!({
+                "name": format!("Load test {}", options.run_id),
+                "admin_email": admin_email,
+                "admin_password": admin_password,
+            })),
+        )
+        .await?;
+    expect(step, StatusCode::CREATED, created)?;
+
+    let step = "tenant login (POST /api/v1/auth/login)";
+    let login = http
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            None,
+            Some(&json!({ "email": admin_email, "password": admin_password })),
+        )
+        .await?;
+    let admin = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
+
+    let step = "creating the agent (POST /api/v1/agents)";
+    let agent = http
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&admin),
+            None,
+            Some(&json!({
+                "name": "Help centre",
+                "system_prompt": "You are the help-centre assistant. Answer from the knowledge base, briefly and precisely.",
+            })),
+        )
+        .await?;
+    let agent = string_field(step, &expect(step, StatusCode::CREATED, agent)?, "id")?;
+
+    let step = "creating the widget (POST /api/v1/agents/{id}/widgets)";
+    let widget = http
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/widgets"),
+            Some(&admin),
+            None,
+            Some(&json!({ "allowed_origins": [ORIGIN] })),
+        )
+        .await?;
+    let public_key = string_field(
+        step,
+        &expect(step, StatusCode::CREATED, widget)?,
+        "public_key",
+    )?;
+
+    eprintln!(
+        "loadtest: adding {} documents to the agent",
+        corpus.documents.len()
+    );
+    let documents_path = format!("/api/v1/agents/{agent}/documents");
+    for (index, document) in corpus.documents.iter().enumerate() {
+        let step = format!("adding document {} (POST {documents_path})", index + 1);
+        let response = http
+            .call(
+                Method::POST,
+                &documents_path,
+                Some(&admin),
+                None,
+                Some(&json!({
+                    "title": document.title,
+                    "content": document.content,
+                    "content_type": "markdown",
+                })),
+            )
+            .await?;
+        expect(&step, StatusCode::CREATED, response)?;
+    }
+
+    let chunks = wait_ingested(
+        &mut http,
+        &documents_path,
+        &admin,
+        corpus.documents.len(),
+        options.ingest_timeout,
+    )
+    .await?;
+    Ok(Seeded {
+        public_key,
+        documents: corpus.documents.len(),
+        chunks,
+    })
+}
+
+/// Polls the document list until every document is `ready`; fails on
+/// `failed` or after `timeout`. Returns the sum of their chunk counts.
+async fn wait_ingested(
+    http: &mut Connection,
+    path: &str,
+    token: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let step = format!("listing documents (GET {path})");
+    loop {
+        let response = http
+            .call(Method::GET, path, Some(token), None, None)
+            .await?;
+        let list = expect(&step, StatusCode::OK, response)?;
+        let documents = list["documents"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{step}: no \"documents\" array: {list}"))?;
+        let progress = ingest_progress(documents)?;
+        if progress.ready == expected && documents.len() == expected {
+            eprintln!(
+                "loadtest: {expected} documents ingested, {} chunks, in {:.1} s",
+                progress.chunks,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(progress.chunks);
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "documents not ingested within {timeout:?}: {} of {expected} ready (--ingest-timeout)",
+                progress.ready
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Progress {
+    ready: usize,
+    chunks: u64,
+}
+
+fn ingest_progress(documents: &[Value]) -> anyhow::Result<Progress> {
+    let mut progress = Progress {
+        ready: 0,
+        chunks: 0,
+    };
+    for document in documents {
+        match document["status"].as_str() {
+            Some("ready") => {
+                progress.ready += 1;
+                progress.chunks += document["chunk_count"].as_u64().unwrap_or(0);
+            }
+            Some("failed") => bail!(
+                "document {:?} failed to ingest: {}",
+                document["title"].as_str().unwrap_or("?"),
+                document["failure_reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+            ),
+            _ => {}
+        }
+    }
+    Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_progress_counts_ready_chunks_and_fails_on_failed() {
+        let documents = vec![
+            json!({"title": "a", "status": "ready", "chunk_count": 12}),
+            json!({"title": "b", "status": "pending", "chunk_count": 0}),
+            json!({"title": "c", "status": "ready", "chunk_count": 3}),
+        ];
+        assert_eq!(
+            ingest_progress(&documents).unwrap(),
+            Progress {
+                ready: 2,
+                chunks: 15
+            }
+        );
+        let failed = vec![json!({"title": "d", "status": "failed", "failure_reason": "too long"})];
+        let error = ingest_progress(&failed).unwrap_err().to_string();
+        assert!(
+            error.contains("\"d\"") && error.contains("too long"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unexpected_statuses_name_the_step() {
+        let error = expect(
+            "creating the agent",
+            StatusCode::CREATED,
+            (StatusCode::FORBIDDEN, Bytes::from_static(b"{\"error\":{}}")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("creating the agent: expected 201"),
+            "{error}"
+        );
+    }
+}
