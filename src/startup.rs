@@ -12,6 +12,7 @@ use agentry_actors::llm::Embedder;
 use agentry_actors::pipeline::ChatPipeline;
 use agentry_actors::resident::ResidentNamespaces;
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -136,9 +137,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
+        // Streamed replies are many small writes: without TCP_NODELAY each waits
+        // for the peer's delayed ACK (up to 40 ms a turn).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         // Connect info gives the visitor IP kept (only) in the widget session for abuse control.
         axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
