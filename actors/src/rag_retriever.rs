@@ -97,16 +97,21 @@ async fn load(state: &RagArgs) -> Result<Arc<NamespaceSnapshot>, RetrieveError> 
     let namespace = state.namespace;
     let base = state.resident.resident(namespace).map(|(_, s)| s);
     let held = base.as_ref().map(|s| s.documents()).unwrap_or_default();
-    let changes = state.knowledge.changes(namespace, &held).await?;
+    let mut changes = state.knowledge.changes(namespace, &held).await?;
     let kind = if base.is_some() {
         "incremental"
     } else {
         "full"
     };
-    let snapshot = Arc::new(match base {
-        Some(base) => base.apply(&changes.removed, &changes.added),
-        None => NamespaceSnapshot::default().apply(&changes.removed, &changes.added),
-    });
+    // Building a large namespace takes about a second (100k chunks): off the async workers.
+    let removed = std::mem::take(&mut changes.removed);
+    let added = std::mem::take(&mut changes.added);
+    let snapshot = tokio::task::spawn_blocking(move || {
+        base.unwrap_or_default().apply(&removed, &added)
+    })
+    .await
+    .map(Arc::new)
+    .map_err(|_| RetrieveError::Stopped)?;
     let bytes = snapshot.heap_bytes();
     state
         .resident

@@ -1,8 +1,9 @@
 //! Knowledge-base retrieval logic: chunking documents, the offline embedder,
-//! an in-memory dense index and rank fusion.
+//! the in-memory namespace snapshot (int8 dense index, BM25 full-text index)
+//! and rank fusion.
 //!
 //! Everything here is pure computation; storing documents, chunks and vectors
-//! (and full-text search) belongs to the service crate, which calls these.
+//! belongs to the service crate, which loads snapshots from what it stores.
 
 pub mod chunking;
 pub mod embedding;
