@@ -37,8 +37,22 @@ pub fn restart_backoff(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
-fn unavailable(job: TurnJob, error: String) {
-    let _ = job.reply.send(Err(TurnError::Unavailable(error)));
+/// A child the supervisor could not start; the turn that needed it fails with it.
+#[derive(Debug, thiserror::Error)]
+#[error("could not start the {actor}: {source}")]
+pub struct SpawnError {
+    actor: &'static str,
+    source: ractor::SpawnErr,
+}
+
+fn spawn_error(actor: &'static str) -> impl FnOnce(ractor::SpawnErr) -> SpawnError {
+    move |source| SpawnError { actor, source }
+}
+
+fn unavailable(job: TurnJob, error: SpawnError) {
+    let _ = job
+        .reply
+        .send(Err(TurnError::Unavailable(error.to_string())));
 }
 
 pub enum RootMsg {
@@ -64,7 +78,7 @@ impl RootSupervisor {
         myself: &ActorRef<RootMsg>,
         state: &mut RootState,
         tenant: TenantId,
-    ) -> Result<ActorRef<TenantMsg>, String> {
+    ) -> Result<ActorRef<TenantMsg>, SpawnError> {
         if let Some(existing) = state.tenants.get(&tenant) {
             return Ok(existing.clone());
         }
@@ -75,7 +89,7 @@ impl RootSupervisor {
         };
         let (actor, _) = Actor::spawn_linked(None, TenantSupervisor, args, myself.get_cell())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(spawn_error("tenant supervisor"))?;
         state.tenants.insert(tenant, actor.clone());
         Ok(actor)
     }
@@ -469,7 +483,7 @@ impl TenantSupervisor {
         myself: &ActorRef<TenantMsg>,
         state: &mut TenantState,
         agent: AgentId,
-    ) -> Result<ActorRef<RagMsg>, String> {
+    ) -> Result<ActorRef<RagMsg>, SpawnError> {
         if let Some(child) = state.retrievers.get_mut(&agent) {
             child.last_used = Instant::now();
             return Ok(child.actor.clone());
@@ -484,7 +498,7 @@ impl TenantSupervisor {
         };
         let (actor, _) = Actor::spawn_linked(None, RagRetriever, args, myself.get_cell())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(spawn_error("retriever"))?;
         state.retrievers.insert(agent, Child::new(actor.clone()));
         Ok(actor)
     }
@@ -493,13 +507,13 @@ impl TenantSupervisor {
         &self,
         myself: &ActorRef<TenantMsg>,
         state: &mut TenantState,
-    ) -> Result<ActorRef<FinalizerMsg>, String> {
+    ) -> Result<ActorRef<FinalizerMsg>, SpawnError> {
         if let Some(finalizer) = &state.finalizer {
             return Ok(finalizer.clone());
         }
         let (actor, _) = Actor::spawn_linked(None, GuardrailFinalizer, (), myself.get_cell())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(spawn_error("guardrail finalizer"))?;
         state.finalizer = Some(actor.clone());
         Ok(actor)
     }
@@ -509,7 +523,7 @@ impl TenantSupervisor {
         myself: &ActorRef<TenantMsg>,
         state: &mut TenantState,
         conversation: ConversationId,
-    ) -> Result<ActorRef<SessionMsg>, String> {
+    ) -> Result<ActorRef<SessionMsg>, SpawnError> {
         if let Some(child) = state.sessions.get_mut(&conversation) {
             child.last_used = Instant::now();
             return Ok(child.actor.clone());
@@ -520,7 +534,7 @@ impl TenantSupervisor {
         };
         let (actor, _) = Actor::spawn_linked(None, ChatSession, args, myself.get_cell())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(spawn_error("chat session"))?;
         state
             .sessions
             .insert(conversation, Child::new(actor.clone()));

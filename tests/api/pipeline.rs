@@ -403,3 +403,41 @@ async fn a_tenants_llm_connection_is_sealed_and_does_not_open_in_another_tenants
         "From the first tenant's model."
     );
 }
+
+#[tokio::test]
+async fn a_turn_may_take_longer_than_the_request_timeout_when_its_own_timeout_allows() {
+    let app = spawn_app_with(|settings| {
+        settings.http.request_timeout_secs = 1;
+        settings.chat.turn_timeout_secs = 10;
+    })
+    .await;
+    let setup = site(&app, "Slow Co").await;
+    // A model that takes longer to answer than any request but a turn may take.
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            let delta =
+                json!({ "choices": [{ "index": 0, "delta": { "content": "Worth the wait." } }] });
+            (
+                [("content-type", "text/event-stream")],
+                format!("data: {delta}\n\ndata: [DONE]\n\n"),
+            )
+                .into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let configured = app
+        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&setup.tenant.token))
+        .json(&json!({ "provider": "vllm", "model": "slow", "base_url": format!("http://{address}/v1") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let token = visitor_token(&app, &setup.public_key).await;
+    let started = std::time::Instant::now();
+    assert_eq!(reply(&app, &token, "hello?").await, "Worth the wait.");
+    assert!(started.elapsed() > Duration::from_secs(2));
+}
