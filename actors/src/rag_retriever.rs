@@ -106,12 +106,11 @@ async fn load(state: &RagArgs) -> Result<Arc<NamespaceSnapshot>, RetrieveError> 
     // Building a large namespace takes about a second (100k chunks): off the async workers.
     let removed = std::mem::take(&mut changes.removed);
     let added = std::mem::take(&mut changes.added);
-    let snapshot = tokio::task::spawn_blocking(move || {
-        base.unwrap_or_default().apply(&removed, &added)
-    })
-    .await
-    .map(Arc::new)
-    .map_err(|_| RetrieveError::Stopped)?;
+    let snapshot =
+        tokio::task::spawn_blocking(move || base.unwrap_or_default().apply(&removed, &added))
+            .await
+            .map(Arc::new)
+            .map_err(|_| RetrieveError::Stopped)?;
     let bytes = snapshot.heap_bytes();
     state
         .resident

@@ -63,7 +63,11 @@ impl RecordingLlm {
 
 async fn use_llm(app: &TestApp, site: &Site, llm: &RecordingLlm) {
     let response = app
-        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&site.tenant.token))
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&site.tenant.token),
+        )
         .json(&json!({ "provider": "vllm", "model": "m", "base_url": llm.base_url }))
         .send()
         .await
@@ -154,7 +158,10 @@ async fn a_conversation_alternating_between_instances_keeps_its_whole_history() 
     let llm = RecordingLlm::start("hop").await;
     use_llm(&first, &setup, &llm).await;
     let token = visitor_token(&first, &setup.public_key).await;
-    for (n, app) in [&first, &second, &first, &first, &second].iter().enumerate() {
+    for (n, app) in [&first, &second, &first, &first, &second]
+        .iter()
+        .enumerate()
+    {
         reply(app, &token, &format!("question {n}")).await;
         // System prompt, then every earlier question and answer, then this question.
         let contents = llm.last_contents();
