@@ -14,6 +14,9 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use rand::RngCore;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "agentry",
