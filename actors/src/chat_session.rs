@@ -297,7 +297,9 @@ impl Actor for ChatSession {
             reply,
             in_flight,
         } = job;
-        let result = run_turn(state, &stages, &request, &events, accepted).await;
+        // Boxed: an idle session's task would otherwise be as large as a turn's
+        // whole state machine, for every live conversation.
+        let result = Box::pin(run_turn(state, &stages, &request, &events, accepted)).await;
         if result.is_err() {
             // The store may hold more than this session knows (a reply never stored).
             state.history = None;

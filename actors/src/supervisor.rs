@@ -340,6 +340,16 @@ impl Actor for TenantSupervisor {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TenantMsg>,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Sessions still listed stop with their supervisor.
+        metrics::gauge!("agentry_chat_sessions").decrement(state.sessions.len() as f64);
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<TenantMsg>,
@@ -350,6 +360,7 @@ impl Actor for TenantSupervisor {
             SupervisionEvent::ActorFailed(cell, error) => {
                 tracing::error!(tenant = %state.tenant, %error, "a child of the tenant supervisor crashed");
                 if let Some(conversation) = remove_child(&mut state.sessions, &cell) {
+                    metrics::gauge!("agentry_chat_sessions").decrement(1.0);
                     let failures = state
                         .session_failures
                         .entry(conversation)
@@ -374,6 +385,7 @@ impl Actor for TenantSupervisor {
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(conversation) = remove_child(&mut state.sessions, &cell) {
+                    metrics::gauge!("agentry_chat_sessions").decrement(1.0);
                     self.release_waiting(&myself, state, conversation).await;
                 }
                 remove_child(&mut state.retrievers, &cell);
@@ -461,7 +473,9 @@ impl TenantSupervisor {
                 caches: state.caches.clone(),
             })
         {
-            state.sessions.remove(&conversation);
+            if state.sessions.remove(&conversation).is_some() {
+                metrics::gauge!("agentry_chat_sessions").decrement(1.0);
+            }
             let _ = myself.send_message(TenantMsg::Turn(job));
         }
     }
@@ -538,6 +552,7 @@ impl TenantSupervisor {
         state
             .sessions
             .insert(conversation, Child::new(actor.clone()));
+        metrics::gauge!("agentry_chat_sessions").increment(1.0);
         Ok(actor)
     }
 }
