@@ -137,7 +137,8 @@ impl DenseIndex {
             if best.len() < k {
                 best.push(Reverse(Candidate {
                     score,
-                    chunk_id: entry.chunk_id,
+                    key: entry.chunk_id,
+                    item: (),
                 }));
                 continue;
             }
@@ -146,7 +147,8 @@ impl DenseIndex {
                 if score >= worst.0.score {
                     let candidate = Candidate {
                         score,
-                        chunk_id: entry.chunk_id,
+                        key: entry.chunk_id,
+                        item: (),
                     };
                     if candidate > worst.0 {
                         *worst = Reverse(candidate);
@@ -158,7 +160,7 @@ impl DenseIndex {
         Ok(best
             .into_sorted_vec()
             .into_iter()
-            .map(|Reverse(c)| (c.chunk_id, c.score))
+            .map(|Reverse(c)| (c.key, c.score))
             .collect())
     }
 
@@ -176,34 +178,37 @@ impl DenseIndex {
     }
 }
 
-/// A scored chunk; greater is better (higher score, then smaller id).
+/// A scored entry in a top-k search; greater is better (higher score, then
+/// smaller key), so results do not depend on storage order. `item` is what the
+/// index needs back besides the key (a row number, or nothing).
 #[derive(Clone, Copy, Debug)]
-struct Candidate {
-    score: f32,
-    chunk_id: Uuid,
+pub(crate) struct Candidate<T = ()> {
+    pub(crate) score: f32,
+    pub(crate) key: Uuid,
+    pub(crate) item: T,
 }
 
-impl Ord for Candidate {
+impl<T> Ord for Candidate<T> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.score
             .total_cmp(&other.score)
-            .then_with(|| other.chunk_id.cmp(&self.chunk_id))
+            .then_with(|| other.key.cmp(&self.key))
     }
 }
 
-impl PartialOrd for Candidate {
+impl<T> PartialOrd for Candidate<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Candidate {
+impl<T> PartialEq for Candidate<T> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Candidate {}
+impl<T> Eq for Candidate<T> {}
 
 /// Lanes of independent partial sums: float addition is not associative, so
 /// the compiler vectorizes only what is written as separate accumulators.

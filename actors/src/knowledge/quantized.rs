@@ -36,7 +36,7 @@
 //! ef_construction 100, built in 279 s) it reached 0.44 at 7.3 ms. It also
 //! cannot remove a row.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -298,13 +298,13 @@ impl QuantizedIndex {
             .scan(&codes, keep)
             .into_iter()
             .map(|candidate| Candidate {
-                score: dot(query, self.full_vector(candidate.row as usize)),
+                score: dot(query, self.full_vector(candidate.item as usize)),
                 ..candidate
             })
             .collect();
         reranked.sort_unstable_by(|a, b| b.cmp(a));
         reranked.truncate(k);
-        Ok(reranked.into_iter().map(|c| (c.row, c.score)).collect())
+        Ok(reranked.into_iter().map(|c| (c.item, c.score)).collect())
     }
 
     /// The `keep` live rows of best approximate score (the codes' dot product
@@ -334,7 +334,7 @@ impl QuantizedIndex {
                 let candidate = Candidate {
                     score,
                     key: block.keys[offset],
-                    row: row as u32,
+                    item: row as u32,
                 };
                 if best.len() < keep {
                     best.push(Reverse(candidate));
@@ -476,35 +476,8 @@ fn dot_codes(a: &[i16], b: &[i8]) -> i32 {
     sums.iter().sum::<i32>() + tail
 }
 
-/// A scored row; greater is better (higher score, then smaller key).
-#[derive(Clone, Copy, Debug)]
-struct Candidate {
-    score: f32,
-    key: Uuid,
-    row: u32,
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.key.cmp(&self.key))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
+/// A scored row: the row number rides along as the candidate's item.
+type Candidate = super::index::Candidate<u32>;
 
 #[cfg(test)]
 mod tests {
