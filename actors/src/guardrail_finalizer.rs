@@ -1,9 +1,11 @@
 //! GuardrailFinalizer: one per tenant. Everything the model says passes through
 //! it before it is stored or sent; the raw model text goes nowhere else.
 //!
-//! This stage's chain today ends with the HTML sanitizer (ammonia, no tags
-//! allowed, entities decoded back to text); the tenant's directives and the other
-//! rules (em-dashes, ungrounded claims) join the chain in their own issue.
+//! The chain, in order: dashes rewritten into plain punctuation
+//! ([`crate::guardrails::dashes`]), then the HTML sanitizer (ammonia, no tags
+//! allowed, entities decoded back to text). Ungrounded claims and the tenant's
+//! directives are still to join it (issue 12). Each rule that fires is counted
+//! in `agentry_guardrail_removals_total{rule}`; what it removed is never logged.
 
 use std::time::Instant;
 
@@ -14,9 +16,18 @@ use crate::stage_metrics::{self, Stage};
 
 /// Cleans one piece of model output. Pure, so it is testable without an actor.
 pub fn finalize(raw: &str) -> String {
+    let (text, dashes) = crate::guardrails::dashes::rewrite_dashes(raw);
+    record_removals("dashes", dashes);
     // No tag survives; script/style contents are dropped entirely.
-    let sanitized = ammonia::Builder::empty().clean(raw).to_string();
+    let sanitized = ammonia::Builder::empty().clean(&text).to_string();
     decode_entities(&sanitized)
+}
+
+fn record_removals(rule: &'static str, count: usize) {
+    if count > 0 {
+        metrics::counter!("agentry_guardrail_removals_total", "rule" => rule)
+            .increment(count as u64);
+    }
 }
 
 /// The sanitizer escapes text for HTML; visitors get plain text (widgets render
@@ -114,6 +125,14 @@ mod tests {
         assert_eq!(finalize("<img src=x onerror=alert(1)>ok"), "ok");
         assert_eq!(finalize("a < b & c > d"), "a < b & c > d");
         assert_eq!(finalize("Tom's \"quote\""), "Tom's \"quote\"");
+    }
+
+    #[test]
+    fn dashes_are_rewritten_before_the_sanitizer() {
+        assert_eq!(
+            finalize("We open <b>7–9</b> — see you!"),
+            "We open 7 to 9, see you!"
+        );
     }
 
     #[test]

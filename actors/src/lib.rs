@@ -7,6 +7,7 @@
 
 pub mod chat_session;
 pub mod guardrail_finalizer;
+pub mod guardrails;
 pub mod ids;
 pub mod knowledge;
 pub mod llm;

@@ -441,3 +441,31 @@ async fn a_turn_may_take_longer_than_the_request_timeout_when_its_own_timeout_al
     assert_eq!(reply(&app, &token, "hello?").await, "Worth the wait.");
     assert!(started.elapsed() > Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn dashes_from_the_model_are_rewritten_in_the_stream_and_in_storage() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = site(&app, "Dash Co").await;
+    let base_url = fake_openai(&["We open 7–9 on Sat", "urdays — come by", " any time."]).await;
+    let configured = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "provider": "vllm", "model": "dashing", "base_url": base_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let token = visitor_token(&app, &setup.public_key).await;
+    let answer = reply(&app, &token, "When do you open?").await;
+    assert_eq!(answer, "We open 7 to 9 on Saturdays, come by any time.");
+    let mut owner = app.owner_connection().await;
+    let stored: String =
+        sqlx::query_scalar("SELECT content FROM agent_messages WHERE role = 'assistant'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(stored, answer);
+}
