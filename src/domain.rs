@@ -79,6 +79,8 @@ pub struct AgentProfile {
     pub competitors: Vec<String>,
     pub facts: Vec<String>,
     pub escalation_topics: Vec<String>,
+    /// Said instead of a reply whose every sentence the guardrails removed.
+    pub fallback: Option<String>,
 }
 
 impl AgentProfile {
@@ -88,6 +90,14 @@ impl AgentProfile {
     pub fn check(&self) -> Result<(), String> {
         if let Some(brand) = &self.brand {
             parse_name("profile.brand", brand)?;
+        }
+        if let Some(fallback) = &self.fallback {
+            if fallback.trim().is_empty() || fallback.chars().count() > Self::MAX_ITEM_CHARS {
+                return Err(format!(
+                    "profile.fallback must be 1 to {} characters",
+                    Self::MAX_ITEM_CHARS
+                ));
+            }
         }
         for (field, items) in [
             ("competitors", &self.competitors),

@@ -19,6 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::guardrail_finalizer::{FinalizerMsg, SentenceBuffer};
+use crate::guardrails::grounding::Grounding;
 use crate::ids::{AgentId, ConversationId, TenantId};
 use crate::llm::{
     ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider,
@@ -32,6 +33,11 @@ use crate::rag_retriever::{self, RagMsg, Resident, Retrieved};
 use crate::stage_metrics::{self, Stage};
 use crate::tenant_cache::TenantCaches;
 use crate::tools;
+
+/// Said when the guardrails removed every sentence of a reply and the agent
+/// has no fallback of its own: honest about the gap, and offers a person.
+pub const DEFAULT_FALLBACK: &str =
+    "I'm not able to confirm that here. Would you like me to connect you with a person on our team?";
 
 /// Visitor text that makes a session panic when fault injection is on (tests only).
 pub const FAULT_TRIGGER: &str = "__agentry_fault_injection__";
@@ -348,19 +354,35 @@ async fn retrieve(
     })
 }
 
-async fn finalize(finalizer: &ActorRef<FinalizerMsg>, raw: String) -> String {
+async fn finalize(
+    finalizer: &ActorRef<FinalizerMsg>,
+    raw: String,
+    grounding: &Arc<Grounding>,
+) -> String {
     let (reply, answer) = oneshot::channel();
     let fallback = raw.clone();
-    if finalizer
-        .send_message(FinalizerMsg::Finalize { raw, reply })
-        .is_err()
-    {
+    let message = FinalizerMsg::Finalize {
+        raw,
+        grounding: grounding.clone(),
+        reply,
+    };
+    if finalizer.send_message(message).is_err() {
         // The finalizer is restarting: the pure function gives the same result.
-        return crate::guardrail_finalizer::finalize(&fallback);
+        return crate::guardrail_finalizer::finalize(&fallback, grounding);
     }
     answer
         .await
-        .unwrap_or_else(|_| crate::guardrail_finalizer::finalize(&fallback))
+        .unwrap_or_else(|_| crate::guardrail_finalizer::finalize(&fallback, grounding))
+}
+
+/// Sends a cleaned piece on to the visitor and keeps it for storage; a piece
+/// the rules removed entirely sends nothing.
+fn release(clean: String, cleaned: &mut String, events: &mpsc::UnboundedSender<TurnEvent>) {
+    if clean.is_empty() {
+        return;
+    }
+    cleaned.push_str(&clean);
+    let _ = events.send(TurnEvent::Delta(clean));
 }
 
 /// Streams the provider's completion, cleaning each finished sentence before
@@ -370,6 +392,7 @@ async fn stream_completion(
     request: &CompletionRequest,
     events: &mpsc::UnboundedSender<TurnEvent>,
     finalizer: &ActorRef<FinalizerMsg>,
+    grounding: &Arc<Grounding>,
 ) -> (Result<Completion, crate::llm::LlmError>, String) {
     let (llm_tx, mut llm_rx) = mpsc::unbounded_channel();
     let producer = async move {
@@ -383,16 +406,20 @@ async fn stream_completion(
         while let Some(event) = llm_rx.recv().await {
             if let CompletionEvent::Delta(delta) = event {
                 if let Some(sentence) = buffer.push(&delta) {
-                    let clean = finalize(finalizer, sentence).await;
-                    cleaned.push_str(&clean);
-                    let _ = events.send(TurnEvent::Delta(clean));
+                    release(
+                        finalize(finalizer, sentence, grounding).await,
+                        &mut cleaned,
+                        events,
+                    );
                 }
             }
         }
         if let Some(rest) = buffer.finish() {
-            let clean = finalize(finalizer, rest).await;
-            cleaned.push_str(&clean);
-            let _ = events.send(TurnEvent::Delta(clean));
+            release(
+                finalize(finalizer, rest, grounding).await,
+                &mut cleaned,
+                events,
+            );
         }
         cleaned
     };
@@ -440,6 +467,13 @@ async fn run_turn(
     );
     let (history, brief) = (history?, brief?);
     let passages = &retrieved.passages;
+    // What the reply may assert: this turn's passages and the agent's own facts.
+    let grounding = Arc::new(Grounding::new(
+        passages
+            .iter()
+            .flat_map(|p| [p.title.as_str(), p.heading.as_str(), p.text.as_str()])
+            .chain(brief.facts.iter().map(String::as_str)),
+    ));
     let completion_request = CompletionRequest {
         messages: prompt::assemble(&brief, passages, &history, &request.text),
         tools: tools::catalog(),
@@ -456,6 +490,7 @@ async fn run_turn(
                 &completion_request,
                 events,
                 &stages.finalizer,
+                &grounding,
             )
             .await;
             (Some(provider), completion, cleaned)
@@ -465,6 +500,12 @@ async fn run_turn(
     let completion = match completion {
         Ok(completion) => {
             stage_metrics::record(Stage::Llm, "ok", llm_started);
+            if cleaned.trim().is_empty() && !completion.text.trim().is_empty() {
+                // The model said something and none of it could stand.
+                let fallback = brief.fallback.as_deref().unwrap_or(DEFAULT_FALLBACK);
+                cleaned = fallback.to_owned();
+                let _ = events.send(TurnEvent::Delta(cleaned.clone()));
+            }
             completion
         }
         Err(error) => {

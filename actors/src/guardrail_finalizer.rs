@@ -7,17 +7,21 @@
 //! directives are still to join it (issue 12). Each rule that fires is counted
 //! in `agentry_guardrail_removals_total{rule}`; what it removed is never logged.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
+use crate::guardrails::grounding::{strip_ungrounded, Grounding};
 use crate::stage_metrics::{self, Stage};
 
 /// Cleans one piece of model output. Pure, so it is testable without an actor.
-pub fn finalize(raw: &str) -> String {
+pub fn finalize(raw: &str, grounding: &Grounding) -> String {
     let (text, dashes) = crate::guardrails::dashes::rewrite_dashes(raw);
     record_removals("dashes", dashes);
+    let (text, ungrounded) = strip_ungrounded(&text, grounding);
+    record_removals("ungrounded", ungrounded);
     // No tag survives; script/style contents are dropped entirely.
     let sanitized = ammonia::Builder::empty().clean(&text).to_string();
     decode_entities(&sanitized)
@@ -78,6 +82,8 @@ impl SentenceBuffer {
 pub enum FinalizerMsg {
     Finalize {
         raw: String,
+        /// What this turn's reply may assert (its passages and the agent's facts).
+        grounding: Arc<Grounding>,
         reply: oneshot::Sender<String>,
     },
 }
@@ -104,9 +110,13 @@ impl Actor for GuardrailFinalizer {
         _state: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            FinalizerMsg::Finalize { raw, reply } => {
+            FinalizerMsg::Finalize {
+                raw,
+                grounding,
+                reply,
+            } => {
                 let started = Instant::now();
-                let _ = reply.send(finalize(&raw));
+                let _ = reply.send(finalize(&raw, &grounding));
                 stage_metrics::record(Stage::GuardrailFinalizer, "ok", started);
             }
         }
@@ -120,17 +130,41 @@ mod tests {
 
     #[test]
     fn tags_are_removed_and_text_is_kept() {
-        assert_eq!(finalize("Hello <b>there</b>!"), "Hello there!");
-        assert_eq!(finalize("<script>alert(1)</script>Hi"), "Hi");
-        assert_eq!(finalize("<img src=x onerror=alert(1)>ok"), "ok");
-        assert_eq!(finalize("a < b & c > d"), "a < b & c > d");
-        assert_eq!(finalize("Tom's \"quote\""), "Tom's \"quote\"");
+        assert_eq!(
+            finalize("Hello <b>there</b>!", &Grounding::default()),
+            "Hello there!"
+        );
+        assert_eq!(
+            finalize("<script>alert(1)</script>Hi", &Grounding::default()),
+            "Hi"
+        );
+        assert_eq!(
+            finalize("<img src=x onerror=alert(1)>ok", &Grounding::default()),
+            "ok"
+        );
+        assert_eq!(
+            finalize("a < b & c > d", &Grounding::default()),
+            "a < b & c > d"
+        );
+        assert_eq!(
+            finalize("Tom's \"quote\"", &Grounding::default()),
+            "Tom's \"quote\""
+        );
+    }
+
+    #[test]
+    fn ungrounded_sentences_are_removed_and_grounded_ones_kept() {
+        let grounding = Grounding::new(["A check-up costs 85 dollars."]);
+        assert_eq!(
+            finalize("A check-up is $85. Our APR is 4.9%! See you.", &grounding),
+            "A check-up is $85. See you."
+        );
     }
 
     #[test]
     fn dashes_are_rewritten_before_the_sanitizer() {
         assert_eq!(
-            finalize("We open <b>7–9</b> — see you!"),
+            finalize("We open <b>7–9</b> — see you!", &Grounding::default()),
             "We open 7 to 9, see you!"
         );
     }

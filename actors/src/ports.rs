@@ -122,6 +122,8 @@ pub struct AgentBrief {
     pub facts: Vec<String>,
     pub competitors: Vec<String>,
     pub escalation_topics: Vec<String>,
+    /// Said when the guardrails removed the whole reply (`None`: the default).
+    pub fallback: Option<String>,
 }
 
 /// Where a turn comes from, as its first write checks it.

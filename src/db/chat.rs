@@ -121,6 +121,7 @@ impl ChatStore for PgChatStore {
                 facts: profile.facts,
                 competitors: profile.competitors,
                 escalation_topics: profile.escalation_topics,
+                fallback: profile.fallback,
             },
         })
     }

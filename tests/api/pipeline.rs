@@ -469,3 +469,57 @@ async fn dashes_from_the_model_are_rewritten_in_the_stream_and_in_storage() {
             .unwrap();
     assert_eq!(stored, answer);
 }
+
+#[tokio::test]
+async fn an_invented_apr_is_removed_end_to_end_and_a_reply_with_nothing_left_becomes_the_fallback()
+{
+    let app = spawn_app_with(|_| {}).await;
+    let setup = site(&app, "Ground Co").await;
+    let patch = |profile: serde_json::Value| {
+        app.request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/agents/{}", setup.agent_id),
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "profile": profile }))
+        .send()
+    };
+    let response = patch(json!({ "facts": ["A check-up costs 85 dollars."] }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let base_url = fake_openai(&[
+        "A check-up costs $85. ",
+        "We finance it at 4.9% APR",
+        " for 12 months.",
+    ])
+    .await;
+    let configured = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "provider": "vllm", "model": "m", "base_url": base_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    let token = visitor_token(&app, &setup.public_key).await;
+    assert_eq!(
+        reply(&app, &token, "How much is a check-up?").await,
+        "A check-up costs $85."
+    );
+
+    // Without the fact, nothing of the reply can stand: the agent's fallback is said instead.
+    let response = patch(json!({ "fallback": "Let me find someone who can confirm that." }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        reply(&app, &token, "How much is a check-up?").await,
+        "Let me find someone who can confirm that."
+    );
+    let response = patch(json!({ "fallback": " " })).await.unwrap();
+    assert_eq!(response.status(), 422);
+}

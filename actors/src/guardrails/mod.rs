@@ -2,3 +2,4 @@
 //! piece of model output (see [`crate::guardrail_finalizer`]).
 
 pub mod dashes;
+pub mod grounding;

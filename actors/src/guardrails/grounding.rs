@@ -1,0 +1,304 @@
+//! The second rule of the finalize chain: no ungrounded specifics.
+//!
+//! A model asked about prices or dates will happily invent them. A sentence
+//! that asserts a specific (an amount of money, a percentage or APR, a phone
+//! number, an email address, a URL, a date, a count of items in stock) is kept
+//! only if that specific appears in what the turn is grounded on: the passages
+//! retrieved for it and the agent profile's facts. Specifics are compared
+//! normalized: `$1,200` = `$1200` = `1200 dollars`, phone numbers by their last
+//! ten digits, URLs without scheme, `www.` or trailing slash.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// One normalized specific, e.g. `money:1200` or `phone:4155552671`.
+pub type Specific = String;
+
+struct Patterns {
+    email: Regex,
+    url: Regex,
+    money: Regex,
+    percent: Regex,
+    stock: Regex,
+    date: Regex,
+    phone: Regex,
+}
+
+static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
+    let month = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
+    let compile = |pattern: &str| Regex::new(pattern).expect("a valid built-in pattern");
+    Patterns {
+        email: compile(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b"),
+        url: compile(
+            r"(?i)\b(?:https?://|www\.)[^\s<>()]+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|co|us|uk|de|fr|info|biz|app|dev)(?:/[^\s<>()]*)?",
+        ),
+        money: compile(
+            r"(?i)(?:[$€£]\s?(\d[\d,]*(?:\.\d+)?))|(?:\b(\d[\d,]*(?:\.\d+)?)\s?(?:dollars?|usd|euros?|eur|pounds?|gbp)\b)",
+        ),
+        percent: compile(r"(?i)\b(\d+(?:\.\d+)?)\s?(?:%|percent\b)"),
+        stock: compile(
+            r"(?i)\b(\d+)\s+(?:(?:units?|items?|pieces?)\s+)?(?:in stock|left|remaining)\b",
+        ),
+        date: compile(&format!(
+            r"(?i)\b(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?|{month}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{month})\b"
+        )),
+        phone: compile(r"\+?\(?\d[\d\s().-]{5,}\d"),
+    }
+});
+
+fn number(text: &str) -> String {
+    let plain = text.replace(',', "");
+    match plain.split_once('.') {
+        Some((whole, fraction)) if fraction.trim_end_matches('0').is_empty() => whole.to_owned(),
+        Some((whole, fraction)) => format!("{whole}.{}", fraction.trim_end_matches('0')),
+        None => plain,
+    }
+}
+
+fn normalized_url(url: &str) -> String {
+    let lower = url.to_lowercase();
+    let bare = lower
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_start_matches("www.");
+    bare.trim_end_matches(|c: char| ".,;:!?'\"/".contains(c))
+        .to_owned()
+}
+
+fn normalized_date(date: &str) -> String {
+    date.to_lowercase()
+        .replace(['.', ','], "")
+        .split_whitespace()
+        .filter(|word| *word != "of")
+        .map(|word| {
+            word.trim_end_matches(['s', 't', 'n', 'd', 'r', 'h'])
+                .to_owned()
+        })
+        .map(|word| word.chars().take(3).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The specifics `text` asserts, normalized.
+pub fn specifics(text: &str) -> HashSet<Specific> {
+    let p = &*PATTERNS;
+    let mut found = HashSet::new();
+    // Spans already claimed, so a price's digits are not also a phone number.
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    let mut claim =
+        |start: usize, end: usize, specific: Specific, found: &mut HashSet<Specific>| {
+            if taken.iter().any(|&(s, e)| start < e && s < end) {
+                return;
+            }
+            taken.push((start, end));
+            found.insert(specific);
+        };
+    for m in p.email.find_iter(text) {
+        claim(
+            m.start(),
+            m.end(),
+            format!("email:{}", m.as_str().to_lowercase()),
+            &mut found,
+        );
+    }
+    for m in p.url.find_iter(text) {
+        claim(
+            m.start(),
+            m.end(),
+            format!("url:{}", normalized_url(m.as_str())),
+            &mut found,
+        );
+    }
+    for c in p.money.captures_iter(text) {
+        let whole = c.get(0).expect("the whole match");
+        let amount = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        claim(
+            whole.start(),
+            whole.end(),
+            format!("money:{}", number(amount)),
+            &mut found,
+        );
+    }
+    for c in p.percent.captures_iter(text) {
+        let whole = c.get(0).expect("the whole match");
+        claim(
+            whole.start(),
+            whole.end(),
+            format!("percent:{}", number(&c[1])),
+            &mut found,
+        );
+    }
+    for c in p.stock.captures_iter(text) {
+        let whole = c.get(0).expect("the whole match");
+        claim(
+            whole.start(),
+            whole.end(),
+            format!("stock:{}", &c[1]),
+            &mut found,
+        );
+    }
+    for m in p.date.find_iter(text) {
+        claim(
+            m.start(),
+            m.end(),
+            format!("date:{}", normalized_date(m.as_str())),
+            &mut found,
+        );
+    }
+    for m in p.phone.find_iter(text) {
+        let digits: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
+        if digits.len() >= 7 {
+            let last_ten = &digits[digits.len().saturating_sub(10)..];
+            claim(m.start(), m.end(), format!("phone:{last_ten}"), &mut found);
+        }
+    }
+    found
+}
+
+/// What a turn's reply may assert: the specifics of its passages and facts.
+#[derive(Clone, Debug, Default)]
+pub struct Grounding {
+    known: HashSet<Specific>,
+}
+
+impl Grounding {
+    pub fn new<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            known: sources.into_iter().flat_map(specifics).collect(),
+        }
+    }
+
+    /// Whether every specific `sentence` asserts is grounded.
+    pub fn supports(&self, sentence: &str) -> bool {
+        specifics(sentence).iter().all(|s| self.known.contains(s))
+    }
+}
+
+/// Splits text after `.`, `!`, `?` followed by whitespace, or after a newline,
+/// keeping each piece's trailing whitespace with it.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for (i, c) in text.char_indices() {
+        let ends = c == '\n'
+            || (matches!(c, '.' | '!' | '?')
+                && bytes.get(i + 1).is_some_and(|b| b.is_ascii_whitespace()));
+        if ends {
+            let mut end = i + c.len_utf8();
+            while end < bytes.len() && bytes[end].is_ascii_whitespace() && bytes[end] != b'\n' {
+                end += 1;
+            }
+            if c != '\n' && bytes.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
+}
+
+/// `text` without its ungrounded sentences, and how many were removed.
+pub fn strip_ungrounded(text: &str, grounding: &Grounding) -> (String, usize) {
+    let mut removed = 0;
+    let mut kept = String::with_capacity(text.len());
+    for sentence in sentences(text) {
+        if grounding.supports(sentence) {
+            kept.push_str(sentence);
+        } else {
+            removed += 1;
+        }
+    }
+    (kept, removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grounding(sources: &[&str]) -> Grounding {
+        Grounding::new(sources.iter().copied())
+    }
+
+    #[test]
+    fn amounts_compare_normalized() {
+        let g = grounding(&["A check-up costs $1,200.00 and whitening 250 dollars."]);
+        for claim in [
+            "It costs $1200.",
+            "That is 1,200 dollars.",
+            "Whitening is $250.",
+            "About USD 1200? No: $1,200.",
+        ] {
+            assert!(g.supports(claim), "{claim}");
+        }
+        assert!(!g.supports("It costs $1,250."));
+        assert!(!g.supports("Financing at 3.9% APR is available."));
+    }
+
+    #[test]
+    fn phones_emails_urls_dates_and_stock_must_come_from_the_sources() {
+        let g = grounding(&[
+            "Call (415) 555-2671 or write to desk@harbor.example.com.",
+            "See https://www.harbor.example.com/prices/ for details.",
+            "We close on December 24th. 3 in stock.",
+        ]);
+        for claim in [
+            "Call +1 415-555-2671.",
+            "Email DESK@harbor.example.com today.",
+            "Prices: harbor.example.com/prices",
+            "We close Dec 24.",
+            "Only 3 left in stock? Yes, 3 in stock.",
+        ] {
+            assert!(g.supports(claim), "{claim}");
+        }
+        for claim in [
+            "Call 415-555-9999.",
+            "Write to sales@harbor.example.com.",
+            "See https://evil.example.net/offer.",
+            "We close on December 31st.",
+            "We have 12 in stock.",
+            "The deadline is 2026-12-01.",
+        ] {
+            assert!(!g.supports(claim), "{claim}");
+        }
+    }
+
+    #[test]
+    fn sentences_without_specifics_always_stand() {
+        let g = Grounding::default();
+        assert!(g.supports("We would love to help you with that."));
+        assert!(g.supports("Open most weekdays; ask the front desk."));
+    }
+
+    #[test]
+    fn only_the_ungrounded_sentences_go() {
+        let g = grounding(&["Check-ups cost $85."]);
+        let (kept, removed) = strip_ungrounded(
+            "A check-up costs $85. Whitening is $99 today! Anything else?",
+            &g,
+        );
+        assert_eq!(kept, "A check-up costs $85. Anything else?");
+        assert_eq!(removed, 1);
+        assert_eq!(strip_ungrounded(&kept, &g), (kept.clone(), 0), "idempotent");
+    }
+
+    #[test]
+    fn sentences_split_and_rejoin_to_the_same_text() {
+        for text in [
+            "One. Two! Three?",
+            "Line\nnext line",
+            "No end",
+            "A.B. c.  D",
+            "",
+        ] {
+            assert_eq!(sentences(text).concat(), text);
+        }
+    }
+}
