@@ -11,6 +11,7 @@ pub mod guardrails;
 pub mod ids;
 pub mod knowledge;
 pub mod llm;
+pub mod pii;
 pub mod pipeline;
 pub mod ports;
 pub mod prompt;
