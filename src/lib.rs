@@ -19,5 +19,6 @@ pub mod net_guard;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
+pub mod text_tools;
 pub mod tokens;
 pub mod widget_sessions;

@@ -7,6 +7,7 @@ use agentry::configuration::Settings;
 use agentry::db::{bootstrap, Store};
 use agentry::startup::Application;
 use agentry::{accounts, telemetry};
+use agentry_actors::pii::{Region, Scrubber};
 use agentry_actors::Secret;
 use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -52,6 +53,21 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The PII scrubber on lines of text (stdin to stdout, one JSON line each).
+    Pii {
+        #[command(subcommand)]
+        command: PiiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PiiCommand {
+    /// Scrub each line: `{"text", "found": {"EMAIL": n, ..}}`.
+    Scrub {
+        /// Region for phone numbers written without a country code, or `none`.
+        #[arg(long, default_value = "US", value_parser = parse_region)]
+        region: DefaultRegion,
     },
 }
 
@@ -105,12 +121,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve { bind: None });
-    if let Command::Keys {
-        command: KeysCommand::Generate,
-    } = command
-    {
-        print_generated_keys();
-        return Ok(());
+    match command {
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            print_generated_keys();
+            return Ok(());
+        }
+        Command::Pii {
+            command: PiiCommand::Scrub { region },
+        } => return scrub_stdin(region.0),
+        _ => {}
     }
     let mut settings = Settings::load()?;
     match command {
@@ -155,8 +176,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             close(store).await;
             Ok(())
         }
-        Command::Keys { .. } => unreachable!("handled before settings are loaded"),
+        Command::Keys { .. } | Command::Pii { .. } => {
+            unreachable!("handled before settings are loaded")
+        }
     }
+}
+
+/// The default region of national-format phone numbers, if any.
+#[derive(Clone, Copy, Debug)]
+struct DefaultRegion(Option<Region>);
+
+/// A CLDR region code (`US`, `GB` ...), or `none` for no default region.
+fn parse_region(text: &str) -> Result<DefaultRegion, String> {
+    let code = text.trim();
+    if code.eq_ignore_ascii_case("none") {
+        return Ok(DefaultRegion(None));
+    }
+    code.to_ascii_uppercase()
+        .parse::<Region>()
+        .map(|region| DefaultRegion(Some(region)))
+        .map_err(|_| format!("{code:?} is not a region code (US, GB, FR ...) or none"))
+}
+
+fn scrub_stdin(region: Option<Region>) -> anyhow::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    agentry::text_tools::scrub_lines(stdin, stdout, &Scrubber::new(region))?;
+    Ok(())
 }
 
 async fn close(store: Store) {

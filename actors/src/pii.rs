@@ -13,6 +13,8 @@
 //! Where candidates overlap, email beats card beats SSN beats phone.
 
 use phonenumber::country;
+/// A default region for national-format phone numbers (`US`, `GB`, ...).
+pub use phonenumber::country::Id as Region;
 use phonenumber::metadata::DATABASE;
 
 /// A kind of personal data the scrubber recognises.

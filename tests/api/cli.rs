@@ -188,3 +188,38 @@ fn drop_database(database: &str) {
             .unwrap();
         });
 }
+
+#[test]
+fn pii_scrub_writes_one_json_line_per_input_line_and_refuses_a_bad_region() {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentry"))
+        .args(["pii", "scrub"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ssn 123-45-6789, call +33 1 23 45 67 89\nv2.10.3 ships 2026-12-01\n\xff\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["text"], "ssn [SSN], call [PHONE]");
+    assert_eq!(
+        lines[0]["found"],
+        serde_json::json!({ "SSN": 1, "PHONE": 1 })
+    );
+    assert_eq!(lines[1]["text"], "v2.10.3 ships 2026-12-01");
+    assert_eq!(lines[2]["error"]["code"], "invalid_utf8");
+
+    let refused = agentry(&["pii", "scrub", "--region", "Atlantis"], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+}
