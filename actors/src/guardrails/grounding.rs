@@ -9,7 +9,7 @@
 //! ten digits, URLs without scheme, `www.` or trailing slash.
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use regex::Regex;
 
@@ -158,21 +158,35 @@ pub fn specifics(text: &str) -> HashSet<Specific> {
 }
 
 /// What a turn's reply may assert: the specifics of its passages and facts.
-#[derive(Clone, Debug, Default)]
+/// They are extracted on the first sentence that asserts anything, so a reply
+/// without specifics costs no scan of the sources.
+#[derive(Debug, Default)]
 pub struct Grounding {
-    known: HashSet<Specific>,
+    sources: Vec<String>,
+    known: OnceLock<HashSet<Specific>>,
 }
 
 impl Grounding {
     pub fn new<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            known: sources.into_iter().flat_map(specifics).collect(),
+            sources: sources.into_iter().map(str::to_owned).collect(),
+            known: OnceLock::new(),
         }
     }
 
     /// Whether every specific `sentence` asserts is grounded.
     pub fn supports(&self, sentence: &str) -> bool {
-        specifics(sentence).iter().all(|s| self.known.contains(s))
+        let asserted = specifics(sentence);
+        if asserted.is_empty() {
+            return true;
+        }
+        let known = self.known.get_or_init(|| {
+            self.sources
+                .iter()
+                .flat_map(|source| specifics(source))
+                .collect()
+        });
+        asserted.iter().all(|s| known.contains(s))
     }
 }
 
