@@ -145,6 +145,25 @@ async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
     format!("http://{address}/v1")
 }
 
+/// Points the site's tenant at an OpenAI-compatible stand-in (no key).
+async fn use_stand_in(
+    app: &crate::helpers::TestApp,
+    setup: &crate::chat_support::Site,
+    base_url: &str,
+) {
+    let configured = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "provider": "vllm", "model": "stand-in", "base_url": base_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+}
+
 #[tokio::test]
 async fn a_tenants_own_llm_answers_and_its_raw_output_is_cleaned_before_storage() {
     let app = spawn_app_with(|_| {}).await;
@@ -429,13 +448,7 @@ async fn a_turn_may_take_longer_than_the_request_timeout_when_its_own_timeout_al
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let configured = app
-        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&setup.tenant.token))
-        .json(&json!({ "provider": "vllm", "model": "slow", "base_url": format!("http://{address}/v1") }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(configured.status(), 200);
+    use_stand_in(&app, &setup, &format!("http://{address}/v1")).await;
     let token = visitor_token(&app, &setup.public_key).await;
     let started = std::time::Instant::now();
     assert_eq!(reply(&app, &token, "hello?").await, "Worth the wait.");
@@ -447,17 +460,7 @@ async fn dashes_from_the_model_are_rewritten_in_the_stream_and_in_storage() {
     let app = spawn_app_with(|_| {}).await;
     let setup = site(&app, "Dash Co").await;
     let base_url = fake_openai(&["We open 7–9 on Sat", "urdays — come by", " any time."]).await;
-    let configured = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/llm",
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "provider": "vllm", "model": "dashing", "base_url": base_url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(configured.status(), 200);
+    use_stand_in(&app, &setup, &base_url).await;
     let token = visitor_token(&app, &setup.public_key).await;
     let answer = reply(&app, &token, "When do you open?").await;
     assert_eq!(answer, "We open 7 to 9 on Saturdays, come by any time.");
@@ -494,17 +497,7 @@ async fn an_invented_apr_is_removed_end_to_end_and_a_reply_with_nothing_left_bec
         " for 12 months.",
     ])
     .await;
-    let configured = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/llm",
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "provider": "vllm", "model": "m", "base_url": base_url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(configured.status(), 200);
+    use_stand_in(&app, &setup, &base_url).await;
     let token = visitor_token(&app, &setup.public_key).await;
     assert_eq!(
         reply(&app, &token, "How much is a check-up?").await,
