@@ -2,9 +2,11 @@
 //! it before it is stored or sent; the raw model text goes nowhere else.
 //!
 //! The chain, in order: dashes rewritten into plain punctuation
-//! ([`crate::guardrails::dashes`]), then the HTML sanitizer (ammonia, no tags
-//! allowed, entities decoded back to text). Ungrounded claims and the tenant's
-//! directives are still to join it (issue 12). Each rule that fires is counted
+//! ([`crate::guardrails::dashes`]), the HTML sanitizer (ammonia, no tags
+//! allowed, entities decoded back to text), then sentences with ungrounded
+//! specifics removed ([`crate::guardrails::grounding`]). The sanitizer runs
+//! before the claim check so that what is checked is what the visitor reads.
+//! The tenant's directives are still to join it (issue 12). Each rule that fires is counted
 //! in `agentry_guardrail_removals_total{rule}`; what it removed is never logged.
 
 use std::sync::Arc;
@@ -20,11 +22,29 @@ use crate::stage_metrics::{self, Stage};
 pub fn finalize(raw: &str, grounding: &Grounding) -> String {
     let (text, dashes) = crate::guardrails::dashes::rewrite_dashes(raw);
     record_removals("dashes", dashes);
+    // Claims are judged on what the visitor would read: markup can hide a
+    // specific from the check and release it once stripped (`4<b></b>.9%`).
+    let text = sanitize(&text);
     let (text, ungrounded) = strip_ungrounded(&text, grounding);
     record_removals("ungrounded", ungrounded);
-    // No tag survives; script/style contents are dropped entirely.
-    let sanitized = ammonia::Builder::empty().clean(&text).to_string();
-    decode_entities(&sanitized)
+    text
+}
+
+/// No tag survives; script/style contents are dropped entirely. Decoding the
+/// sanitizer's entities can make new markup out of escaped text (`&lt;b&gt;`
+/// becomes `<b>`), so it runs until nothing changes: the result is a fixed
+/// point, and finalizing it again changes nothing. Each further pass only
+/// shortens the text, so the loop ends.
+fn sanitize(text: &str) -> String {
+    let mut current = decode_entities(&ammonia::Builder::empty().clean(text).to_string());
+    while current.contains(['<', '&']) {
+        let next = decode_entities(&ammonia::Builder::empty().clean(&current).to_string());
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
 }
 
 fn record_removals(rule: &'static str, count: usize) {
@@ -150,6 +170,51 @@ mod tests {
             finalize("Tom's \"quote\"", &Grounding::default()),
             "Tom's \"quote\""
         );
+    }
+
+    #[test]
+    fn markup_made_by_decoding_escaped_text_is_removed_too() {
+        let none = Grounding::default();
+        assert_eq!(finalize("&lt;b&gt;bold&lt;/b&gt; text", &none), "bold text");
+        // Twice escaped, a script still goes with its contents.
+        assert_eq!(finalize("&amp;lt;script&amp;gt;x", &none), "");
+        assert_eq!(finalize("a &amp; b &lt; c", &none), "a & b < c");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn finalize_is_idempotent_and_leaves_no_markup(
+            raw in proptest::string::string_regex(
+                r#"([a-z ]{0,6}|<[a-z/!]{0,8}[ a-z="']{0,10}>?|&(amp;|lt;|gt;|quot;|#39;)?|[—–.!?0-9$%]){0,24}"#
+            ).unwrap()
+        ) {
+            let none = Grounding::default();
+            let once = finalize(&raw, &none);
+            proptest::prop_assert_eq!(&finalize(&once, &none), &once);
+            // A sanitizer pass finds nothing left to remove.
+            proptest::prop_assert_eq!(&sanitize(&once), &once);
+            proptest::prop_assert!(!once.to_lowercase().contains("<script"));
+        }
+
+        #[test]
+        fn finalize_never_panics_on_arbitrary_text(raw in proptest::prelude::any::<String>()) {
+            let grounding = Grounding::new(["Call (415) 555-2671, $85."]);
+            let once = finalize(&raw, &grounding);
+            let dashed = once.contains(['\u{2014}', '\u{2013}']);
+            proptest::prop_assert!(!dashed, "a dash survived in {:?}", once);
+        }
+    }
+
+    #[test]
+    fn markup_cannot_hide_an_ungrounded_specific() {
+        let none = Grounding::default();
+        assert_eq!(finalize("Only 4<b></b>.9% APR. Ask us.", &none), "Ask us.");
     }
 
     #[test]
