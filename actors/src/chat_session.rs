@@ -209,13 +209,7 @@ impl SessionState {
             .history
             .as_ref()
             .filter(|history| history.next_seq == visitor_seq);
-        let hit = kept.is_some() || visitor_seq == 0;
-        metrics::counter!(
-            "agentry_cache_lookups_total",
-            "cache" => "history",
-            "outcome" => if hit { "hit" } else { "miss" }
-        )
-        .increment(1);
+        stage_metrics::record_cache_lookup("history", kept.is_some() || visitor_seq == 0);
         if let Some(history) = kept {
             return Ok(history.messages.iter().cloned().collect());
         }

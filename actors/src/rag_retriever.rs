@@ -131,12 +131,7 @@ pub async fn snapshot(
     version: i64,
 ) -> Result<Arc<NamespaceSnapshot>, RetrieveError> {
     let hit = resident.current(namespace, version);
-    metrics::counter!(
-        "agentry_cache_lookups_total",
-        "cache" => "namespace",
-        "outcome" => if hit.is_some() { "hit" } else { "miss" }
-    )
-    .increment(1);
+    stage_metrics::record_cache_lookup("namespace", hit.is_some());
     if let Some(snapshot) = hit {
         return Ok(snapshot);
     }

@@ -34,6 +34,14 @@ pub fn record(stage: Stage, outcome: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Counts a lookup in one of the turn's caches (`agentry_cache_lookups_total{cache,outcome}`),
+/// so a warm turn can be told from a cold one.
+pub fn record_cache_lookup(cache: &'static str, hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    metrics::counter!("agentry_cache_lookups_total", "cache" => cache, "outcome" => outcome)
+        .increment(1);
+}
+
 /// Records a supervisor replacing a crashed child.
 pub fn record_restart(actor: &'static str) {
     metrics::counter!("agentry_actor_restarts_total", "actor" => actor).increment(1);

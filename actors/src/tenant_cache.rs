@@ -13,18 +13,12 @@ use std::sync::{Arc, Mutex};
 use crate::ids::{AgentId, TenantId};
 use crate::llm::{LlmError, LlmProvider};
 use crate::ports::{AgentBrief, ChatStore, LlmResolver, StoreError, Versioned};
+use crate::stage_metrics::record_cache_lookup;
 
 #[derive(Default)]
 pub struct TenantCaches {
     briefs: Mutex<HashMap<AgentId, Versioned<Arc<AgentBrief>>>>,
     provider: Mutex<Option<Versioned<Arc<dyn LlmProvider>>>>,
-}
-
-/// Counts a cache lookup, so a warm path can be told from a cold one.
-fn record_lookup(cache: &'static str, hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!("agentry_cache_lookups_total", "cache" => cache, "outcome" => outcome)
-        .increment(1);
 }
 
 impl TenantCaches {
@@ -40,7 +34,7 @@ impl TenantCaches {
             .get(&agent)
             .filter(|cached| cached.version == version)
             .map(|cached| cached.value.clone());
-        record_lookup("agent_brief", cached.is_some());
+        record_cache_lookup("agent_brief", cached.is_some());
         if let Some(brief) = cached {
             return Ok(brief);
         }
@@ -68,7 +62,7 @@ impl TenantCaches {
             .as_ref()
             .filter(|cached| cached.version == version)
             .map(|cached| cached.value.clone());
-        record_lookup("llm_provider", cached.is_some());
+        record_cache_lookup("llm_provider", cached.is_some());
         if let Some(provider) = cached {
             return Ok(provider);
         }

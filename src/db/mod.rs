@@ -100,15 +100,8 @@ impl Store {
             .await
     }
 
-    /// Begins and sets the tenant in one round trip (a UUID's text form needs no quoting).
     async fn begin_for(&self, tenant: TenantId, begin: &str) -> Result<TenantTx, DbError> {
-        let tx = self
-            .pool
-            .begin_with(format!(
-                "{begin}; SELECT set_config('app.tenant_id', '{}', true)",
-                tenant.as_uuid().hyphenated()
-            ))
-            .await?;
+        let tx = begin_with_setting(&self.pool, begin, "app.tenant_id", tenant.as_uuid()).await?;
         Ok(TenantTx { tx, tenant })
     }
 
@@ -117,18 +110,29 @@ impl Store {
         &self,
         operator: OperatorId,
     ) -> Result<Transaction<'static, Postgres>, DbError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.operator_id', $1, true)")
-            .bind(operator.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        begin_with_setting(&self.pool, "BEGIN", "app.operator_id", operator.as_uuid()).await
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Begins a transaction and sets `setting` to `id` transaction-locally, in one
+/// round trip (a UUID's text form needs no quoting; `setting` is a constant).
+async fn begin_with_setting(
+    pool: &PgPool,
+    begin: &str,
+    setting: &'static str,
+    id: uuid::Uuid,
+) -> Result<Transaction<'static, Postgres>, DbError> {
+    Ok(pool
+        .begin_with(format!(
+            "{begin}; SELECT set_config('{setting}', '{}', true)",
+            id.hyphenated()
+        ))
+        .await?)
 }
 
 /// A transaction in which `app.tenant_id` is set; dropped without commit, it rolls back.
