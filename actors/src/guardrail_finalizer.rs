@@ -148,28 +148,18 @@ impl Actor for GuardrailFinalizer {
 mod tests {
     use super::*;
 
+    /// The chain with nothing to ground claims on.
+    fn clean(raw: &str) -> String {
+        finalize(raw, &Grounding::default())
+    }
+
     #[test]
     fn tags_are_removed_and_text_is_kept() {
-        assert_eq!(
-            finalize("Hello <b>there</b>!", &Grounding::default()),
-            "Hello there!"
-        );
-        assert_eq!(
-            finalize("<script>alert(1)</script>Hi", &Grounding::default()),
-            "Hi"
-        );
-        assert_eq!(
-            finalize("<img src=x onerror=alert(1)>ok", &Grounding::default()),
-            "ok"
-        );
-        assert_eq!(
-            finalize("a < b & c > d", &Grounding::default()),
-            "a < b & c > d"
-        );
-        assert_eq!(
-            finalize("Tom's \"quote\"", &Grounding::default()),
-            "Tom's \"quote\""
-        );
+        assert_eq!(clean("Hello <b>there</b>!"), "Hello there!");
+        assert_eq!(clean("<script>alert(1)</script>Hi"), "Hi");
+        assert_eq!(clean("<img src=x onerror=alert(1)>ok"), "ok");
+        assert_eq!(clean("a < b & c > d"), "a < b & c > d");
+        assert_eq!(clean("Tom's \"quote\""), "Tom's \"quote\"");
     }
 
     #[test]
@@ -229,7 +219,7 @@ mod tests {
     #[test]
     fn dashes_are_rewritten_before_the_sanitizer() {
         assert_eq!(
-            finalize("We open <b>7–9</b> — see you!", &Grounding::default()),
+            clean("We open <b>7–9</b> — see you!"),
             "We open 7 to 9, see you!"
         );
     }

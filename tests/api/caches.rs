@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 
-use crate::chat_support::{reply, site, visitor_token, Site};
+use crate::chat_support::{reply, site, use_stand_in, visitor_token};
 use crate::helpers::{spawn_app, spawn_app_on, TestApp};
 
 /// An OpenAI-compatible server that answers `"{name} answers."` and keeps
@@ -61,20 +61,6 @@ impl RecordingLlm {
     }
 }
 
-async fn use_llm(app: &TestApp, site: &Site, llm: &RecordingLlm) {
-    let response = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/llm",
-            Some(&site.tenant.token),
-        )
-        .json(&json!({ "provider": "vllm", "model": "m", "base_url": llm.base_url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 /// A second instance on the first one's database and Redis.
 async fn second_instance(first: &TestApp) -> TestApp {
     let prefix = first.settings.redis.prefix.clone();
@@ -92,7 +78,7 @@ async fn an_agent_edited_through_one_instance_is_used_by_the_next_turn_on_anothe
     let second = second_instance(&first).await;
     let setup = site(&first, "Edit Co").await;
     let llm = RecordingLlm::start("house").await;
-    use_llm(&first, &setup, &llm).await;
+    use_stand_in(&first, &setup, &llm.base_url).await;
     let token = visitor_token(&second, &setup.public_key).await;
     reply(&second, &token, "hello").await;
     reply(&second, &token, "hello again").await;
@@ -126,12 +112,12 @@ async fn an_llm_replaced_or_removed_through_one_instance_answers_the_next_turn_o
         RecordingLlm::start("old").await,
         RecordingLlm::start("new").await,
     );
-    use_llm(&first, &setup, &old).await;
+    use_stand_in(&first, &setup, &old.base_url).await;
     let token = visitor_token(&second, &setup.public_key).await;
     assert_eq!(reply(&second, &token, "hi").await, "old answers.");
     assert_eq!(reply(&second, &token, "hi").await, "old answers.");
 
-    use_llm(&first, &setup, &new).await;
+    use_stand_in(&first, &setup, &new.base_url).await;
     assert_eq!(reply(&second, &token, "hi").await, "new answers.");
     assert_eq!((old.calls(), new.calls()), (2, 1));
 
@@ -156,7 +142,7 @@ async fn a_conversation_alternating_between_instances_keeps_its_whole_history() 
     let second = second_instance(&first).await;
     let setup = site(&first, "Hop Co").await;
     let llm = RecordingLlm::start("hop").await;
-    use_llm(&first, &setup, &llm).await;
+    use_stand_in(&first, &setup, &llm.base_url).await;
     let token = visitor_token(&first, &setup.public_key).await;
     for (n, app) in [&first, &second, &first, &first, &second]
         .iter()

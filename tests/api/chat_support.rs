@@ -97,3 +97,18 @@ pub async fn upload_ready(
     wait_until_document_ready(app, token, agent_id, &id).await;
     id
 }
+
+/// Points the site's tenant at an OpenAI-compatible stand-in (no key).
+pub async fn use_stand_in(app: &TestApp, setup: &Site, base_url: &str) {
+    let configured = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/llm",
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "provider": "vllm", "model": "stand-in", "base_url": base_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+}

@@ -7,7 +7,7 @@ use agentry_actors::chat_session::FAULT_TRIGGER;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::chat_support::{reply, site, turn, visitor_token};
+use crate::chat_support::{reply, site, turn, use_stand_in, visitor_token};
 use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
 
 async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
@@ -143,25 +143,6 @@ async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{address}/v1")
-}
-
-/// Points the site's tenant at an OpenAI-compatible stand-in (no key).
-async fn use_stand_in(
-    app: &crate::helpers::TestApp,
-    setup: &crate::chat_support::Site,
-    base_url: &str,
-) {
-    let configured = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/llm",
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "provider": "vllm", "model": "stand-in", "base_url": base_url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(configured.status(), 200);
 }
 
 #[tokio::test]

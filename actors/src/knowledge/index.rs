@@ -251,15 +251,6 @@ mod tests {
     use super::*;
     use crate::knowledge::synthetic::SplitMix64;
 
-    fn random_unit_vector(rng: &mut SplitMix64, dimensions: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dimensions)
-            .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
-            .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= norm);
-        v
-    }
-
     fn id(rng: &mut SplitMix64) -> Uuid {
         rng.uuid()
     }
@@ -287,7 +278,7 @@ mod tests {
         let mut rows = Vec::new();
         for _ in 0..2000 {
             let (chunk, document) = (id(&mut rng), id(&mut rng));
-            let vector = random_unit_vector(&mut rng, dimensions);
+            let vector = rng.unit_vector(dimensions);
             index.insert(chunk, document, &vector).unwrap();
             rows.push((chunk, vector));
         }
@@ -302,7 +293,7 @@ mod tests {
             let query = if q < 5 {
                 rows[q].1.clone()
             } else {
-                random_unit_vector(&mut rng, dimensions)
+                rng.unit_vector(dimensions)
             };
             let mut expected: Vec<(Uuid, f32)> =
                 rows.iter().map(|(c, v)| (*c, dot(&query, v))).collect();
@@ -339,7 +330,7 @@ mod tests {
         for i in 0..30 {
             let document = documents[i % 3];
             let chunk = id(&mut rng);
-            let vector = random_unit_vector(&mut rng, 8);
+            let vector = rng.unit_vector(8);
             index.insert(chunk, document, &vector).unwrap();
             if document != documents[1] {
                 kept.push((chunk, vector));

@@ -488,15 +488,6 @@ mod tests {
     use crate::knowledge::synthetic::{SplitMix64, SyntheticConfig, SyntheticCorpus};
     use crate::knowledge::OfflineEmbedder;
 
-    fn random_unit_vector(rng: &mut SplitMix64, dimensions: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dimensions)
-            .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
-            .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= norm);
-        v
-    }
-
     /// Mean share of the exact top 10 that `index` returns, over `queries`.
     fn recall_at_10(exact: &DenseIndex, index: &QuantizedIndex, queries: &[Vec<f32>]) -> f64 {
         let mut found = 0;
@@ -560,7 +551,7 @@ mod tests {
         let mut exact = DenseIndex::new(dimensions).unwrap();
         let mut index = QuantizedIndex::new(dimensions).unwrap();
         for _ in 0..3000 {
-            let (chunk, vector) = (rng.uuid(), random_unit_vector(&mut rng, dimensions));
+            let (chunk, vector) = (rng.uuid(), rng.unit_vector(dimensions));
             exact.insert(chunk, Uuid::nil(), &vector).unwrap();
             assert_eq!(
                 index.push(chunk, &vector).unwrap() as usize,
@@ -571,9 +562,7 @@ mod tests {
             (index.len(), index.rows(), index.garbage_rows()),
             (3000, 3000, 0)
         );
-        let queries: Vec<Vec<f32>> = (0..50)
-            .map(|_| random_unit_vector(&mut rng, dimensions))
-            .collect();
+        let queries: Vec<Vec<f32>> = (0..50).map(|_| rng.unit_vector(dimensions)).collect();
         for query in &queries {
             let got = index.top_k(query, 20).unwrap();
             assert_eq!(got.len(), 20);
@@ -610,7 +599,7 @@ mod tests {
         let mut vectors = Vec::new();
         // More than a block, so that compaction crosses block boundaries.
         for _ in 0..2500 {
-            let vector = random_unit_vector(&mut rng, 16);
+            let vector = rng.unit_vector(16);
             index.push(rng.uuid(), &vector).unwrap();
             vectors.push(vector);
         }
@@ -705,9 +694,7 @@ mod tests {
         let mut index = QuantizedIndex::new(64).unwrap();
         let empty = index.heap_bytes();
         for _ in 0..2000 {
-            index
-                .push(rng.uuid(), &random_unit_vector(&mut rng, 64))
-                .unwrap();
+            index.push(rng.uuid(), &rng.unit_vector(64)).unwrap();
         }
         let full = index.heap_bytes();
         // Codes, vectors, scale and key: 64 + 256 + 4 + 16 bytes a row at least.

@@ -33,6 +33,16 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// A random vector of unit length, components drawn uniformly from `[-1, 1)`.
+    pub fn unit_vector(&mut self, dimensions: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dimensions)
+            .map(|_| self.next_f64() as f32 * 2.0 - 1.0)
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+
     /// Uniform in `[0, 1)`.
     pub fn next_f64(&mut self) -> f64 {
         // The top 53 bits fill an f64 mantissa exactly.
