@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::{LazyLock, OnceLock};
 
-use regex::Regex;
+use regex::{Captures, Regex};
 
 /// One normalized specific, e.g. `money:1200` or `phone:4155552671`.
 pub type Specific = String;
@@ -81,77 +81,45 @@ fn normalized_date(date: &str) -> String {
         .join(" ")
 }
 
+/// Turns one match into its normalized specific; `None` leaves the text unclaimed.
+type Normalize = fn(&Captures) -> Option<Specific>;
+
 /// The specifics `text` asserts, normalized.
 pub fn specifics(text: &str) -> HashSet<Specific> {
     let p = &*PATTERNS;
+    // In order of precedence: a span claimed by one kind (a price) is not
+    // claimed again by a later one (its digits as a phone number).
+    let kinds: [(&Regex, Normalize); 7] = [
+        (&p.email, |c| Some(format!("email:{}", c[0].to_lowercase()))),
+        (&p.url, |c| Some(format!("url:{}", normalized_url(&c[0])))),
+        (&p.money, |c| {
+            let amount = c.get(1).or_else(|| c.get(2))?;
+            Some(format!("money:{}", number(amount.as_str())))
+        }),
+        (&p.percent, |c| Some(format!("percent:{}", number(&c[1])))),
+        (&p.stock, |c| Some(format!("stock:{}", &c[1]))),
+        (&p.date, |c| {
+            Some(format!("date:{}", normalized_date(&c[0])))
+        }),
+        (&p.phone, |c| {
+            let digits: String = c[0].chars().filter(char::is_ascii_digit).collect();
+            (digits.len() >= 7)
+                .then(|| format!("phone:{}", &digits[digits.len().saturating_sub(10)..]))
+        }),
+    ];
     let mut found = HashSet::new();
-    // Spans already claimed, so a price's digits are not also a phone number.
     let mut taken: Vec<(usize, usize)> = Vec::new();
-    let mut claim =
-        |start: usize, end: usize, specific: Specific, found: &mut HashSet<Specific>| {
+    for (pattern, normalize) in kinds {
+        for captures in pattern.captures_iter(text) {
+            let whole = captures.get(0).expect("the whole match");
+            let (start, end) = (whole.start(), whole.end());
             if taken.iter().any(|&(s, e)| start < e && s < end) {
-                return;
+                continue;
             }
-            taken.push((start, end));
-            found.insert(specific);
-        };
-    for m in p.email.find_iter(text) {
-        claim(
-            m.start(),
-            m.end(),
-            format!("email:{}", m.as_str().to_lowercase()),
-            &mut found,
-        );
-    }
-    for m in p.url.find_iter(text) {
-        claim(
-            m.start(),
-            m.end(),
-            format!("url:{}", normalized_url(m.as_str())),
-            &mut found,
-        );
-    }
-    for c in p.money.captures_iter(text) {
-        let whole = c.get(0).expect("the whole match");
-        let amount = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
-        claim(
-            whole.start(),
-            whole.end(),
-            format!("money:{}", number(amount)),
-            &mut found,
-        );
-    }
-    for c in p.percent.captures_iter(text) {
-        let whole = c.get(0).expect("the whole match");
-        claim(
-            whole.start(),
-            whole.end(),
-            format!("percent:{}", number(&c[1])),
-            &mut found,
-        );
-    }
-    for c in p.stock.captures_iter(text) {
-        let whole = c.get(0).expect("the whole match");
-        claim(
-            whole.start(),
-            whole.end(),
-            format!("stock:{}", &c[1]),
-            &mut found,
-        );
-    }
-    for m in p.date.find_iter(text) {
-        claim(
-            m.start(),
-            m.end(),
-            format!("date:{}", normalized_date(m.as_str())),
-            &mut found,
-        );
-    }
-    for m in p.phone.find_iter(text) {
-        let digits: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
-        if digits.len() >= 7 {
-            let last_ten = &digits[digits.len().saturating_sub(10)..];
-            claim(m.start(), m.end(), format!("phone:{last_ten}"), &mut found);
+            if let Some(specific) = normalize(&captures) {
+                taken.push((start, end));
+                found.insert(specific);
+            }
         }
     }
     found
