@@ -1,6 +1,8 @@
 //! Validated values, parsed once at the edge so the rest of the code never sees
 //! an invalid one. Parse errors are messages fit for an API client.
 
+use agentry_actors::guardrails::directives::Directives;
+use agentry_actors::ports::AgentBrief;
 use serde::{Deserialize, Serialize};
 
 /// A login email, normalized to lowercase.
@@ -81,11 +83,31 @@ pub struct AgentProfile {
     pub escalation_topics: Vec<String>,
     /// Said instead of a reply whose every sentence the guardrails removed.
     pub fallback: Option<String>,
+    /// What the agent must never say, enforced on its output.
+    pub directives: Directives,
+    /// Store visitor messages with emails, phone numbers, SSNs and card
+    /// numbers replaced by placeholders (the turn's model still reads the
+    /// original message; later turns read the stored one).
+    pub scrub_visitor_messages: bool,
 }
 
 impl AgentProfile {
     const MAX_ITEMS: usize = 100;
     const MAX_ITEM_CHARS: usize = 1_000;
+
+    /// The agent as prompt assembly and the guardrails see it.
+    pub fn into_brief(self, name: String, system_prompt: String) -> AgentBrief {
+        AgentBrief {
+            name,
+            system_prompt,
+            brand: self.brand,
+            facts: self.facts,
+            competitors: self.competitors,
+            escalation_topics: self.escalation_topics,
+            fallback: self.fallback,
+            directives: self.directives,
+        }
+    }
 
     pub fn check(&self) -> Result<(), String> {
         if let Some(brand) = &self.brand {

@@ -11,6 +11,7 @@ pub mod configuration;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod evals;
 pub mod http;
 pub mod kb_ingest;
 pub mod llm;

@@ -59,6 +59,24 @@ enum Command {
         #[command(subcommand)]
         command: PiiCommand,
     },
+    /// The reply guardrails on JSON lines (stdin to stdout, one JSON line each).
+    Guardrails {
+        #[command(subcommand)]
+        command: GuardrailsCommand,
+    },
+    /// Run the eval suite and print the pass rate per rule; fails below 100 %.
+    Eval {
+        /// The directory of `*.jsonl` case files.
+        #[arg(long, default_value = "evals")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardrailsCommand {
+    /// Finalize each `{"reply", "passages", "profile", "system_prompt"?}` line:
+    /// `{"cleaned", "removed": {"<rule>": n}}`.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +149,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pii {
             command: PiiCommand::Scrub { region },
         } => return scrub_stdin(region.0),
+        Command::Guardrails {
+            command: GuardrailsCommand::Check,
+        } => {
+            let (stdin, stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
+            agentry::text_tools::check_lines(stdin, stdout)?;
+            return Ok(());
+        }
+        Command::Eval { dir } => {
+            let report = agentry::evals::run(&dir)?;
+            print!("{}", report.table());
+            anyhow::ensure!(report.all_passed(), "not every eval passed");
+            return Ok(());
+        }
         _ => {}
     }
     let mut settings = Settings::load()?;
@@ -176,7 +207,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             close(store).await;
             Ok(())
         }
-        Command::Keys { .. } | Command::Pii { .. } => {
+        Command::Keys { .. }
+        | Command::Pii { .. }
+        | Command::Guardrails { .. }
+        | Command::Eval { .. } => {
             unreachable!("handled before settings are loaded")
         }
     }

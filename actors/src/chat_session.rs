@@ -18,26 +18,23 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::guardrail_finalizer::{FinalizerMsg, SentenceBuffer};
+use crate::guardrail_finalizer::{self, FinalizerMsg, ReplyPolicy, ReplyState, SentenceBuffer};
+use crate::guardrails::directives::raised_topic;
 use crate::guardrails::grounding::Grounding;
 use crate::ids::{AgentId, ConversationId, TenantId};
 use crate::llm::{
-    ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider,
+    ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider, ToolCall,
 };
+use crate::pii::Scrubber;
 use crate::ports::{
     ChatStore, KnowledgeStore, LlmResolver, Namespace, StoreError, StoredReply, TurnChannel,
-    TurnRecord,
+    TurnRecord, VisitorMessage,
 };
 use crate::prompt;
 use crate::rag_retriever::{self, RagMsg, Resident, Retrieved};
 use crate::stage_metrics::{self, Stage};
 use crate::tenant_cache::TenantCaches;
 use crate::tools;
-
-/// Said when the guardrails removed every sentence of a reply and the agent
-/// has no fallback of its own: honest about the gap, and offers a person.
-pub const DEFAULT_FALLBACK: &str =
-    "I'm not able to confirm that here. Would you like me to connect you with a person on our team?";
 
 /// Visitor text that makes a session panic when fault injection is on (tests only).
 pub const FAULT_TRIGGER: &str = "__agentry_fault_injection__";
@@ -135,6 +132,8 @@ pub struct PipelineSettings {
     pub apology: String,
     /// Lets tests crash a session on purpose (see [`FAULT_TRIGGER`]).
     pub fault_injection: bool,
+    /// Scrubs visitor messages for agents that store them scrubbed.
+    pub scrubber: Scrubber,
 }
 
 impl Default for PipelineSettings {
@@ -148,6 +147,7 @@ impl Default for PipelineSettings {
             temperature: 0.2,
             apology: "Sorry, I can't answer right now. Please try again in a moment.".into(),
             fault_injection: false,
+            scrubber: Scrubber::default(),
         }
     }
 }
@@ -351,22 +351,32 @@ async fn retrieve(
 async fn finalize(
     finalizer: &ActorRef<FinalizerMsg>,
     raw: String,
-    grounding: &Arc<Grounding>,
+    policy: &Arc<ReplyPolicy>,
+    state: &mut ReplyState,
 ) -> String {
     let (reply, answer) = oneshot::channel();
-    let fallback = raw.clone();
+    // Kept for the pure function, which gives the same result when the
+    // finalizer is restarting or dropped the piece.
+    let (fallback_raw, fallback_state) = (raw.clone(), state.clone());
     let message = FinalizerMsg::Finalize {
         raw,
-        grounding: grounding.clone(),
+        policy: policy.clone(),
+        state: std::mem::take(state),
         reply,
     };
-    if finalizer.send_message(message).is_err() {
-        // The finalizer is restarting: the pure function gives the same result.
-        return crate::guardrail_finalizer::finalize(&fallback, grounding);
-    }
-    answer
-        .await
-        .unwrap_or_else(|_| crate::guardrail_finalizer::finalize(&fallback, grounding))
+    let answered = match finalizer.send_message(message) {
+        Ok(()) => answer.await.ok(),
+        Err(_) => None,
+    };
+    let (cleaned, after) = answered.unwrap_or_else(|| {
+        let mut state = fallback_state;
+        (
+            guardrail_finalizer::finalize(&fallback_raw, policy, &mut state),
+            state,
+        )
+    });
+    *state = after;
+    cleaned
 }
 
 /// Sends a cleaned piece on to the visitor and keeps it for storage; a piece
@@ -380,14 +390,15 @@ fn release(clean: String, cleaned: &mut String, events: &mpsc::UnboundedSender<T
 }
 
 /// Streams the provider's completion, cleaning each finished sentence before
-/// it is sent on; returns the completion and the cleaned text.
+/// it is sent on; returns the completion, the cleaned text and the reply's
+/// finalize state.
 async fn stream_completion(
     provider: &dyn LlmProvider,
     request: &CompletionRequest,
     events: &mpsc::UnboundedSender<TurnEvent>,
     finalizer: &ActorRef<FinalizerMsg>,
-    grounding: &Arc<Grounding>,
-) -> (Result<Completion, crate::llm::LlmError>, String) {
+    policy: &Arc<ReplyPolicy>,
+) -> (Result<Completion, crate::llm::LlmError>, String, ReplyState) {
     let (llm_tx, mut llm_rx) = mpsc::unbounded_channel();
     let producer = async move {
         let result = provider.complete(request, &llm_tx).await;
@@ -397,11 +408,12 @@ async fn stream_completion(
     let consumer = async {
         let mut buffer = SentenceBuffer::default();
         let mut cleaned = String::new();
+        let mut state = ReplyState::default();
         while let Some(event) = llm_rx.recv().await {
             if let CompletionEvent::Delta(delta) = event {
                 if let Some(sentence) = buffer.push(&delta) {
                     release(
-                        finalize(finalizer, sentence, grounding).await,
+                        finalize(finalizer, sentence, policy, &mut state).await,
                         &mut cleaned,
                         events,
                     );
@@ -410,14 +422,38 @@ async fn stream_completion(
         }
         if let Some(rest) = buffer.finish() {
             release(
-                finalize(finalizer, rest, grounding).await,
+                finalize(finalizer, rest, policy, &mut state).await,
                 &mut cleaned,
                 events,
             );
         }
-        cleaned
+        (cleaned, state)
     };
-    tokio::join!(producer, consumer)
+    let (completion, (cleaned, state)) = tokio::join!(producer, consumer);
+    (completion, cleaned, state)
+}
+
+/// The escalate call the `escalation_topics` directive adds when the visitor
+/// raised one of the agent's escalation topics and the model did not escalate.
+/// Its reason names the tenant's topic, never the visitor's words.
+fn enforced_escalation(
+    brief: &crate::ports::AgentBrief,
+    visitor_text: &str,
+    calls: &[ToolCall],
+) -> Option<ToolCall> {
+    if !brief.directives.escalation_topics.enabled
+        || calls
+            .iter()
+            .any(|call| call.name == tools::ESCALATE_TO_HUMAN)
+    {
+        return None;
+    }
+    let topic = raised_topic(&brief.escalation_topics, visitor_text)?;
+    Some(ToolCall {
+        id: format!("directive_{}", uuid::Uuid::now_v7().simple()),
+        name: tools::ESCALATE_TO_HUMAN.to_owned(),
+        arguments: serde_json::json!({ "reason": format!("escalation topic: {topic}") }),
+    })
 }
 
 async fn run_turn(
@@ -430,6 +466,13 @@ async fn run_turn(
     let deps = state.deps.clone();
     let settings = &deps.settings;
     let (tenant, agent) = (request.tenant, request.agent);
+    // Scrubbed for every agent (a few microseconds per message) so the first
+    // write can decide on the agent row itself whether to store it.
+    let scrubbed = settings.scrubber.scrub(&request.text);
+    let message = VisitorMessage {
+        text: &request.text,
+        scrubbed: (!scrubbed.counts.is_empty()).then_some(scrubbed.text.as_str()),
+    };
     let opened = deps
         .chat
         .begin_turn(
@@ -437,17 +480,21 @@ async fn run_turn(
             agent,
             request.conversation,
             &request.channel,
-            &request.text,
+            message,
         )
         .await?;
+    let stored_visitor_text = match opened.stored_scrubbed {
+        true => scrubbed.text.as_str(),
+        false => request.text.as_str(),
+    };
     let _ = accepted.send(());
     let versions = opened.versions;
     let namespace = Namespace { tenant, agent };
-    let (history, brief, retrieved, provider) = tokio::join!(
+    let (history, compiled, retrieved, provider) = tokio::join!(
         state.history_before(tenant, opened.slot.visitor_seq),
         stages
             .caches
-            .brief(deps.chat.as_ref(), tenant, agent, versions.agent),
+            .agent(deps.chat.as_ref(), tenant, agent, versions.agent),
         retrieve(
             &deps,
             &stages.retriever,
@@ -459,17 +506,21 @@ async fn run_turn(
             .caches
             .provider(deps.llm.as_ref(), tenant, versions.llm),
     );
-    let (history, brief) = (history?, brief?);
+    let (history, compiled) = (history?, compiled?);
+    let brief = &compiled.brief;
     let passages = &retrieved.passages;
-    // What the reply may assert: this turn's passages and the agent's own facts.
-    let grounding = Arc::new(Grounding::new(
-        passages
-            .iter()
-            .flat_map(|p| [p.title.as_str(), p.heading.as_str(), p.text.as_str()])
-            .chain(brief.facts.iter().map(String::as_str)),
-    ));
+    let policy = Arc::new(ReplyPolicy {
+        rules: compiled.rules.clone(),
+        // What the reply may assert: this turn's passages and the agent's own facts.
+        grounding: Grounding::new(
+            passages
+                .iter()
+                .flat_map(|p| [p.title.as_str(), p.heading.as_str(), p.text.as_str()])
+                .chain(brief.facts.iter().map(String::as_str)),
+        ),
+    });
     let completion_request = CompletionRequest {
-        messages: prompt::assemble(&brief, passages, &history, &request.text),
+        messages: prompt::assemble(brief, passages, &history, &request.text),
         tools: tools::catalog(),
         grounding: prompt::grounding(passages),
         max_tokens: settings.max_tokens,
@@ -477,28 +528,32 @@ async fn run_turn(
     };
 
     let llm_started = Instant::now();
-    let (provider, completion, mut cleaned) = match provider {
+    let (provider, completion, mut cleaned, finalized) = match provider {
         Ok(provider) => {
-            let (completion, cleaned) = stream_completion(
+            let (completion, cleaned, finalized) = stream_completion(
                 provider.as_ref(),
                 &completion_request,
                 events,
                 &stages.finalizer,
-                &grounding,
+                &policy,
             )
             .await;
-            (Some(provider), completion, cleaned)
+            (Some(provider), completion, cleaned, finalized)
         }
-        Err(error) => (None, Err(error), String::new()),
+        Err(error) => (None, Err(error), String::new(), ReplyState::default()),
     };
-    let completion = match completion {
+    let mut completion = match completion {
         Ok(completion) => {
             stage_metrics::record(Stage::Llm, "ok", llm_started);
-            if cleaned.trim().is_empty() && !completion.text.trim().is_empty() {
-                // The model said something and none of it could stand.
-                let fallback = brief.fallback.as_deref().unwrap_or(DEFAULT_FALLBACK);
-                cleaned = fallback.to_owned();
-                let _ = events.send(TurnEvent::Delta(cleaned.clone()));
+            if guardrail_finalizer::needs_fallback(&completion.text, &cleaned, &finalized.removals)
+            {
+                // What was released (a "Sure!") is followed by the fallback.
+                let fallback = match cleaned.is_empty() {
+                    true => policy.rules.fallback().to_owned(),
+                    false => format!(" {}", policy.rules.fallback()),
+                };
+                cleaned.push_str(&fallback);
+                let _ = events.send(TurnEvent::Delta(fallback));
             }
             completion
         }
@@ -516,6 +571,9 @@ async fn run_turn(
             Completion::default()
         }
     };
+    if let Some(escalation) = enforced_escalation(brief, &request.text, &completion.tool_calls) {
+        completion.tool_calls.push(escalation);
+    }
     let record = TurnRecord {
         agent,
         reply_seq: opened.slot.reply_seq,
@@ -528,6 +586,7 @@ async fn run_turn(
         usage: completion.usage,
         tool_calls: completion.tool_calls,
         embedding: retrieved.embedding,
+        guardrail_removals: finalized.removals,
     };
     let stored = deps
         .chat
@@ -535,7 +594,7 @@ async fn run_turn(
         .await?;
     state.remember(
         history,
-        &request.text,
+        stored_visitor_text,
         &stored.content,
         opened.slot.reply_seq,
     );

@@ -119,7 +119,7 @@ mod tests {
     use crate::ports::{
         AgentBrief, CacheVersions, ChatStore, DocumentVersion, KnowledgeStore, LlmResolver,
         Namespace, NamespaceChanges, OpenedTurn, StoreError, TurnChannel, TurnRecord, TurnSlot,
-        Versioned,
+        Versioned, VisitorMessage,
     };
     use crate::resident::ResidentNamespaces;
 
@@ -177,12 +177,12 @@ mod tests {
             _: AgentId,
             c: ConversationId,
             _: &TurnChannel,
-            text: &str,
+            message: VisitorMessage<'_>,
         ) -> Result<OpenedTurn, StoreError> {
             let mut messages = self.messages.lock().unwrap();
             let conversation = messages.entry(c).or_default();
             let seq = conversation.last().map_or(0, |(seq, _, _)| seq + 1);
-            conversation.push((seq, "visitor".into(), text.into()));
+            conversation.push((seq, "visitor".into(), message.text.into()));
             Ok(OpenedTurn {
                 slot: TurnSlot {
                     visitor_seq: seq,
@@ -193,6 +193,7 @@ mod tests {
                     llm: 0,
                     namespace: 0,
                 },
+                stored_scrubbed: false,
             })
         }
 

@@ -124,6 +124,7 @@ pub struct AgentBrief {
     pub escalation_topics: Vec<String>,
     /// Said when the guardrails removed the whole reply (`None`: the default).
     pub fallback: Option<String>,
+    pub directives: crate::guardrails::directives::Directives,
 }
 
 /// Where a turn comes from, as its first write checks it.
@@ -166,11 +167,22 @@ pub struct CacheVersions {
     pub namespace: i64,
 }
 
+/// A visitor's message as a turn's first write receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisitorMessage<'a> {
+    pub text: &'a str,
+    /// The text with its personal data replaced, when it held any: stored
+    /// instead of `text` when the agent's profile asks for it.
+    pub scrubbed: Option<&'a str>,
+}
+
 /// A turn whose visitor message is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenedTurn {
     pub slot: TurnSlot,
     pub versions: CacheVersions,
+    /// Whether the scrubbed text is what was stored.
+    pub stored_scrubbed: bool,
 }
 
 /// Who said a message.
@@ -209,6 +221,8 @@ pub struct TurnRecord {
     pub tool_calls: Vec<ToolCall>,
     /// `None` when retrieval embedded nothing (an empty knowledge base).
     pub embedding: Option<EmbeddingUsage>,
+    /// What the guardrails removed from the reply, per rule (never the text).
+    pub guardrail_removals: crate::guardrail_finalizer::Removals,
 }
 
 /// The stored reply.
@@ -247,7 +261,7 @@ pub trait ChatStore: Send + Sync + 'static {
         agent: AgentId,
         conversation: ConversationId,
         channel: &TurnChannel,
-        visitor_text: &str,
+        message: VisitorMessage<'_>,
     ) -> Result<OpenedTurn, StoreError>;
     /// Stores the cleaned reply, its usage events and its tool calls' action runs.
     async fn finish_turn(

@@ -1,5 +1,6 @@
-//! What a tenant's turns read and rarely change: each agent's brief and the
-//! tenant's LLM provider (its connection decrypted and its client built once).
+//! What a tenant's turns read and rarely change: each agent's brief with its
+//! compiled guardrail rules, and the tenant's LLM provider (its connection
+//! decrypted and its client built once).
 //!
 //! Owned by the tenant's supervisor and lent to its sessions, so it lives and
 //! retires with the tenant. Every lookup names the version the turn's first
@@ -10,26 +11,35 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::guardrail_finalizer::AgentRules;
 use crate::ids::{AgentId, TenantId};
 use crate::llm::{LlmError, LlmProvider};
 use crate::ports::{AgentBrief, ChatStore, LlmResolver, StoreError, Versioned};
 use crate::stage_metrics::record_cache_lookup;
 
+/// An agent as its turns use it: its brief, and the rules its replies are held
+/// to, compiled from that brief once per version.
+#[derive(Debug)]
+pub struct CompiledAgent {
+    pub brief: AgentBrief,
+    pub rules: Arc<AgentRules>,
+}
+
 #[derive(Default)]
 pub struct TenantCaches {
-    briefs: Mutex<HashMap<AgentId, Versioned<Arc<AgentBrief>>>>,
+    briefs: Mutex<HashMap<AgentId, Versioned<Arc<CompiledAgent>>>>,
     provider: Mutex<Option<Versioned<Arc<dyn LlmProvider>>>>,
 }
 
 impl TenantCaches {
-    /// The agent's brief at `version` (or newer).
-    pub async fn brief(
+    /// The agent at `version` (or newer).
+    pub async fn agent(
         &self,
         store: &dyn ChatStore,
         tenant: TenantId,
         agent: AgentId,
         version: i64,
-    ) -> Result<Arc<AgentBrief>, StoreError> {
+    ) -> Result<Arc<CompiledAgent>, StoreError> {
         let cached = lock(&self.briefs)
             .get(&agent)
             .filter(|cached| cached.version == version)
@@ -40,7 +50,10 @@ impl TenantCaches {
         }
         // Loaded after the turn's write committed, so at least as new as `version`.
         let loaded = store.agent_brief(tenant, agent).await?;
-        let brief = Arc::new(loaded.value);
+        let brief = Arc::new(CompiledAgent {
+            rules: Arc::new(AgentRules::new(&loaded.value)),
+            brief: loaded.value,
+        });
         lock(&self.briefs).insert(
             agent,
             Versioned {
@@ -130,7 +143,7 @@ mod tests {
             _: AgentId,
             _: ConversationId,
             _: &TurnChannel,
-            _: &str,
+            _: crate::ports::VisitorMessage<'_>,
         ) -> Result<OpenedTurn, StoreError> {
             unreachable!()
         }
@@ -151,22 +164,22 @@ mod tests {
         let caches = TenantCaches::default();
         let (tenant, agent) = (TenantId::new(), AgentId::new());
         for _ in 0..3 {
-            let brief = caches.brief(&store, tenant, agent, 7).await.unwrap();
-            assert_eq!(brief.name, "v7");
+            let brief = caches.agent(&store, tenant, agent, 7).await.unwrap();
+            assert_eq!(brief.brief.name, "v7");
         }
         assert_eq!(store.reads.load(Ordering::SeqCst), 1, "one read, then hits");
 
         store.version.store(9, Ordering::SeqCst);
-        let brief = caches.brief(&store, tenant, agent, 9).await.unwrap();
-        assert_eq!(brief.name, "v9", "a newer version reloads");
-        caches.brief(&store, tenant, agent, 9).await.unwrap();
+        let brief = caches.agent(&store, tenant, agent, 9).await.unwrap();
+        assert_eq!(brief.brief.name, "v9", "a newer version reloads");
+        caches.agent(&store, tenant, agent, 9).await.unwrap();
         assert_eq!(store.reads.load(Ordering::SeqCst), 2);
 
         let other = caches
-            .brief(&store, tenant, AgentId::new(), 9)
+            .agent(&store, tenant, AgentId::new(), 9)
             .await
             .unwrap();
-        assert_eq!(other.name, "v9");
+        assert_eq!(other.brief.name, "v9");
         assert_eq!(
             store.reads.load(Ordering::SeqCst),
             3,

@@ -8,7 +8,7 @@
 use agentry_actors::llm::ChatMessage;
 use agentry_actors::ports::{
     AgentBrief, CacheVersions, ChatStore, MessageRole, OpenedTurn, StoreError, StoredReply,
-    TurnChannel, TurnRecord, TurnSlot, Versioned,
+    TurnChannel, TurnRecord, TurnSlot, Versioned, VisitorMessage,
 };
 use agentry_actors::{AgentId, ConversationId, TenantId};
 use async_trait::async_trait;
@@ -111,18 +111,9 @@ impl ChatStore for PgChatStore {
     ) -> Result<Versioned<AgentBrief>, StoreError> {
         let mut tx = self.store.tenant(tenant).await?;
         let agent = agents::get(&mut tx, agent).await?;
-        let profile = agent.profile.0;
         Ok(Versioned {
             version: agent.version,
-            value: AgentBrief {
-                name: agent.name,
-                system_prompt: agent.system_prompt,
-                brand: profile.brand,
-                facts: profile.facts,
-                competitors: profile.competitors,
-                escalation_topics: profile.escalation_topics,
-                fallback: profile.fallback,
-            },
+            value: agent.profile.0.into_brief(agent.name, agent.system_prompt),
         })
     }
 
@@ -163,7 +154,7 @@ impl ChatStore for PgChatStore {
         agent: AgentId,
         conversation: ConversationId,
         channel: &TurnChannel,
-        visitor_text: &str,
+        message: VisitorMessage<'_>,
     ) -> Result<OpenedTurn, StoreError> {
         let TurnChannel::Widget {
             widget,
@@ -171,25 +162,29 @@ impl ChatStore for PgChatStore {
             origin,
         } = channel;
         // One statement outside an explicit transaction: one round trip, one commit.
-        let (outcome, visitor_seq, agent_version, llm_version, namespace_version): (
+        let (outcome, visitor_seq, agent_version, llm_version, namespace_version, scrubbed): (
             String,
             Option<i64>,
             Option<i64>,
             Option<i64>,
             Option<i64>,
-        ) = sqlx::query_as("SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(tenant.as_uuid())
-            .bind(agent.as_uuid())
-            .bind(conversation.as_uuid())
-            .bind(channel.label())
-            .bind(widget.as_uuid())
-            .bind(session)
-            .bind(origin.as_deref())
-            .bind(Uuid::now_v7())
-            .bind(visitor_text)
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(unavailable)?;
+            Option<bool>,
+        ) = sqlx::query_as(
+            "SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(agent.as_uuid())
+        .bind(conversation.as_uuid())
+        .bind(channel.label())
+        .bind(widget.as_uuid())
+        .bind(session)
+        .bind(origin.as_deref())
+        .bind(Uuid::now_v7())
+        .bind(message.text)
+        .bind(message.scrubbed)
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(unavailable)?;
         match outcome.as_str() {
             "ok" => {}
             "origin_refused" => return Err(StoreError::OriginRefused),
@@ -213,6 +208,7 @@ impl ChatStore for PgChatStore {
                 llm: llm_version.unwrap_or(0),
                 namespace: namespace_version.unwrap_or(0),
             },
+            stored_scrubbed: scrubbed.unwrap_or(false),
         })
     }
 

@@ -6,8 +6,9 @@ use agentry_actors::ports::TurnRecord;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// The usage rows of a turn: the chat completion, and the embedding of the
-/// question when something was embedded.
+/// The usage rows of a turn: the chat completion (with what the guardrails
+/// removed from its reply, per rule), and the embedding of the question when
+/// something was embedded.
 pub fn usage_rows(record: &TurnRecord) -> Value {
     let mut rows = vec![json!({
         "id": Uuid::now_v7(),
@@ -16,6 +17,7 @@ pub fn usage_rows(record: &TurnRecord) -> Value {
         "model": record.model,
         "prompt_tokens": record.usage.prompt_tokens,
         "completion_tokens": record.usage.completion_tokens,
+        "guardrail_removals": record.guardrail_removals,
     })];
     if let Some(embedding) = &record.embedding {
         rows.push(json!({
@@ -72,6 +74,7 @@ mod tests {
                 arguments: json!({"email": "a@b.test"}),
             }],
             embedding,
+            guardrail_removals: Default::default(),
         }
     }
 

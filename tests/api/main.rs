@@ -9,6 +9,7 @@ mod caches;
 mod chat_support;
 mod cli;
 mod edge;
+mod evals;
 mod health;
 mod isolation;
 mod knowledge;

@@ -126,23 +126,37 @@ async fn turns_of_one_conversation_on_two_instances_stay_ordered_and_never_dupli
 
 /// A local server speaking the OpenAI chat-completions streaming protocol.
 async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
+    recording_openai(reply_chunks).await.0
+}
+
+/// [`fake_openai`] that also keeps the system message of every request.
+async fn recording_openai(
+    reply_chunks: &'static [&'static str],
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let prompts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = prompts.clone();
     let router = axum::Router::new().route(
         "/v1/chat/completions",
-        axum::routing::post(move || async move {
-            let mut stream = String::new();
-            for chunk in reply_chunks {
-                let event = json!({ "choices": [{ "index": 0, "delta": { "content": chunk } }] });
-                stream.push_str(&format!("data: {event}\n\n"));
+        axum::routing::post(move |axum::Json(request): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                let system = request["messages"][0]["content"].as_str().unwrap_or_default();
+                seen.lock().unwrap().push(system.to_owned());
+                let mut stream = String::new();
+                for chunk in reply_chunks {
+                    let event = json!({ "choices": [{ "index": 0, "delta": { "content": chunk } }] });
+                    stream.push_str(&format!("data: {event}\n\n"));
+                }
+                let usage = json!({ "choices": [], "usage": { "prompt_tokens": 321, "completion_tokens": 12 } });
+                stream.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+                ([("content-type", "text/event-stream")], stream).into_response()
             }
-            let usage = json!({ "choices": [], "usage": { "prompt_tokens": 321, "completion_tokens": 12 } });
-            stream.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
-            ([("content-type", "text/event-stream")], stream).into_response()
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{address}/v1")
+    (format!("http://{address}/v1"), prompts)
 }
 
 #[tokio::test]
@@ -454,9 +468,21 @@ async fn dashes_from_the_model_are_rewritten_in_the_stream_and_in_storage() {
     assert_eq!(stored, answer);
 }
 
+/// The chat usage row's guardrail removals of the conversation's latest turn.
+async fn latest_removals(app: &crate::helpers::TestApp) -> serde_json::Value {
+    let mut owner = app.owner_connection().await;
+    sqlx::query_scalar(
+        "SELECT guardrail_removals FROM agent_usage_events WHERE kind = 'chat'
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn an_invented_apr_is_removed_end_to_end_and_a_reply_with_nothing_left_becomes_the_fallback()
-{
+async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_nothing_left_becomes_the_fallback(
+) {
     let app = spawn_app_with(|_| {}).await;
     let setup = site(&app, "Ground Co").await;
     let patch = |profile: serde_json::Value| {
@@ -468,9 +494,8 @@ async fn an_invented_apr_is_removed_end_to_end_and_a_reply_with_nothing_left_bec
         .json(&json!({ "profile": profile }))
         .send()
     };
-    let response = patch(json!({ "facts": ["A check-up costs 85 dollars."] }))
-        .await
-        .unwrap();
+    let facts = json!(["A check-up costs 85 dollars.", "Financing at 4.9% APR."]);
+    let response = patch(json!({ "facts": facts })).await.unwrap();
     assert_eq!(response.status(), 200);
     let base_url = fake_openai(&[
         "A check-up costs $85. ",
@@ -480,20 +505,161 @@ async fn an_invented_apr_is_removed_end_to_end_and_a_reply_with_nothing_left_bec
     .await;
     use_stand_in(&app, &setup, &base_url).await;
     let token = visitor_token(&app, &setup.public_key).await;
+    let cleaned = "A check-up costs $85. I can't quote financing terms here; \
+                   our finance team can walk you through the options.";
+    // The APR is in the agent's facts: the directive removes it all the same.
     assert_eq!(
         reply(&app, &token, "How much is a check-up?").await,
-        "A check-up costs $85."
+        cleaned
+    );
+    let mut owner = app.owner_connection().await;
+    let stored: String = sqlx::query_scalar(
+        "SELECT content FROM agent_messages WHERE role = 'assistant' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(stored, cleaned);
+    assert_eq!(
+        latest_removals(&app).await,
+        json!({ "no_financing_quotes": 1 })
     );
 
-    // Without the fact, nothing of the reply can stand: the agent's fallback is said instead.
-    let response = patch(json!({ "fallback": "Let me find someone who can confirm that." }))
-        .await
-        .unwrap();
+    // Switched off, the grounded APR stands.
+    let response = patch(json!({
+        "facts": facts,
+        "directives": { "no_financing_quotes": false }
+    }))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        reply(&app, &token, "How much is a check-up?").await,
+        "A check-up costs $85. We finance it at 4.9% APR for 12 months."
+    );
+    assert_eq!(latest_removals(&app).await, json!({}));
+
+    // Without the facts, nothing of the reply can stand: the agent's fallback is said instead.
+    let response = patch(json!({
+        "fallback": "Let me find someone who can confirm that.",
+        "directives": { "no_financing_quotes": false }
+    }))
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         reply(&app, &token, "How much is a check-up?").await,
         "Let me find someone who can confirm that."
     );
-    let response = patch(json!({ "fallback": " " })).await.unwrap();
-    assert_eq!(response.status(), 422);
+    assert_eq!(latest_removals(&app).await, json!({ "ungrounded": 2 }));
+    for bad in [
+        json!({ "fallback": " " }),
+        json!({ "directives": { "no_financing_quotes": "off" } }),
+        json!({ "directives": { "no_such_rule": true } }),
+    ] {
+        let response = patch(bad.clone()).await.unwrap();
+        assert_eq!(response.status(), 422, "{bad}");
+        assert!(body(response).await["error"]["message"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_competitor_praised_by_the_model_is_deflected_and_the_prompt_names_the_competitors() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = site(&app, "Rival Co").await;
+    let response = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/agents/{}", setup.agent_id),
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "profile": { "brand": "Rival Co", "competitors": ["Acme Auto"] } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (base_url, prompts) =
+        recording_openai(&["Acme Auto has great prices. ", "Ask us anything."]).await;
+    use_stand_in(&app, &setup, &base_url).await;
+    let token = visitor_token(&app, &setup.public_key).await;
+    assert_eq!(
+        reply(&app, &token, "Is Acme Auto cheaper than you?").await,
+        "I can only speak to the products and services of Rival Co. Ask us anything."
+    );
+    let system = prompts.lock().unwrap()[0].clone();
+    assert!(
+        system.contains("compare these competitors: <<<Acme Auto>>>"),
+        "{system}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_can_store_visitor_messages_scrubbed_of_personal_data() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = site(&app, "Scrub Co").await;
+    let token = visitor_token(&app, &setup.public_key).await;
+    let message = "I'm Ana, ana@example.com, card 4111 1111 1111 1111";
+    reply(&app, &token, message).await;
+    let response = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/agents/{}", setup.agent_id),
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "profile": { "scrub_visitor_messages": true } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer = reply(&app, &token, message).await;
+    let mut owner = app.owner_connection().await;
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT content FROM agent_messages WHERE role = 'visitor' ORDER BY seq",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            message.to_owned(),
+            "I'm Ana, [EMAIL], card [CARD]".to_owned()
+        ],
+        "off by default; on, the very next turn is stored scrubbed"
+    );
+    // The turn's own model still read the message: it thanked Ana by name.
+    assert!(answer.contains("Ana"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_visitor_raising_an_escalation_topic_gets_the_escalate_tool_called() {
+    let app = spawn_app_with(|_| {}).await;
+    let setup = site(&app, "Escalate Co").await;
+    let response = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/agents/{}", setup.agent_id),
+            Some(&setup.tenant.token),
+        )
+        .json(&json!({ "profile": { "escalation_topics": ["refunds"] } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let token = visitor_token(&app, &setup.public_key).await;
+    reply(&app, &token, "What time do you close?").await;
+    reply(&app, &token, "Can I get a refund for my visit?").await;
+    let mut owner = app.owner_connection().await;
+    let runs: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT tool, input FROM agent_action_runs ORDER BY id")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        runs,
+        vec![(
+            "escalate_to_human".to_owned(),
+            json!({ "reason": "escalation topic: refunds" })
+        )]
+    );
 }

@@ -2,4 +2,6 @@
 //! piece of model output (see [`crate::guardrail_finalizer`]).
 
 pub mod dashes;
+pub mod directives;
 pub mod grounding;
+pub mod prompt_leak;
