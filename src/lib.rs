@@ -20,6 +20,7 @@ pub mod net_guard;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
+pub mod templates;
 pub mod text_tools;
 pub mod tokens;
 pub mod widget_sessions;

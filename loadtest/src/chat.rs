@@ -252,6 +252,9 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         .map(|(k, v)| (k.clone(), report::round(v.mean_ms, 3)))
         .collect();
     let stage_counts = means.iter().map(|(k, v)| (k.clone(), v.count)).collect();
+    let guardrail_ms_per_turn = means
+        .get("agentry_stage_duration_seconds{stage=\"guardrail_finalizer\"}")
+        .and_then(|finalizer| report::per_turn(finalizer.mean_ms * finalizer.count as f64, turns));
 
     let mut baseline_figures = None;
     if !args.no_baseline {
@@ -307,6 +310,7 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         pg_transactions_per_turn,
         pg_commits_per_turn,
         cpu_ms_per_turn,
+        guardrail_ms_per_turn,
         stage_latency_ms,
         stage_counts,
         baseline_rps,

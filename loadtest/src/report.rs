@@ -112,6 +112,9 @@ pub struct Report {
     pub pg_transactions_per_turn: Option<f64>,
     pub pg_commits_per_turn: Option<f64>,
     pub cpu_ms_per_turn: CpuPerTurn,
+    /// Time the guardrail finalizer spent per turn (its mean per piece times
+    /// pieces per turn), from /metrics: what the finalize chain adds to a turn.
+    pub guardrail_ms_per_turn: Option<f64>,
     /// Mean over the window of every `*_duration_seconds` series, in ms.
     pub stage_latency_ms: BTreeMap<String, f64>,
     /// Observations behind each mean.
@@ -268,6 +271,13 @@ impl Report {
                 ms(self.cpu_ms_per_turn.redis)
             ),
         );
+        row(
+            "guardrail chain per turn",
+            match self.guardrail_ms_per_turn {
+                Some(chain) => format!("{chain:.3} ms (finalizer stage, from /metrics)"),
+                None => "not measured".into(),
+            },
+        );
         match (self.baseline_rps, self.ratio_to_baseline) {
             (Some(rps), Some(ratio)) => row(
                 "baseline (bare axum handler)",
@@ -383,6 +393,7 @@ mod tests {
                 postgres: Some(0.3),
                 redis: Some(0.05),
             },
+            guardrail_ms_per_turn: Some(0.02),
             stage_latency_ms: BTreeMap::from([(
                 "a_duration_seconds{stage=\"x\"}".to_owned(),
                 0.25,
@@ -434,6 +445,7 @@ mod tests {
             "pg_transactions_per_turn",
             "pg_commits_per_turn",
             "cpu_ms_per_turn",
+            "guardrail_ms_per_turn",
             "stage_latency_ms",
             "baseline_rps",
             "ratio_to_baseline",

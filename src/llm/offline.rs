@@ -65,8 +65,13 @@ impl OfflineProvider {
                     }
                 }
                 calls.push((CAPTURE_LEAD, Value::Object(arguments)));
+                // The name is the visitor's own text: escaped like any lead
+                // field in a template (the finalizer turns it back into text).
                 acknowledgements.push(match name {
-                    Some(name) => format!("Thanks, {name}! I've saved your contact details so the team can follow up."),
+                    Some(name) => crate::templates::render(
+                        "Thanks, {{NAME}}! I've saved your contact details so the team can follow up.",
+                        &[("NAME", &name)],
+                    ),
                     None => "Thanks! I've saved your contact details so the team can follow up.".into(),
                 });
             }
@@ -233,17 +238,25 @@ fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
-/// Up to three sentences sharing the most content words with `query`, in
-/// reading order. A passage's title breaks ties, and alone selects sentences
-/// only when no sentence shares a word itself.
+/// A sentence is quoted only when it (with its passage's title) covers at
+/// least this share of the question's content words. Below it, the sentence
+/// answers some other question: it is dropped, and with no pick left the
+/// responder says it found nothing rather than offer a near miss.
+const MIN_PICK_CONFIDENCE: f64 = 0.5;
+
+/// Up to three sentences covering the most content words of `query`, in
+/// reading order. A word counts when the sentence or its passage's title holds
+/// it; among equal coverage, words in the sentence itself rank first.
 fn grounded_sentences(passages: &[GroundingPassage], query: &str) -> Vec<String> {
     let wanted = content_words(query);
     if wanted.is_empty() {
         return Vec::new();
     }
     struct Scored<'a> {
-        /// (words shared by the sentence, further words shared by its title)
-        score: (usize, usize),
+        /// Question words held by the sentence or its title.
+        covered: usize,
+        /// Of those, held by the sentence itself.
+        own: usize,
         position: usize,
         text: &'a str,
     }
@@ -253,31 +266,35 @@ fn grounded_sentences(passages: &[GroundingPassage], query: &str) -> Vec<String>
         for sentence in sentences(&passage.text) {
             let words = content_words(sentence);
             let own = wanted.intersection(&words).count();
-            let from_title = wanted
+            let covered = wanted
                 .iter()
-                .filter(|w| !words.contains(*w) && title.contains(*w))
+                .filter(|w| words.contains(*w) || title.contains(*w))
                 .count();
-            if own + from_title > 0 {
+            let confidence = covered as f64 / wanted.len() as f64;
+            if confidence >= MIN_PICK_CONFIDENCE {
                 scored.push(Scored {
-                    score: (own, from_title),
+                    covered,
+                    own,
                     position: scored.len(),
                     text: sentence,
                 });
             }
         }
     }
-    scored.sort_by(|a, b| b.score.cmp(&a.score).then(a.position.cmp(&b.position)));
-    let Some(best) = scored.first().map(|s| s.score) else {
+    scored.sort_by(|a, b| {
+        (b.covered, b.own)
+            .cmp(&(a.covered, a.own))
+            .then(a.position.cmp(&b.position))
+    });
+    let Some((best_covered, best_own)) = scored.first().map(|s| (s.covered, s.own)) else {
         return Vec::new();
     };
-    // Close enough to the best: at least half its shared words.
-    let good_enough = |score: (usize, usize)| match best {
-        (0, title) => score.1 * 2 >= title,
-        (own, _) => score.0 * 2 >= own,
-    };
+    // Close enough to the best: two thirds of its coverage, and half its own
+    // words when it has any (a sentence that names the thing beats its neighbours).
+    let good_enough = |s: &Scored| s.covered * 3 >= best_covered * 2 && s.own * 2 >= best_own;
     let mut chosen: Vec<&Scored> = Vec::new();
     for candidate in &scored {
-        if chosen.len() == MAX_SENTENCES || !good_enough(candidate.score) {
+        if chosen.len() == MAX_SENTENCES || !good_enough(candidate) {
             break;
         }
         if !chosen.iter().any(|c| c.text == candidate.text) {
@@ -573,6 +590,23 @@ mod tests {
             3
         );
         assert!(by_title.text.contains("Monday to Friday"));
+    }
+
+    #[test]
+    fn a_pick_below_the_confidence_threshold_is_dropped_not_offered() {
+        // Elm Street is in the parking passage, but that answers another question.
+        let completion = respond("Do you repair bicycles on weekends near Elm Street?");
+        assert_eq!(completion.text, NO_MATCH);
+        // A title-only match covering the whole question beats a sentence that
+        // shares one word of it by chance.
+        let mut request = request("What are your opening hours?");
+        request.grounding.push(GroundingPassage {
+            title: "Cancellations".into(),
+            text: "Cancel at least 24 hours ahead.".into(),
+        });
+        let hours = OfflineProvider::new().respond(&request).text;
+        assert!(hours.contains("Monday to Friday"), "{hours}");
+        assert!(!hours.contains("Cancel"), "{hours}");
     }
 
     #[test]

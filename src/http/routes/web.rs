@@ -44,15 +44,6 @@ async fn demo_css() -> Response {
         .into_response()
 }
 
-/// Escapes text for HTML bodies and quoted attributes alike.
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// The demo page, only where the demo is enabled (development).
 async fn demo(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
     if !state.settings.demo.seed {
@@ -68,9 +59,8 @@ async fn demo(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
     let (public_key, tenant_name) = demo.ok_or(ApiError::NotFound)?;
-    Ok(Html(
-        DEMO_HTML
-            .replace("{{TENANT_NAME}}", &escape_html(&tenant_name))
-            .replace("{{PUBLIC_KEY}}", &escape_html(&public_key)),
-    ))
+    Ok(Html(crate::templates::render(
+        DEMO_HTML,
+        &[("TENANT_NAME", &tenant_name), ("PUBLIC_KEY", &public_key)],
+    )))
 }
