@@ -1,5 +1,6 @@
 //! Helpers for tests that chat through the visitor API.
 
+use axum::response::IntoResponse;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
 
@@ -111,4 +112,39 @@ pub async fn use_stand_in(app: &TestApp, setup: &Site, base_url: &str) {
         .await
         .unwrap();
     assert_eq!(configured.status(), 200);
+}
+
+/// A local server speaking the OpenAI chat-completions streaming protocol.
+pub async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
+    recording_openai(reply_chunks).await.0
+}
+
+/// [`fake_openai`] that also keeps the system message of every request.
+pub async fn recording_openai(
+    reply_chunks: &'static [&'static str],
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let prompts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = prompts.clone();
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(request): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                let system = request["messages"][0]["content"].as_str().unwrap_or_default();
+                seen.lock().unwrap().push(system.to_owned());
+                let mut stream = String::new();
+                for chunk in reply_chunks {
+                    let event = json!({ "choices": [{ "index": 0, "delta": { "content": chunk } }] });
+                    stream.push_str(&format!("data: {event}\n\n"));
+                }
+                let usage = json!({ "choices": [], "usage": { "prompt_tokens": 321, "completion_tokens": 12 } });
+                stream.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+                ([("content-type", "text/event-stream")], stream).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{address}/v1"), prompts)
 }

@@ -7,7 +7,9 @@ use agentry_actors::chat_session::FAULT_TRIGGER;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::chat_support::{reply, site, turn, use_stand_in, visitor_token};
+use crate::chat_support::{
+    fake_openai, recording_openai, reply, site, turn, use_stand_in, visitor_token,
+};
 use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
 
 async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
@@ -122,41 +124,6 @@ async fn turns_of_one_conversation_on_two_instances_stay_ordered_and_never_dupli
     let mut expected: Vec<&str> = questions.iter().map(String::as_str).collect();
     expected.sort();
     assert_eq!(stored_questions, expected);
-}
-
-/// A local server speaking the OpenAI chat-completions streaming protocol.
-async fn fake_openai(reply_chunks: &'static [&'static str]) -> String {
-    recording_openai(reply_chunks).await.0
-}
-
-/// [`fake_openai`] that also keeps the system message of every request.
-async fn recording_openai(
-    reply_chunks: &'static [&'static str],
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let prompts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = prompts.clone();
-    let router = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(move |axum::Json(request): axum::Json<serde_json::Value>| {
-            let seen = seen.clone();
-            async move {
-                let system = request["messages"][0]["content"].as_str().unwrap_or_default();
-                seen.lock().unwrap().push(system.to_owned());
-                let mut stream = String::new();
-                for chunk in reply_chunks {
-                    let event = json!({ "choices": [{ "index": 0, "delta": { "content": chunk } }] });
-                    stream.push_str(&format!("data: {event}\n\n"));
-                }
-                let usage = json!({ "choices": [], "usage": { "prompt_tokens": 321, "completion_tokens": 12 } });
-                stream.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
-                ([("content-type", "text/event-stream")], stream).into_response()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (format!("http://{address}/v1"), prompts)
 }
 
 #[tokio::test]

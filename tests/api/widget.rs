@@ -570,6 +570,30 @@ async fn site_with_fact(app: &TestApp) -> (Site, String) {
 const FACT_QUESTION: &str = "When does the Lisbon boutique open on Sundays?";
 
 #[tokio::test]
+async fn a_streamed_apr_quote_from_an_openai_compatible_server_never_reaches_the_visitor() {
+    let app = spawn_app().await;
+    let site = crate::chat_support::site(&app, "Stream Guard Co").await;
+    let base_url = crate::chat_support::fake_openai(&[
+        "Sure! Our ",
+        "cars start at ",
+        "nine hundred a week. We fin",
+        "ance at 4.9",
+        "% APR over 60 months. Come by!",
+    ])
+    .await;
+    crate::chat_support::use_stand_in(&app, &site, &base_url).await;
+    let token = widget_session(&app, &site.public_key, WIDGET_ORIGIN).await;
+    let (status, _, text) = say_streamed(&app, &token, "Do you offer financing?").await;
+    assert_eq!(status, 200, "{text}");
+    let (joined, message) = read_turn_stream(&parse_sse(&text));
+    let cleaned = "Sure! Our cars start at nine hundred a week. I can't quote financing \
+                   terms here; our finance team can walk you through the options. Come by!";
+    assert_eq!(joined, cleaned);
+    assert_eq!(message["content"], cleaned);
+    assert!(!text.contains("4.9"), "no event carried the APR: {text}");
+}
+
+#[tokio::test]
 async fn a_streamed_turn_sends_deltas_then_the_stored_message_then_done() {
     let app = spawn_app().await;
     let (site, fact) = site_with_fact(&app).await;
