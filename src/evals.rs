@@ -153,25 +153,35 @@ pub fn run(dir: &Path) -> anyhow::Result<Report> {
             }
             // A malformed case is a bug in the suite: say where, and stop.
             let located = |e: serde_json::Error| anyhow::anyhow!("{file}:{}: {e}", number + 1);
-            let outcome = if scrubber_file {
-                run_pii(serde_json::from_str(line).map_err(located)?, &file)
+            let (name, rule, failure) = if scrubber_file {
+                let case: PiiCase = serde_json::from_str(line).map_err(located)?;
+                let failure = run_pii(&case);
+                (case.name, case.rule, failure)
             } else {
-                run_finalize(serde_json::from_str(line).map_err(located)?, &file)
+                let case: FinalizeCase = serde_json::from_str(line).map_err(located)?;
+                let failure = run_finalize(&case);
+                (case.name, case.rule, failure)
             };
-            report.outcomes.push(outcome);
+            report.outcomes.push(Outcome {
+                file: file.clone(),
+                name,
+                rule,
+                failure,
+            });
         }
     }
     Ok(report)
 }
 
-fn run_finalize(case: FinalizeCase, file: &str) -> Outcome {
+/// Why a finalize case failed, if it did.
+fn run_finalize(case: &FinalizeCase) -> Option<String> {
     let input = CheckInput {
-        reply: case.reply,
-        passages: case.passages,
-        profile: case.profile,
-        system_prompt: case.system_prompt,
+        reply: case.reply.clone(),
+        passages: case.passages.clone(),
+        profile: case.profile.clone(),
+        system_prompt: case.system_prompt.clone(),
     };
-    let failure = match input.check() {
+    match input.check() {
         Err(message) => Some(format!("the case is invalid: {message}")),
         Ok((cleaned, removals)) => {
             let removed: BTreeMap<String, usize> = removals
@@ -208,16 +218,11 @@ fn run_finalize(case: FinalizeCase, file: &str) -> Outcome {
             }
             (!problems.is_empty()).then(|| problems.join("; "))
         }
-    };
-    Outcome {
-        file: file.to_owned(),
-        name: case.name,
-        rule: case.rule,
-        failure,
     }
 }
 
-fn run_pii(case: PiiCase, file: &str) -> Outcome {
+/// Why a scrubber case failed, if it did.
+fn run_pii(case: &PiiCase) -> Option<String> {
     let region = match case.region.as_deref().unwrap_or("US") {
         none if none.eq_ignore_ascii_case("none") => Ok(None),
         code => code
@@ -226,7 +231,7 @@ fn run_pii(case: PiiCase, file: &str) -> Outcome {
             .map(Some)
             .map_err(|_| format!("the case is invalid: region {code:?}")),
     };
-    let failure = match region {
+    match region {
         Err(message) => Some(message),
         Ok(region) => {
             let answer = scrub_line(&Scrubber::new(region), &case.text);
@@ -246,11 +251,5 @@ fn run_pii(case: PiiCase, file: &str) -> Outcome {
             }
             (!problems.is_empty()).then(|| problems.join("; "))
         }
-    };
-    Outcome {
-        file: file.to_owned(),
-        name: case.name,
-        rule: case.rule,
-        failure,
     }
 }

@@ -100,6 +100,19 @@ pub async fn upload_ready(
 }
 
 /// Points the site's tenant at an OpenAI-compatible stand-in (no key).
+/// Replaces the site's agent profile.
+pub async fn set_profile(app: &TestApp, setup: &Site, profile: Value) -> Response {
+    app.request(
+        Method::PATCH,
+        &format!("/api/v1/agents/{}", setup.agent_id),
+        Some(&setup.tenant.token),
+    )
+    .json(&json!({ "profile": profile }))
+    .send()
+    .await
+    .unwrap()
+}
+
 pub async fn use_stand_in(app: &TestApp, setup: &Site, base_url: &str) {
     let configured = app
         .request(

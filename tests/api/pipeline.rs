@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use crate::chat_support::{
-    fake_openai, recording_openai, reply, site, turn, use_stand_in, visitor_token,
+    fake_openai, recording_openai, reply, set_profile, site, turn, use_stand_in, visitor_token,
 };
 use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
 
@@ -452,17 +452,9 @@ async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_noth
 ) {
     let app = spawn_app_with(|_| {}).await;
     let setup = site(&app, "Ground Co").await;
-    let patch = |profile: serde_json::Value| {
-        app.request(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/agents/{}", setup.agent_id),
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "profile": profile }))
-        .send()
-    };
+    let patch = |profile: serde_json::Value| set_profile(&app, &setup, profile);
     let facts = json!(["A check-up costs 85 dollars.", "Financing at 4.9% APR."]);
-    let response = patch(json!({ "facts": facts })).await.unwrap();
+    let response = patch(json!({ "facts": facts })).await;
     assert_eq!(response.status(), 200);
     let base_url = fake_openai(&[
         "A check-up costs $85. ",
@@ -497,8 +489,7 @@ async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_noth
         "facts": facts,
         "directives": { "no_financing_quotes": false }
     }))
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         reply(&app, &token, "How much is a check-up?").await,
@@ -511,8 +502,7 @@ async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_noth
         "fallback": "Let me find someone who can confirm that.",
         "directives": { "no_financing_quotes": false }
     }))
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         reply(&app, &token, "How much is a check-up?").await,
@@ -524,7 +514,7 @@ async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_noth
         json!({ "directives": { "no_financing_quotes": "off" } }),
         json!({ "directives": { "no_such_rule": true } }),
     ] {
-        let response = patch(bad.clone()).await.unwrap();
+        let response = patch(bad.clone()).await;
         assert_eq!(response.status(), 422, "{bad}");
         assert!(body(response).await["error"]["message"].is_string());
     }
@@ -534,16 +524,12 @@ async fn an_apr_quote_from_the_model_is_removed_end_to_end_and_a_reply_with_noth
 async fn a_competitor_praised_by_the_model_is_deflected_and_the_prompt_names_the_competitors() {
     let app = spawn_app_with(|_| {}).await;
     let setup = site(&app, "Rival Co").await;
-    let response = app
-        .request(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/agents/{}", setup.agent_id),
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "profile": { "brand": "Rival Co", "competitors": ["Acme Auto"] } }))
-        .send()
-        .await
-        .unwrap();
+    let response = set_profile(
+        &app,
+        &setup,
+        json!({ "brand": "Rival Co", "competitors": ["Acme Auto"] }),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let (base_url, prompts) =
         recording_openai(&["Acme Auto has great prices. ", "Ask us anything."]).await;
@@ -567,16 +553,7 @@ async fn an_agent_can_store_visitor_messages_scrubbed_of_personal_data() {
     let token = visitor_token(&app, &setup.public_key).await;
     let message = "I'm Ana, ana@example.com, card 4111 1111 1111 1111";
     reply(&app, &token, message).await;
-    let response = app
-        .request(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/agents/{}", setup.agent_id),
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "profile": { "scrub_visitor_messages": true } }))
-        .send()
-        .await
-        .unwrap();
+    let response = set_profile(&app, &setup, json!({ "scrub_visitor_messages": true })).await;
     assert_eq!(response.status(), 200);
     let answer = reply(&app, &token, message).await;
     let mut owner = app.owner_connection().await;
@@ -602,16 +579,7 @@ async fn an_agent_can_store_visitor_messages_scrubbed_of_personal_data() {
 async fn a_visitor_raising_an_escalation_topic_gets_the_escalate_tool_called() {
     let app = spawn_app_with(|_| {}).await;
     let setup = site(&app, "Escalate Co").await;
-    let response = app
-        .request(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/agents/{}", setup.agent_id),
-            Some(&setup.tenant.token),
-        )
-        .json(&json!({ "profile": { "escalation_topics": ["refunds"] } }))
-        .send()
-        .await
-        .unwrap();
+    let response = set_profile(&app, &setup, json!({ "escalation_topics": ["refunds"] })).await;
     assert_eq!(response.status(), 200);
     let token = visitor_token(&app, &setup.public_key).await;
     reply(&app, &token, "What time do you close?").await;
