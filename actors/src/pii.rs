@@ -10,12 +10,24 @@
 //! by `+ ( ) - .` and spaces; `@` with a local part and a domain), then validated:
 //! cards by network prefix, length and Luhn; SSNs by the ranges the SSA never
 //! issues; phone numbers by libphonenumber's metadata (the `phonenumber` crate).
-//! Where candidates overlap, email beats card beats SSN beats phone.
+//! Where candidates overlap, email beats card beats SSN beats phone. An
+//! international number may carry its trunk prefix as `(0)` (`+44 (0)161 …`);
+//! a national-format North American number must keep its 3-3-4 groups whole
+//! (`2026-004512` is a reference, not 202-600-4512); `x204` right after a
+//! number is its extension and stays.
+//!
+//! Speed: most text holds no digit and costs one scan; candidates whose digit
+//! count no number of the region has never reach the parser, which costs
+//! most of the time (see `docs/BENCHMARKS.md`, "PII scrubber").
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use phonenumber::country;
 /// A default region for national-format phone numbers (`US`, `GB`, ...).
 pub use phonenumber::country::Id as Region;
 use phonenumber::metadata::DATABASE;
+use phonenumber::PhoneNumber;
 
 /// A kind of personal data the scrubber recognises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +127,9 @@ pub struct Scrubbed {
 #[derive(Clone, Copy, Debug)]
 pub struct Scrubber {
     region: Option<country::Id>,
+    /// What a national-format number in `region` can look like, to spare the
+    /// parser candidates that cannot be one.
+    national: Option<&'static Lengths>,
 }
 
 impl Default for Scrubber {
@@ -129,7 +144,8 @@ impl Scrubber {
     pub fn new(default_region: Option<country::Id>) -> Self {
         // The parser unwraps the region's metadata; a region without any is no region.
         let region = default_region.filter(|id| DATABASE.by_id(id.as_ref()).is_some());
-        Scrubber { region }
+        let national = region.and_then(|id| tables().national.get(id.as_ref()));
+        Scrubber { region, national }
     }
 
     /// The region national-format numbers are read in, if any.
@@ -143,7 +159,11 @@ impl Scrubber {
         let mut spans = Vec::new();
         find_emails(text, &mut spans);
         let emails = spans.len();
-        let mut finder = NumberFinder::new(text, self.region);
+        // Most chat text holds no digit at all.
+        if next_digit(text.as_bytes(), 0).is_none() {
+            return spans;
+        }
+        let mut finder = NumberFinder::new(text, self.region, self.national);
         let mut from = 0;
         for e in 0..emails {
             let (start, end) = (spans[e].start, spans[e].end);
@@ -265,6 +285,25 @@ fn domain_end(bytes: &[u8], from: usize) -> Option<usize> {
 // ---------------------------------------------------------------------------
 // Numbers: cards, SSNs and phone numbers
 
+/// Where the first ASCII digit at or after `from` is.
+fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
+    // Chat text is mostly letters: test 16 bytes at once (the compiler
+    // vectorises the branch-free fold), then find the digit in the block.
+    const BLOCK: usize = 16;
+    let mut i = from;
+    while i + BLOCK <= bytes.len() {
+        let block = &bytes[i..i + BLOCK];
+        if block.iter().fold(false, |any, b| any | b.is_ascii_digit()) {
+            break;
+        }
+        i += BLOCK;
+    }
+    bytes[i..]
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| i + p)
+}
+
 /// Separator characters allowed between the digit groups of one run.
 fn is_sep(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.' | b'(' | b')')
@@ -274,6 +313,15 @@ fn is_sep(b: u8) -> bool {
 /// word, an identifier (VINs, UUIDs), a path or date, an amount, a percentage.
 fn taints(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '@' | '/' | '\\' | '$' | '€' | '£' | '¥' | '%')
+}
+
+/// `x204` right after a number: its extension, which leaves the number a number.
+fn is_extension(rest: &str) -> bool {
+    let Some(tail) = rest.strip_prefix(['x', 'X']) else {
+        return false;
+    };
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    (1..=6).contains(&digits) && !tail[digits..].chars().next().is_some_and(taints)
 }
 
 /// The longest window of groups tried for a phone number (`+33 1 23 45 67 89`).
@@ -297,22 +345,18 @@ struct NumberFinder<'t> {
     text: &'t str,
     bytes: &'t [u8],
     region: Option<country::Id>,
-    /// What a national-format number in `region` can look like, to spare the
-    /// parser candidates that cannot be one.
-    national: Option<Lengths>,
+    national: Option<&'static Lengths>,
     run: Run,
     digits: String,
 }
 
 impl<'t> NumberFinder<'t> {
-    fn new(text: &'t str, region: Option<country::Id>) -> Self {
+    fn new(text: &'t str, region: Option<country::Id>, national: Option<&'static Lengths>) -> Self {
         NumberFinder {
             text,
             bytes: text.as_bytes(),
             region,
-            national: region
-                .and_then(|id| DATABASE.by_id(id.as_ref()))
-                .map(Lengths::of),
+            national,
             run: Run {
                 start: 0,
                 plus: false,
@@ -329,14 +373,16 @@ impl<'t> NumberFinder<'t> {
         let bytes = self.bytes;
         let mut i = lo;
         while i < hi {
-            let b = bytes[i];
-            let starts = b.is_ascii_digit()
-                || (matches!(b, b'+' | b'(') && i + 1 < hi && bytes[i + 1].is_ascii_digit());
-            if !starts {
-                i += 1;
-                continue;
-            }
-            i = self.read_run(i, hi);
+            // A run starts at a digit, or at a `+` or `(` right before one.
+            let Some(d) = next_digit(&bytes[..hi], i) else {
+                return;
+            };
+            let start = if d > i && matches!(bytes[d - 1], b'+' | b'(') {
+                d - 1
+            } else {
+                d
+            };
+            i = self.read_run(start, hi);
             self.match_run(spans);
         }
     }
@@ -382,7 +428,8 @@ impl<'t> NumberFinder<'t> {
         if bytes[start].is_ascii_digit() && before.is_some_and(taints) {
             run.tainted[0] = true;
         }
-        if self.text[i..].chars().next().is_some_and(taints) {
+        let after = &self.text[i..];
+        if after.chars().next().is_some_and(taints) && !is_extension(after) {
             run.tainted[n - 1] = true;
         }
         i
@@ -459,7 +506,8 @@ impl<'t> NumberFinder<'t> {
         let mut i = 0;
         while i < n {
             let mut next = i + 1;
-            for j in (i..n.min(i + PHONE_MAX_GROUPS)).rev() {
+            // One more group for a trunk prefix: `+33 (0)1 23 45 67 89`.
+            for j in (i..n.min(i + PHONE_MAX_GROUPS + 1)).rev() {
                 if let Some((s, e)) = self.phone_span(i, j) {
                     self.take(i, j, s, e, PiiKind::Phone, spans);
                     next = j + 1;
@@ -500,8 +548,8 @@ impl<'t> NumberFinder<'t> {
         if !self.window_free(i, j) || self.inside_dotted(i, j) {
             return false;
         }
-        let lens: Vec<usize> = self.run.groups[i..=j].iter().map(|(s, e)| e - s).collect();
-        if lens != [3, 2, 4] {
+        let groups = &self.run.groups[i..=j];
+        if groups.iter().map(|(s, e)| e - s).ne([3, 2, 4]) {
             return false;
         }
         let sep = self.sep(i + 1);
@@ -514,28 +562,48 @@ impl<'t> NumberFinder<'t> {
 
     /// The span of a phone number made of groups `i..=j`, if they are one.
     fn phone_span(&mut self, i: usize, j: usize) -> Option<(usize, usize)> {
-        if !self.window_free(i, j) || self.inside_dotted(i, j) || j + 1 - i > PHONE_MAX_GROUPS {
+        let international = i == 0 && self.run.plus;
+        // `+44 (0)161 …`: the trunk prefix callers from abroad leave out.
+        let trunk = international && j >= 2 && self.is_paren_trunk(1);
+        if !self.window_free(i, j)
+            || self.inside_dotted(i, j)
+            || j + 1 - i - usize::from(trunk) > PHONE_MAX_GROUPS
+        {
             return None;
         }
-        let digits = self.digit_count(i, j);
+        let digits = self.digit_count(i, j) - usize::from(trunk);
         if !(7..=15).contains(&digits) || self.looks_like_date(i, j) {
             return None;
         }
-        let international = i == 0 && self.run.plus;
         if !international && self.region.is_none() {
             return None;
         }
         self.collect_digits(i, j);
+        let code_len = self.run.groups[0].1 - self.run.groups[0].0;
         let possible = if international {
             international_length_possible(&self.digits)
+                || trunk && {
+                    let without = [&self.digits[..code_len], &self.digits[code_len + 1..]].concat();
+                    international_length_possible(&without)
+                }
         } else {
-            self.national
-                .as_ref()
-                .is_none_or(|l| l.possible(&self.digits))
+            self.national.is_none_or(|l| l.possible(&self.digits))
         };
         if !possible {
             return None;
         }
+        // Where the window's groups meet, counted in digits from its end.
+        let mut boundaries = [0; PHONE_MAX_GROUPS + 1];
+        let mut from_end = 0;
+        for (k, &(s, e)) in self.run.groups[i + 1..=j].iter().enumerate().rev() {
+            from_end += e - s;
+            boundaries[k] = from_end;
+        }
+        let shape = Shape {
+            international,
+            trunk: trunk.then_some(code_len),
+            boundaries: &boundaries[..j - i],
+        };
         let groups = &self.run.groups;
         let start = if i == 0 {
             self.run.start
@@ -560,7 +628,16 @@ impl<'t> NumberFinder<'t> {
             return None;
         }
         let candidate = &self.text[start..end];
-        valid_phone(candidate, &self.digits, international, self.region).then_some((start, end))
+        valid_phone(candidate, &self.digits, &shape, self.region).then_some((start, end))
+    }
+
+    /// Whether group `k` is a lone `0` in parentheses: `(0)`.
+    fn is_paren_trunk(&self, k: usize) -> bool {
+        let (s, e) = self.run.groups[k];
+        &self.bytes[s..e] == b"0"
+            && k + 1 < self.run.groups.len()
+            && self.sep(k).ends_with(b"(")
+            && self.sep(k + 1).starts_with(b")")
     }
 
     /// `2026-12-01`, `01.12.2026`, `12 01 2026`: a date, however valid as a number.
@@ -568,15 +645,52 @@ impl<'t> NumberFinder<'t> {
         if j != i + 2 || self.sep(i + 1) != self.sep(i + 2) || self.sep(i + 1).len() != 1 {
             return false;
         }
-        let lens: Vec<usize> = self.run.groups[i..=j].iter().map(|(s, e)| e - s).collect();
-        matches!(lens.as_slice(), [4, 1..=2, 1..=2] | [1..=2, 1..=2, 4])
+        let len = |k: usize| self.run.groups[k].1 - self.run.groups[k].0;
+        matches!(
+            (len(i), len(i + 1), len(i + 2)),
+            (4, 1..=2, 1..=2) | (1..=2, 1..=2, 4)
+        )
+    }
+}
+
+/// A set of number lengths, one bit per length.
+#[derive(Clone, Copy, Debug, Default)]
+struct LengthSet {
+    /// Every length: the metadata lists none.
+    any: bool,
+    bits: u32,
+}
+
+impl LengthSet {
+    /// The lengths listed; every length when none is. (No number is longer
+    /// than 17 digits.)
+    fn of(lengths: &[u16]) -> Self {
+        LengthSet {
+            any: lengths.is_empty(),
+            bits: lengths
+                .iter()
+                .filter(|&&l| l < 32)
+                .fold(0, |bits, &l| bits | 1 << l),
+        }
+    }
+
+    fn union(self, other: LengthSet) -> Self {
+        LengthSet {
+            any: self.any || other.any,
+            bits: self.bits | other.bits,
+        }
+    }
+
+    fn contains(self, n: usize) -> bool {
+        self.any || (n < 32 && self.bits & (1 << n) != 0)
     }
 }
 
 /// The national significant number lengths of one region, with the prefixes a
 /// number written in it may carry.
+#[derive(Debug)]
 struct Lengths {
-    nsn: Vec<u16>,
+    nsn: LengthSet,
     national_prefix: String,
     country_code: String,
 }
@@ -594,7 +708,7 @@ impl Lengths {
     /// bare or after a trunk prefix or country code. A leading 0 may start an
     /// international access code, which the parser knows best.
     fn possible(&self, digits: &str) -> bool {
-        let fits = |n: usize| self.nsn.is_empty() || self.nsn.iter().any(|&l| usize::from(l) == n);
+        let fits = |n: usize| self.nsn.contains(n);
         let after = |prefix: &str| {
             !prefix.is_empty() && digits.starts_with(prefix) && fits(digits.len() - prefix.len())
         };
@@ -606,8 +720,8 @@ impl Lengths {
 }
 
 /// Every national significant number length the region issues, of any type;
-/// empty when the metadata lists none.
-fn nsn_lengths(meta: &phonenumber::Metadata) -> Vec<u16> {
+/// every length when the metadata lists none.
+fn nsn_lengths(meta: &phonenumber::Metadata) -> LengthSet {
     let d = meta.descriptors();
     let descriptors = [
         Some(d.general()),
@@ -622,32 +736,56 @@ fn nsn_lengths(meta: &phonenumber::Metadata) -> Vec<u16> {
         d.uan(),
         d.voicemail(),
     ];
-    let mut lengths: Vec<u16> = descriptors
+    let lengths: Vec<u16> = descriptors
         .into_iter()
         .flatten()
         .flat_map(|d| d.possible_length().iter().copied())
         .collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    lengths
+    LengthSet::of(&lengths)
+}
+
+/// What the scan asks of the metadata for every candidate, worked out once.
+struct Tables {
+    /// Each region's lengths, by region id.
+    national: HashMap<&'static str, Lengths>,
+    /// By country calling code (0–999): the lengths of any region using the
+    /// code; `None` where no region does.
+    international: Vec<Option<LengthSet>>,
+}
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let db: &'static phonenumber::metadata::Database = &DATABASE;
+        let national = db
+            .iter()
+            .filter_map(|meta| {
+                let meta = db.by_id(meta.id())?;
+                Some((meta.id(), Lengths::of(meta)))
+            })
+            .collect();
+        let international = (0..1000u16)
+            .map(|code| {
+                let metas = db.by_code(&code)?;
+                metas.into_iter().map(nsn_lengths).reduce(LengthSet::union)
+            })
+            .collect();
+        Tables {
+            national,
+            international,
+        }
+    })
 }
 
 /// Whether `digits` (after a `+`) could be a country code and a national number
 /// of a length that country issues.
 fn international_length_possible(digits: &str) -> bool {
+    let international = &tables().international;
     (1..=3.min(digits.len())).any(|cc_len| {
-        let Ok(code) = digits[..cc_len].parse::<u16>() else {
-            return false;
-        };
-        DATABASE.by_code(&code).is_some_and(|metas| {
-            metas.iter().any(|meta| {
-                let lengths = nsn_lengths(meta);
-                lengths.is_empty()
-                    || lengths
-                        .iter()
-                        .any(|&l| usize::from(l) == digits.len() - cc_len)
-            })
-        })
+        let code = digits.as_bytes()[..cc_len]
+            .iter()
+            .fold(0usize, |acc, &d| acc * 10 + usize::from(d - b'0'));
+        international[code].is_some_and(|lengths| lengths.contains(digits.len() - cc_len))
     })
 }
 
@@ -672,14 +810,14 @@ fn parens_balanced(s: &[u8]) -> bool {
 /// An international candidate is parsed without the default region: with one,
 /// the region's national-prefix rules have been seen to mangle other countries'
 /// numbers (`+44 161 …`, `+33 1 …`).
-fn valid_phone(
-    candidate: &str,
-    digits: &str,
-    international: bool,
-    region: Option<country::Id>,
-) -> bool {
-    let region = if international { None } else { region };
-    let Ok(number) = phonenumber::parse(region, candidate) else {
+fn valid_phone(candidate: &str, digits: &str, shape: &Shape, region: Option<country::Id>) -> bool {
+    let international = shape.international;
+    let parsed = if international {
+        phonenumber::parse(None, candidate).ok()
+    } else {
+        phonenumber::parse(region, candidate).ok()
+    };
+    let Some(number) = parsed else {
         return false;
     };
     if !phonenumber::is_valid(&number) {
@@ -688,13 +826,45 @@ fn valid_phone(
     let national = number.national().to_string();
     if international {
         let code = number.code().value().to_string();
-        digits.len() == code.len() + national.len()
-            && digits.starts_with(&code)
-            && digits.ends_with(&national)
+        let Some(rest) = digits.strip_prefix(&code) else {
+            return false;
+        };
+        // The code, then the national number; or the code, `(0)`, then the
+        // national number.
+        rest == national
+            || shape.trunk == Some(code.len()) && rest.strip_prefix('0') == Some(&national)
     } else {
         // Whatever precedes the national number is a trunk prefix or a country code.
-        digits.ends_with(&national) && digits.len() - national.len() <= 3
+        digits.ends_with(&national)
+            && digits.len() - national.len() <= 3
+            && keeps_groups(&number, &national, shape.boundaries)
     }
+}
+
+/// How a phone candidate is written.
+struct Shape<'a> {
+    /// It starts with `+` and its country code.
+    international: bool,
+    /// It holds a trunk prefix `(0)` after its country code, this many digits long.
+    trunk: Option<usize>,
+    /// Where its digit groups meet, counted in digits from its end.
+    boundaries: &'a [usize],
+}
+
+/// Whether a national-format candidate's digit groups keep a North American
+/// number's groups (`415 555 2671`) whole, several maybe written as one:
+/// `415 555-2671`, `1-415-555-2671` and `415 5552671` do; `2026-004512` and
+/// `2026-12-01 14` do not, valid as `202-600-4512` and `202-612-0114` are: they
+/// are order numbers and dates. Groups in a trunk prefix before the national
+/// number are free.
+///
+/// Only for country code 1, whose numbers are written 3-3-4 near enough
+/// always; elsewhere groupings vary too much (`020 7946 0958` is also written
+/// `0207 946 0958`) to reject a number for its grouping.
+fn keeps_groups(number: &PhoneNumber, national: &str, boundaries: &[usize]) -> bool {
+    number.code().value() != 1
+        || national.len() != 10
+        || boundaries.iter().all(|&b| b >= 10 || b == 4 || b == 7)
 }
 
 /// Luhn's checksum over ASCII digits.
@@ -859,6 +1029,49 @@ mod tests {
         // The same numbers without a default region.
         let out = scrub("+44 161 496 0000 or +33 1 23 45 67 89", None);
         assert_eq!(out.text, "[PHONE] or [PHONE]");
+    }
+
+    #[test]
+    fn a_trunk_prefix_in_parentheses_stays_inside_the_number() {
+        for text in [
+            "+44 (0)161 496 0000",
+            "+44 (0) 20 7946 0958",
+            "+33 (0)1 23 45 67 89",
+            "+49 (0)30 12345678",
+        ] {
+            assert_scrubs(&format!("call {text}."), "call [PHONE].", PiiKind::Phone, 1);
+            assert_eq!(scrub(text, None).text, "[PHONE]", "{text} without a region");
+        }
+        // Only a lone 0 is a trunk prefix.
+        assert_untouched("+44 (1)161 496 0000");
+    }
+
+    #[test]
+    fn north_american_numbers_keep_their_groups() {
+        for text in [
+            "415 5552671",
+            "1 (415) 555-2671",
+            "1-415-555-2671",
+            "415 555 2671",
+        ] {
+            assert_scrubs(text, "[PHONE]", PiiKind::Phone, 1);
+        }
+        // Valid as 202-600-4512 and 202-612-0114, but written as a reference and a date.
+        assert_untouched("ref 2026-004512 or INV-2026-004512");
+        assert_untouched("due 2026-12-01 14:00");
+        assert_untouched("4155 552 671");
+    }
+
+    #[test]
+    fn an_extension_right_after_a_number_leaves_it_a_number() {
+        assert_scrubs(
+            "call 415-555-2671x204",
+            "call [PHONE]x204",
+            PiiKind::Phone,
+            1,
+        );
+        assert_scrubs("4155552671X12.", "[PHONE]X12.", PiiKind::Phone, 1);
+        assert_untouched("1920x1080 and 415-555-2671xy and 415-555-2671x1234567");
     }
 
     #[test]
