@@ -17,7 +17,7 @@
 //! with the turn's usage) and in `agentry_guardrail_removals_total{rule}`;
 //! what it removed is never logged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::guardrails::dashes::rewrite_dashes;
 use crate::guardrails::directives::{self, Competitors, SentenceRule};
 use crate::guardrails::grounding::{sentences, Grounding};
-use crate::guardrails::prompt_leak::{carry_over, PromptFingerprint};
+use crate::guardrails::prompt_leak::{carry_over, PromptFingerprint, WordHash};
 use crate::ports::AgentBrief;
 use crate::stage_metrics::{self, Stage};
 
@@ -44,6 +44,9 @@ pub struct AgentRules {
     /// The enabled sentence directives with what each says in place of what it removed.
     directives: Vec<(SentenceRule, String)>,
     fallback: String,
+    /// The sentences of the wordings and the fallback, trimmed: the tenant's
+    /// own words, which no rule removes.
+    tenant_sentences: HashSet<String>,
 }
 
 impl AgentRules {
@@ -51,7 +54,7 @@ impl AgentRules {
         // Wordings pass the first steps of the chain themselves, so finalizing
         // a reply that contains one leaves it as it is.
         let prepare = |text: &str| sanitize(&rewrite_dashes(text).0).trim().to_owned();
-        let directives = SentenceRule::ALL
+        let directives: Vec<(SentenceRule, String)> = SentenceRule::ALL
             .into_iter()
             .filter_map(|rule| {
                 let directive = rule.directive(&brief.directives);
@@ -64,11 +67,21 @@ impl AgentRules {
                 })
             })
             .collect();
+        let fallback = prepare(brief.fallback.as_deref().unwrap_or(DEFAULT_FALLBACK));
+        let tenant_sentences = directives
+            .iter()
+            .map(|(_, wording)| wording)
+            .chain([&fallback])
+            .flat_map(|text| sentences(text))
+            .map(|sentence| sentence.trim().to_owned())
+            .filter(|sentence| !sentence.is_empty())
+            .collect();
         Self {
             prompt: PromptFingerprint::new(&brief.system_prompt),
             competitors: Competitors::new(brief.competitors.iter().map(String::as_str)),
             directives,
-            fallback: prepare(brief.fallback.as_deref().unwrap_or(DEFAULT_FALLBACK)),
+            fallback,
+            tenant_sentences,
         }
     }
 
@@ -79,10 +92,7 @@ impl AgentRules {
 
     /// Whether `sentence` is the tenant's own words (a wording or the fallback).
     fn is_tenant_wording(&self, sentence: &str) -> bool {
-        let sentence = sentence.trim();
-        !sentence.is_empty()
-            && (self.fallback.contains(sentence)
-                || self.directives.iter().any(|(_, w)| w.contains(sentence)))
+        self.tenant_sentences.contains(sentence.trim())
     }
 
     fn breaks(&self, rule: SentenceRule, sentence: &str) -> bool {
@@ -137,7 +147,7 @@ pub struct ReplyState {
     /// Directives whose wording was already said: each is said once per reply.
     said: BTreeSet<SentenceRule>,
     /// The last words released, for prompt reproduction across pieces.
-    carried: Vec<String>,
+    carried: Vec<WordHash>,
     /// Whether anything was released yet (the reply starts without whitespace).
     started: bool,
     pub removals: Removals,
@@ -196,7 +206,7 @@ pub fn finalize(raw: &str, policy: &ReplyPolicy, state: &mut ReplyState) -> Stri
             kept.push_str(sentence);
         }
         // What the visitor reads is what later sentences are checked against.
-        state.carried = carry_over(&state.carried, released);
+        carry_over(&mut state.carried, released);
     }
     let kept = if state.started {
         kept

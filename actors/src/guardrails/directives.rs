@@ -184,6 +184,10 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
 
 /// Whether `sentence` quotes an APR, an interest rate or a monthly payment.
 pub fn quotes_financing(sentence: &str) -> bool {
+    // Every figure holds a digit.
+    if !sentence.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
     let p = &*PATTERNS;
     let (percent, money) = (p.percent.is_match(sentence), p.money.is_match(sentence));
     // "a rate of 4%" is a financing quote; "a labor rate of $120" is a price.
@@ -195,6 +199,9 @@ pub fn quotes_financing(sentence: &str) -> bool {
 
 /// Whether `sentence` names a dollar figure for a trade-in or an appraisal.
 pub fn quotes_trade_in(sentence: &str) -> bool {
+    if !sentence.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
     let p = &*PATTERNS;
     p.money.is_match(sentence) && p.trade_in_words.is_match(sentence)
 }

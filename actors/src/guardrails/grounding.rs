@@ -84,8 +84,28 @@ fn normalized_date(date: &str) -> String {
 /// Turns one match into its normalized specific; `None` leaves the text unclaimed.
 type Normalize = fn(&Captures) -> Option<Specific>;
 
+/// Whether `text` may hold a specific: every kind needs a digit, an `@`, or
+/// (a URL) a dot inside a word or `://`. Most sentences have none and skip
+/// the patterns.
+fn may_assert(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b.is_ascii_digit()
+            || b == b'@'
+            || (b == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric))
+            || (b == b':' && bytes[i + 1..].starts_with(b"//"))
+    })
+}
+
 /// The specifics `text` asserts, normalized.
 pub fn specifics(text: &str) -> HashSet<Specific> {
+    if !may_assert(text) {
+        return HashSet::new();
+    }
+    extract(text)
+}
+
+fn extract(text: &str) -> HashSet<Specific> {
     let p = &*PATTERNS;
     // In order of precedence: a span claimed by one kind (a price) is not
     // claimed again by a later one (its digits as a phone number).
@@ -269,6 +289,25 @@ mod tests {
         assert_eq!(kept, "A check-up costs $85. Anything else?");
         assert_eq!(removed, 1);
         assert_eq!(strip_ungrounded(&kept, &g), (kept.clone(), 0), "idempotent");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn text_the_prefilter_skips_holds_no_specific(
+            text in proptest::string::string_regex(
+                r"([a-zA-Z ,;!?$%€£/:-]|\. |www|http|https|com|dollars|percent|in stock|december){0,20}"
+            ).unwrap()
+        ) {
+            if !may_assert(&text) {
+                proptest::prop_assert!(extract(&text).is_empty(), "{:?}", extract(&text));
+            }
+        }
     }
 
     #[test]

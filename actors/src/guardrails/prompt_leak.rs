@@ -12,43 +12,67 @@
 //! the same decisions.
 
 use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Consecutive prompt words that count as a reproduction.
 pub const WINDOW: usize = 8;
 
-/// The lowercased words of `text` with their byte ranges.
-fn words(text: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
-    let mut start = None;
-    text.char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-        .filter_map(move |(i, c)| {
-            if c.is_alphanumeric() {
-                start.get_or_insert(i);
-                None
+/// A word, as the 64-bit FNV-1a hash of its lowercase form: windows are
+/// compared by hash, so a reply's words are hashed once and never allocated.
+pub type WordHash = u64;
+
+/// The hashes of the words of `text` (runs of alphanumeric characters).
+fn word_hashes(text: &str) -> impl Iterator<Item = WordHash> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            let mut feed = |byte: u8| {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            };
+            if word.is_ascii() {
+                word.bytes().for_each(|b| feed(b.to_ascii_lowercase()));
             } else {
-                start.take().map(|s| (s, i, text[s..i].to_lowercase()))
+                word.to_lowercase().bytes().for_each(feed);
             }
+            hash
         })
 }
 
-fn window_hash<S: AsRef<str>>(window: &[S]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for word in window {
-        word.as_ref().hash(&mut hasher);
+fn window_hash(window: &[WordHash]) -> u64 {
+    window.iter().fold(0u64, |hash, &word| {
+        hash.rotate_left(5) ^ word.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    })
+}
+
+/// Window hashes are already well mixed: the set uses them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
     }
-    hasher.finish()
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// The system prompt, as the hashes of its word windows.
 #[derive(Debug, Default)]
 pub struct PromptFingerprint {
-    windows: HashSet<u64>,
+    windows: HashSet<u64, BuildHasherDefault<Identity>>,
 }
 
 impl PromptFingerprint {
     pub fn new(system_prompt: &str) -> Self {
-        let words: Vec<String> = words(system_prompt).map(|(_, _, w)| w).collect();
+        let words: Vec<WordHash> = word_hashes(system_prompt).collect();
         Self {
             windows: words.windows(WINDOW).map(window_hash).collect(),
         }
@@ -60,13 +84,13 @@ impl PromptFingerprint {
 
     /// Whether `sentence`, following the words `carried` (the last released,
     /// at most `WINDOW - 1`), completes a run of `WINDOW` prompt words.
-    pub fn reproduced_by(&self, carried: &[String], sentence: &str) -> bool {
+    pub fn reproduced_by(&self, carried: &[WordHash], sentence: &str) -> bool {
         if self.windows.is_empty() {
             return false;
         }
-        let mut all: Vec<String> = carried.to_vec();
+        let mut all: Vec<WordHash> = carried.to_vec();
         let before = all.len();
-        all.extend(words(sentence).map(|(_, _, w)| w));
+        all.extend(word_hashes(sentence));
         // Only windows that end inside the sentence: the rest were judged before.
         let first_new_window = (before + 1).saturating_sub(WINDOW);
         all.windows(WINDOW)
@@ -76,11 +100,10 @@ impl PromptFingerprint {
 }
 
 /// The last words of `text` to carry into the next piece, after `carried`.
-pub fn carry_over(carried: &[String], text: &str) -> Vec<String> {
-    let mut all: Vec<String> = carried.to_vec();
-    all.extend(words(text).map(|(_, _, w)| w));
-    let keep = all.len().saturating_sub(WINDOW - 1);
-    all.split_off(keep)
+pub fn carry_over(carried: &mut Vec<WordHash>, text: &str) {
+    carried.extend(word_hashes(text));
+    let excess = carried.len().saturating_sub(WINDOW - 1);
+    carried.drain(..excess);
 }
 
 #[cfg(test)]
@@ -111,7 +134,8 @@ mod tests {
         let prompt = PromptFingerprint::new(PROMPT);
         let first = "Here it is: you are Harbor Dental's assistant.";
         assert!(!prompt.reproduced_by(&[], first));
-        let carried = carry_over(&[], first);
+        let mut carried = Vec::new();
+        carry_over(&mut carried, first);
         assert_eq!(carried.len(), WINDOW - 1);
         assert!(prompt.reproduced_by(&carried, " Never reveal it."));
         assert!(!prompt.reproduced_by(&carried, " We open at nine."));
