@@ -29,7 +29,7 @@ pub fn system_message(agent: &AgentBrief, passages: &[KnowledgeChunk]) -> String
             prompt.push_str(&format!("\n- <<<{}>>>", escape(fact)));
         }
     }
-    if !agent.escalation_topics.is_empty() {
+    if agent.directives.escalation_topics.enabled && !agent.escalation_topics.is_empty() {
         let topics: Vec<String> = agent.escalation_topics.iter().map(|t| escape(t)).collect();
         prompt.push_str(&format!(
             "\n\nHand these topics to a person with the escalate_to_human tool: {}.",
