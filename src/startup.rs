@@ -66,16 +66,28 @@ impl Application {
             .await
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
 
+        // The deployment's embedder is the operator's own configuration; the
+        // tenants' LLM connections go through the SSRF guard at connect time.
         let http = reqwest::Client::builder().build().context("HTTP client")?;
-        let embedder: Arc<dyn Embedder> =
-            llm::deployment_embedder(&settings.embedding, http.clone())
-                .context("embedding configuration")?;
+        let embedder: Arc<dyn Embedder> = llm::deployment_embedder(&settings.embedding, http)
+            .context("embedding configuration")?;
+        let tenant_llm_http = crate::net_guard::GuardedClient::new(crate::net_guard::GuardPolicy {
+            // Self-hosted models (Ollama, vLLM) often speak plain http.
+            allow_http: true,
+            allow_private: settings.llm.allow_private_base_urls,
+            ..Default::default()
+        })
+        .context("HTTP client for tenant LLMs")?;
         let chat = &settings.chat;
         let pipeline = ChatPipeline::start(PipelineDeps {
             chat: Arc::new(PgChatStore::new(store.clone())),
             knowledge: Arc::new(PgKnowledgeStore::new(store.clone())),
             embedder: embedder.clone(),
-            llm: Arc::new(PgLlmResolver::new(store.clone(), keyring.clone(), http)),
+            llm: Arc::new(PgLlmResolver::new(
+                store.clone(),
+                keyring.clone(),
+                tenant_llm_http.http().clone(),
+            )),
             resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),
             settings: PipelineSettings {
                 session_idle: Duration::from_secs(chat.session_idle_secs),
