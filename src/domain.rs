@@ -29,6 +29,37 @@ impl Email {
     }
 }
 
+/// A phone number in international format, normalized to E.164 (`+14155550100`).
+pub fn parse_phone(input: &str) -> Result<String, String> {
+    let reject = || {
+        format!("{input:?} is not a valid phone number in international format, e.g. +14155550100")
+    };
+    let trimmed = input.trim();
+    if !trimmed.starts_with('+') || trimmed.chars().count() > 32 {
+        return Err(reject());
+    }
+    let number = phonenumber::parse(None, trimmed).map_err(|_| reject())?;
+    if !phonenumber::is_valid(&number) {
+        return Err(reject());
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// Free text a person writes (lead notes): at most `max` characters, no
+/// control characters but line breaks and tabs.
+pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.chars().count() > max {
+        return Err(format!("{field} must be at most {max} characters"));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(())
+}
+
 /// A new password: long enough to mean something, short enough to hash cheaply.
 pub fn check_new_password(password: &str) -> Result<(), String> {
     match password.chars().count() {
@@ -218,6 +249,15 @@ mod tests {
             "",
         ] {
             assert!(AllowedOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phones_are_read_in_international_format_and_kept_in_e164() {
+        assert_eq!(parse_phone("+1 (415) 555-2671").unwrap(), "+14155552671");
+        assert_eq!(parse_phone("+44 161 496 0000").unwrap(), "+441614960000");
+        for bad in ["415 555 2671", "+1 555", "+999 1234567", "call me", ""] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
         }
     }
 

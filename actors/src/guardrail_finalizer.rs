@@ -431,11 +431,16 @@ mod tests {
             proptest::prop_assert_eq!(&clean(&once), &once);
             // A sanitizer pass finds nothing left to remove.
             proptest::prop_assert_eq!(&sanitize(&once), &once);
-            // No tag, comment or declaration can open: `<` is only ever text.
-            let opens_markup = once
-                .as_bytes()
-                .windows(2)
-                .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || b"!/?".contains(&w[1])));
+            // No tag, comment or declaration can open (`<b`, `</b`, `<!`, `<?`):
+            // any `<` left is text, as in "a < b" or a lone "</".
+            let bytes = once.as_bytes();
+            let opens_markup = bytes.iter().enumerate().any(|(i, &b)| {
+                let next = |k: usize| bytes.get(i + k).copied().unwrap_or(b' ');
+                b == b'<'
+                    && (next(1).is_ascii_alphabetic()
+                        || matches!(next(1), b'!' | b'?')
+                        || (next(1) == b'/' && next(2).is_ascii_alphabetic()))
+            });
             proptest::prop_assert!(!opens_markup, "markup survived in {:?}", once);
         }
 

@@ -10,6 +10,7 @@ pub mod agents;
 pub mod bootstrap;
 pub mod chat;
 pub mod knowledge;
+pub mod leads;
 pub mod llm_configs;
 pub mod operators;
 pub mod sessions;
@@ -30,7 +31,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 15] = [
+pub const TENANT_TABLES: [&str; 16] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -46,6 +47,7 @@ pub const TENANT_TABLES: [&str; 15] = [
     "kb_chunks",
     "kb_namespace_versions",
     "tenant_llm_configs",
+    "leads",
 ];
 
 #[derive(Debug, thiserror::Error)]

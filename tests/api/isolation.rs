@@ -126,6 +126,12 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
     sqlx::query("INSERT INTO tenant_llm_configs (tenant_id, provider, model, connection_sealed) VALUES ($1, 'offline', 'offline-grounded-v1', '\\x00')")
         .bind(tenant)
         .execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO leads (id, tenant_id, email) VALUES ($1, $2, 'lead@example.com')")
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

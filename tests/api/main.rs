@@ -13,6 +13,7 @@ mod evals;
 mod health;
 mod isolation;
 mod knowledge;
+mod leads;
 mod pipeline;
 mod resources;
 mod seed;

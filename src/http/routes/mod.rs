@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conversations;
 pub mod documents;
 pub mod health;
+pub mod leads;
 pub mod llm_config;
 pub mod web;
 pub mod widget;
@@ -25,6 +26,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(documents::router())
         .merge(conversations::router())
         .merge(llm_config::router())
+        .merge(leads::router())
         .nest("/admin", admin::router())
 }
 

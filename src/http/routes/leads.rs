@@ -1,0 +1,151 @@
+//! `/api/v1/leads`: the people a tenant's agents met. Any user of the tenant
+//! may read, add and annotate leads: they are the team's daily work, not
+//! configuration.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::leads::{self, Contact, Lead, LeadPage};
+use crate::domain::{check_text, parse_name, parse_phone, Email};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, IdPath, TenantUser};
+use crate::http::AppState;
+
+const MAX_NOTES_CHARS: usize = 10_000;
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/leads", get(list).post(create))
+        .route("/leads/{lead_id}", get(show).patch(update))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    limit: Option<i64>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct LeadList {
+    leads: Vec<Lead>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<LeadList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    // One more than asked tells whether another page follows.
+    let mut leads = leads::list(
+        &mut tx,
+        LeadPage {
+            before: query.cursor,
+            created_after: query.created_after,
+            created_before: query.created_before,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let more = leads.len() as i64 > limit;
+    leads.truncate(limit as usize);
+    let next_cursor = more.then(|| leads.last().map(|lead| lead.id)).flatten();
+    Ok(Json(LeadList { leads, next_cursor }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLead {
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    #[serde(default)]
+    notes: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: TenantUser,
+    ApiJson(body): ApiJson<CreateLead>,
+) -> Result<(StatusCode, Json<Lead>), ApiError> {
+    let name = body
+        .name
+        .as_deref()
+        .map(|name| parse_name("name", name))
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    let email = body
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    let phone = body
+        .phone
+        .as_deref()
+        .map(parse_phone)
+        .transpose()
+        .map_err(ApiError::Invalid)?;
+    if email.is_none() && phone.is_none() {
+        return Err(ApiError::Invalid("a lead needs an email or a phone".into()));
+    }
+    check_text("notes", &body.notes, MAX_NOTES_CHARS).map_err(ApiError::Invalid)?;
+    let contact = Contact {
+        name: name.as_deref(),
+        email: email.as_ref().map(Email::as_str),
+        phone: phone.as_deref(),
+    };
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let lead = leads::create(&mut tx, &contact, &body.notes, None).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(lead)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+) -> Result<Json<Lead>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    Ok(Json(leads::get(&mut tx, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateLead {
+    notes: String,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateLead>,
+) -> Result<Json<Lead>, ApiError> {
+    check_text("notes", &body.notes, MAX_NOTES_CHARS).map_err(ApiError::Invalid)?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let lead = leads::update_notes(&mut tx, id, &body.notes).await?;
+    tx.commit().await?;
+    Ok(Json(lead))
+}
