@@ -76,6 +76,33 @@ pub struct Settings {
     pub knowledge: KnowledgeSettings,
     pub embedding: EmbeddingSettings,
     pub llm: LlmSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhookSettings {
+    pub allow_http: bool,
+    pub allow_localhost: bool,
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub allowed_hosts: Vec<String>,
+    pub rotation_grace_secs: u64,
+}
+
+impl WebhookSettings {
+    /// What webhook deliveries may reach.
+    pub fn guard_policy(&self) -> crate::net_guard::GuardPolicy {
+        crate::net_guard::GuardPolicy {
+            allow_http: self.allow_http,
+            allow_loopback: self.allow_localhost,
+            allow_private: false,
+            allowed_networks: self.allowed_networks.clone(),
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -218,7 +245,16 @@ impl Settings {
                     .try_parsing(true)
                     .source(Some(env.clone().into_iter().collect())),
             );
-        for (variable, key) in [("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")] {
+        for (variable, key) in [
+            ("DATABASE_URL", "database.url"),
+            ("REDIS_URL", "redis.url"),
+            // The names operators know from the webhook docs.
+            ("AGENTRY_WEBHOOK_ALLOW_HTTP", "webhooks.allow_http"),
+            (
+                "AGENTRY_WEBHOOK_ALLOW_LOCALHOST",
+                "webhooks.allow_localhost",
+            ),
+        ] {
             if let Some(value) = env.get(variable).filter(|v| !v.is_empty()) {
                 builder = builder.set_override(key, value.as_str())?;
             }
@@ -232,6 +268,12 @@ impl Settings {
     /// Checks what deserialization cannot: keys decode to the right sizes, and
     /// production runs neither without keys nor with the public development ones.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        const MAX_ROTATION_GRACE_SECS: u64 = 30 * 24 * 3600;
+        if self.webhooks.rotation_grace_secs > MAX_ROTATION_GRACE_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks.rotation_grace_secs must be at most {MAX_ROTATION_GRACE_SECS} (30 days)"
+            )));
+        }
         let security = &self.security;
         let current = &security.encryption_current_key_id;
         if current.is_empty() {

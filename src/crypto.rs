@@ -25,6 +25,9 @@ pub struct SecretOwner {
     pub tenant: TenantId,
     pub table: &'static str,
     pub column: &'static str,
+    /// The row, for tables with many rows per tenant: a value sealed for one
+    /// row does not open in another.
+    pub row: Option<uuid::Uuid>,
 }
 
 impl SecretOwner {
@@ -33,11 +36,29 @@ impl SecretOwner {
             tenant,
             table,
             column,
+            row: None,
+        }
+    }
+
+    /// The owner of the value in one row of `table`.
+    pub fn of_row(
+        tenant: TenantId,
+        table: &'static str,
+        column: &'static str,
+        row: uuid::Uuid,
+    ) -> Self {
+        Self {
+            row: Some(row),
+            ..Self::new(tenant, table, column)
         }
     }
 
     fn associated_data(&self) -> Vec<u8> {
-        format!("agentry/v1/{}/{}.{}", self.tenant, self.table, self.column).into_bytes()
+        let mut data = format!("agentry/v1/{}/{}.{}", self.tenant, self.table, self.column);
+        if let Some(row) = self.row {
+            data.push_str(&format!("/{row}"));
+        }
+        data.into_bytes()
     }
 }
 

@@ -157,6 +157,38 @@ fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
+impl GuardPolicy {
+    /// The full check of a URL before it is saved: [`Self::check_url`], then
+    /// every address its host resolves to now. (Deliveries check again when
+    /// they connect: what a name resolves to can change.)
+    pub async fn check_reachable(
+        &self,
+        url: &url::Url,
+        names: &dyn NameResolver,
+    ) -> Result<(), Blocked> {
+        self.check_url(url)?;
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        if self.allows_host(host) {
+            return Ok(());
+        }
+        let addresses = names
+            .lookup(host.to_owned())
+            .await
+            .map_err(|_| Blocked::new(format!("the host {host:?} does not resolve")))?;
+        if addresses.is_empty() {
+            return Err(Blocked::new(format!("the host {host:?} does not resolve")));
+        }
+        match addresses.iter().find(|ip| !self.allows(**ip)) {
+            Some(refused) => Err(Blocked::new(format!(
+                "the host {host:?} resolves to {refused}, which is not a public address"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why a request was not sent; fit for the tenant who owns the URL.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]

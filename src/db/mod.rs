@@ -16,6 +16,7 @@ pub mod operators;
 pub mod sessions;
 pub mod tenants;
 pub mod usage;
+pub mod webhook_endpoints;
 pub mod widgets;
 
 use agentry_actors::{OperatorId, TenantId};
@@ -31,7 +32,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 16] = [
+pub const TENANT_TABLES: [&str; 17] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -48,6 +49,7 @@ pub const TENANT_TABLES: [&str; 16] = [
     "kb_namespace_versions",
     "tenant_llm_configs",
     "leads",
+    "webhook_endpoints",
 ];
 
 #[derive(Debug, thiserror::Error)]
