@@ -23,4 +23,5 @@ pub mod telemetry;
 pub mod templates;
 pub mod text_tools;
 pub mod tokens;
+pub mod webhook_signing;
 pub mod widget_sessions;

@@ -17,6 +17,7 @@ mod leads;
 mod pipeline;
 mod resources;
 mod seed;
+mod signatures;
 mod webhook_endpoints;
 mod widget;
 
