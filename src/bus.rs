@@ -247,3 +247,86 @@ impl RedisBus {
         Ok(number("lag") + number("pending"))
     }
 }
+
+/// Moves every entry of a delayed set due by `ARGV[1]` (ms) onto its stream,
+/// at most `ARGV[2]` of them, in one script: an entry is never in neither
+/// place nor in both. KEYS: the delayed set, the stream (one hash tag).
+const MOVE_DUE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, payload in ipairs(due) do
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'payload', payload)
+    redis.call('ZREM', KEYS[1], payload)
+end
+return #due
+"#;
+
+impl RedisBus {
+    /// The sorted set of `stream`'s delayed entries, scored by due time in ms.
+    pub fn delayed_key(&self, stream: StreamName) -> String {
+        self.key(stream.as_str(), "delayed")
+    }
+
+    /// Puts `payload` on `stream` at `due_ms` (Unix milliseconds). Payloads
+    /// are set members: each must be unique (it carries its delivery's id).
+    pub async fn publish_at(
+        &self,
+        stream: StreamName,
+        payload: &str,
+        due_ms: i64,
+    ) -> Result<(), BusError> {
+        let _: i64 = self
+            .pool
+            .zadd(
+                self.delayed_key(stream),
+                None,
+                None,
+                false,
+                false,
+                (due_ms as f64, payload),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Moves the entries due by `now_ms` onto the stream; how many it moved.
+    pub async fn move_due(
+        &self,
+        stream: StreamName,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<u64, BusError> {
+        self.pool
+            .next()
+            .eval(
+                MOVE_DUE,
+                vec![self.delayed_key(stream), self.stream_key(stream)],
+                vec![
+                    now_ms.to_string(),
+                    limit.to_string(),
+                    self.stream_max_len.to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// When the next delayed entry is due (Unix ms), so a mover can sleep
+    /// until then instead of polling.
+    pub async fn next_due(&self, stream: StreamName) -> Result<Option<i64>, BusError> {
+        let first: Vec<(String, f64)> = self
+            .pool
+            .zrange(self.delayed_key(stream), 0, 0, None, false, None, true)
+            .await
+            .map_err(unavailable)?;
+        Ok(first.first().map(|(_, score)| *score as i64))
+    }
+
+    /// How many entries wait in the delayed set.
+    pub async fn delayed_len(&self, stream: StreamName) -> Result<u64, BusError> {
+        self.pool
+            .zcard(self.delayed_key(stream))
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -86,9 +86,22 @@ pub struct WebhookSettings {
     pub allowed_networks: Vec<ipnet::IpNet>,
     pub allowed_hosts: Vec<String>,
     pub rotation_grace_secs: u64,
+    pub retry_delays_secs: Vec<u64>,
+    pub max_retry_after_secs: u64,
 }
 
 impl WebhookSettings {
+    pub fn retry_schedule(&self) -> crate::webhook_retry::RetrySchedule {
+        crate::webhook_retry::RetrySchedule {
+            delays: self
+                .retry_delays_secs
+                .iter()
+                .map(|secs| std::time::Duration::from_secs(*secs))
+                .collect(),
+            max_retry_after: std::time::Duration::from_secs(self.max_retry_after_secs),
+        }
+    }
+
     /// What webhook deliveries may reach.
     pub fn guard_policy(&self) -> crate::net_guard::GuardPolicy {
         crate::net_guard::GuardPolicy {
@@ -273,6 +286,16 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "webhooks.rotation_grace_secs must be at most {MAX_ROTATION_GRACE_SECS} (30 days)"
             )));
+        }
+        if self
+            .webhooks
+            .retry_delays_secs
+            .iter()
+            .any(|secs| *secs == 0 || *secs > MAX_ROTATION_GRACE_SECS)
+        {
+            return Err(ConfigError::Invalid(
+                "webhooks.retry_delays_secs must each be 1 s to 30 days".into(),
+            ));
         }
         let security = &self.security;
         let current = &security.encryption_current_key_id;

@@ -139,3 +139,58 @@ async fn keys_carry_the_prefix_and_a_cluster_hash_tag() {
     let exists: u32 = bus.pool().exists(key).await.unwrap();
     assert_eq!(exists, 1);
 }
+
+#[tokio::test]
+async fn delayed_entries_move_to_their_stream_when_due_once_each() {
+    let bus = bus_with(1000);
+    ready(&bus).await;
+    const RETRIES: StreamName = StreamName::new("test-retries");
+    assert_eq!(bus.next_due(RETRIES).await.unwrap(), None);
+    for (payload, due) in [("late", 3_000), ("early", 1_000), ("middle", 2_000)] {
+        bus.publish_at(RETRIES, payload, due).await.unwrap();
+    }
+    assert_eq!(bus.next_due(RETRIES).await.unwrap(), Some(1_000));
+    assert_eq!(
+        bus.move_due(RETRIES, 999, 100).await.unwrap(),
+        0,
+        "nothing due yet"
+    );
+    assert_eq!(bus.move_due(RETRIES, 2_000, 100).await.unwrap(), 2);
+    assert_eq!(bus.delayed_len(RETRIES).await.unwrap(), 1);
+    assert_eq!(bus.next_due(RETRIES).await.unwrap(), Some(3_000));
+
+    // Movers racing on several instances: every entry arrives exactly once.
+    for n in 0..200 {
+        bus.publish_at(RETRIES, &format!("race-{n}"), 5_000 + n)
+            .await
+            .unwrap();
+    }
+    let movers: Vec<_> = (0..4)
+        .map(|_| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut moved = 0;
+                for _ in 0..20 {
+                    moved += bus.move_due(RETRIES, 10_000, 7).await.unwrap();
+                }
+                moved
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    for mover in movers {
+        moved += mover.await.unwrap();
+    }
+    assert_eq!(moved, 201, "the late one and the 200");
+    assert_eq!(bus.delayed_len(RETRIES).await.unwrap(), 0);
+    bus.ensure_group(RETRIES, "check").await.unwrap();
+    let entries = bus
+        .read_group(RETRIES, "check", "c", 1000, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let mut payloads: Vec<String> = entries.into_iter().map(|e| e.payload).collect();
+    assert_eq!(payloads.len(), 203);
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 203, "no entry arrived twice");
+}
