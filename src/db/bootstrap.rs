@@ -159,7 +159,9 @@ async fn ensure_app_role(
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
          GRANT EXECUTE ON FUNCTION agentry_find_login(text), agentry_find_dashboard_session(uuid),
              agentry_find_widget(text), agentry_origin_allowed(text),
-             agentry_claim_stale_pending_documents(interval), agentry_demo_widget(text) TO {role};",
+             agentry_claim_stale_pending_documents(interval), agentry_demo_widget(text),
+             agentry_claim_outbox(integer), agentry_mark_outbox_published(uuid[]),
+             agentry_outbox_backlog() TO {role};",
         database = quote_ident(&database),
     ))
     .execute(&mut conn)

@@ -13,6 +13,7 @@ pub mod knowledge;
 pub mod leads;
 pub mod llm_configs;
 pub mod operators;
+pub mod outbox;
 pub mod sessions;
 pub mod tenants;
 pub mod usage;
@@ -32,7 +33,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 17] = [
+pub const TENANT_TABLES: [&str; 18] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -50,6 +51,7 @@ pub const TENANT_TABLES: [&str; 17] = [
     "tenant_llm_configs",
     "leads",
     "webhook_endpoints",
+    "outbox_events",
 ];
 
 #[derive(Debug, thiserror::Error)]

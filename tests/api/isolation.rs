@@ -132,6 +132,12 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
         .execute(&mut *tx)
         .await
         .unwrap();
+    sqlx::query("INSERT INTO outbox_events (id, tenant_id, event_type, payload) VALUES ($1, $2, 'lead.created', '{}')")
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_sealed) VALUES ($1, $2, 'https://example.com/hook', '{lead.created}', '\\x00')")
         .bind(Uuid::now_v7())
         .bind(tenant)

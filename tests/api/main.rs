@@ -14,6 +14,7 @@ mod health;
 mod isolation;
 mod knowledge;
 mod leads;
+mod outbox;
 mod pipeline;
 mod resources;
 mod seed;

@@ -1,0 +1,100 @@
+//! The transactional outbox and its relay to the Redis stream of events.
+//!
+//! [`append`] writes an event inside the unit of work that changes the data
+//! it describes: a rolled-back transaction leaves no event, a committed one
+//! always has its event. [`relay_once`] publishes unpublished events in id
+//! order and marks them, in one transaction that holds their row locks: if
+//! Redis or the instance dies in between, the marks roll back and the next
+//! relay, on any instance, publishes them again. Delivery is therefore at
+//! least once; a republished event keeps its id, and so its `webhook-id`.
+
+use agentry_actors::ports::{StreamBus, StreamName};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{DbError, Store, TenantTx};
+
+/// The stream the relay publishes to and the webhook dispatchers read.
+pub const EVENTS: StreamName = StreamName::new("events");
+
+/// An event as it travels on the stream.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct OutboxEvent {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub event_type: String,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Records `event_type` with `payload` in the caller's unit of work.
+pub async fn append(tx: &mut TenantTx, event_type: &str, payload: &Value) -> Result<Uuid, DbError> {
+    let id = Uuid::now_v7();
+    let tenant = tx.tenant();
+    sqlx::query(
+        "INSERT INTO outbox_events (id, tenant_id, event_type, payload) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(tenant.as_uuid())
+    .bind(event_type)
+    .bind(payload)
+    .execute(tx.conn())
+    .await?;
+    Ok(id)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("publishing: {0}")]
+    Bus(#[from] agentry_actors::ports::BusError),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Db(DbError::Sqlx(error))
+    }
+}
+
+/// Publishes up to `batch` unpublished events; how many it published.
+pub async fn relay_once(
+    store: &Store,
+    bus: &dyn StreamBus,
+    batch: usize,
+) -> Result<usize, RelayError> {
+    let mut tx = store.pool().begin().await?;
+    let events: Vec<OutboxEvent> = sqlx::query_as(
+        "SELECT id, tenant_id, event_type, payload, created_at FROM agentry_claim_outbox($1)",
+    )
+    .bind(i32::try_from(batch).unwrap_or(i32::MAX))
+    .fetch_all(&mut *tx)
+    .await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut published = Vec::with_capacity(events.len());
+    for event in &events {
+        let payload = serde_json::to_string(event).expect("an event serializes");
+        // A failure here drops the transaction: nothing is marked, all is retried.
+        bus.publish(EVENTS, &payload).await?;
+        published.push(event.id);
+    }
+    sqlx::query("SELECT agentry_mark_outbox_published($1)")
+        .bind(&published)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(published.len())
+}
+
+/// Unpublished events and the creation time of the oldest, for the backlog gauges.
+pub async fn backlog(store: &Store) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+    Ok(
+        sqlx::query_as("SELECT unpublished, oldest FROM agentry_outbox_backlog()")
+            .fetch_one(store.pool())
+            .await?,
+    )
+}
