@@ -8,6 +8,7 @@ mod bus;
 mod caches;
 mod chat_support;
 mod cli;
+mod deliveries;
 mod edge;
 mod evals;
 mod health;

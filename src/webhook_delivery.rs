@@ -1,0 +1,217 @@
+//! One delivery attempt of one event to one endpoint, and its audit row.
+//!
+//! The body is `{type, timestamp, data}`, signed with every key the endpoint
+//! currently signs with ([`crate::webhook_signing`]). The request goes through
+//! the SSRF-guarded client, so the endpoint's URL is checked again at every
+//! attempt. 2xx is delivered; 410 means the receiver is gone for good; a
+//! blocked URL is final; anything else may be retried.
+
+use std::time::{Duration, Instant};
+
+use agentry_actors::TenantId;
+use chrono::Utc;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::crypto::{Keyring, SecretOwner};
+use crate::db::outbox::OutboxEvent;
+use crate::db::webhook_endpoints::{self, Endpoint, PREVIOUS_SECRET_COLUMN, SECRET_COLUMN, TABLE};
+use crate::db::{DbError, TenantTx};
+use crate::net_guard::{Blocked, GuardedClient};
+use crate::webhook_retry::parse_retry_after;
+use crate::webhook_signing::{signing_key, SignatureHeaders};
+
+/// The `webhook-id` of an event at an endpoint: the same on every retry and
+/// every republication, different per endpoint.
+pub fn webhook_id(event: Uuid, endpoint: Uuid) -> String {
+    let digest = Sha256::new()
+        .chain_update(event.as_bytes())
+        .chain_update(endpoint.as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// The keys an endpoint signs with now: its secret, and the previous one
+/// while its grace period lasts.
+pub fn signing_keys(
+    keyring: &Keyring,
+    tenant: TenantId,
+    endpoint: &Endpoint,
+) -> Result<Vec<Vec<u8>>, String> {
+    let open = |column: &'static str, sealed: &[u8]| -> Result<Vec<u8>, String> {
+        let secret = keyring
+            .open_string(
+                &SecretOwner::of_row(tenant, TABLE, column, endpoint.id),
+                sealed,
+            )
+            .map_err(|e| format!("the endpoint's secret does not open: {e}"))?;
+        signing_key(secret.expose())
+    };
+    let mut keys = vec![open(SECRET_COLUMN, &endpoint.secret_sealed)?];
+    if let (Some(previous), Some(expires)) = (
+        &endpoint.previous_secret_sealed,
+        endpoint.previous_secret_expires_at,
+    ) {
+        if expires > Utc::now() {
+            keys.push(open(PREVIOUS_SECRET_COLUMN, previous)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// How one attempt went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered {
+        status: u16,
+    },
+    /// 410: the receiver asks never to be called again.
+    Gone,
+    /// The URL is refused by the SSRF guard: final, with a reason the tenant can act on.
+    Blocked {
+        reason: String,
+    },
+    /// Worth trying again: another status, a timeout, a refused connection.
+    Failed {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        error: String,
+    },
+}
+
+/// Sends `event` to `endpoint` once.
+pub async fn attempt(
+    client: &GuardedClient,
+    endpoint_url: &str,
+    keys: &[Vec<u8>],
+    endpoint_id: Uuid,
+    event: &OutboxEvent,
+    timeout: Duration,
+) -> (Attempt, Duration) {
+    let started = Instant::now();
+    let body = json!({
+        "type": event.event_type,
+        "timestamp": event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": event.payload,
+    })
+    .to_string();
+    let headers = SignatureHeaders::sign(
+        &webhook_id(event.id, endpoint_id),
+        Utc::now().timestamp(),
+        body.as_bytes(),
+        keys,
+    );
+    let request = match client.request(reqwest::Method::POST, endpoint_url) {
+        Ok(request) => request,
+        Err(blocked) => {
+            return (
+                Attempt::Blocked {
+                    reason: blocked.reason,
+                },
+                started.elapsed(),
+            )
+        }
+    };
+    let mut request = request
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("user-agent", "agentry-webhooks/1");
+    for (name, value) in headers.pairs() {
+        request = request.header(name, value);
+    }
+    let outcome = match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, Utc::now()));
+            match status {
+                200..=299 => Attempt::Delivered { status },
+                410 => Attempt::Gone,
+                _ => Attempt::Failed {
+                    status: Some(status),
+                    retry_after,
+                    error: format!("the receiver answered {status}"),
+                },
+            }
+        }
+        Err(error) => match Blocked::behind(&error) {
+            Some(blocked) => Attempt::Blocked {
+                reason: blocked.reason.clone(),
+            },
+            None if error.is_timeout() => Attempt::Failed {
+                status: None,
+                retry_after: None,
+                error: format!("no answer within {} s", timeout.as_secs()),
+            },
+            None => Attempt::Failed {
+                status: None,
+                retry_after: None,
+                error: "the receiver could not be reached".into(),
+            },
+        },
+    };
+    (outcome, started.elapsed())
+}
+
+/// Records an attempt in `agent_webhook_deliveries` (append-only); a 410
+/// also disables the endpoint. `retrying` says whether another attempt follows.
+pub async fn record(
+    tx: &mut TenantTx,
+    endpoint: Uuid,
+    event: &OutboxEvent,
+    number: u32,
+    attempt: &Attempt,
+    retrying: bool,
+    took: Duration,
+) -> Result<Uuid, DbError> {
+    let (outcome, status, error) = match attempt {
+        Attempt::Delivered { status } => ("success", Some(*status), None),
+        Attempt::Gone => (
+            "failed",
+            Some(410),
+            Some("the receiver answered 410 Gone; endpoint disabled".to_owned()),
+        ),
+        Attempt::Blocked { reason } => ("blocked", None, Some(reason.clone())),
+        Attempt::Failed { status, error, .. } => (
+            if retrying { "retrying" } else { "failed" },
+            *status,
+            Some(error.clone()),
+        ),
+    };
+    if matches!(attempt, Attempt::Gone) {
+        webhook_endpoints::update(
+            tx,
+            endpoint,
+            webhook_endpoints::EndpointChanges {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    let id = Uuid::now_v7();
+    let tenant = tx.tenant();
+    sqlx::query(
+        "INSERT INTO agent_webhook_deliveries
+            (id, tenant_id, endpoint_id, event_id, event_type, attempt, outcome, response_status, error, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(id)
+    .bind(tenant.as_uuid())
+    .bind(endpoint)
+    .bind(event.id)
+    .bind(&event.event_type)
+    .bind(number as i32)
+    .bind(outcome)
+    .bind(status.map(i32::from))
+    .bind(error)
+    .bind(i32::try_from(took.as_millis()).unwrap_or(i32::MAX))
+    .execute(tx.conn())
+    .await?;
+    Ok(id)
+}
