@@ -170,24 +170,34 @@ impl GuardPolicy {
         let Some(url::Host::Domain(host)) = url.host() else {
             return Ok(());
         };
-        if self.allows_host(host) {
-            return Ok(());
-        }
         let addresses = names
             .lookup(host.to_owned())
             .await
             .map_err(|_| Blocked::new(format!("the host {host:?} does not resolve")))?;
+        self.check_addresses(host, &addresses)
+    }
+
+    /// Whether `host` may be reached at `addresses` (what it resolved to):
+    /// every one of them must be allowed, unless the host itself is.
+    fn check_addresses(&self, host: &str, addresses: &[IpAddr]) -> Result<(), Blocked> {
         if addresses.is_empty() {
             return Err(Blocked::new(format!("the host {host:?} does not resolve")));
         }
+        if self.allows_host(host) {
+            return Ok(());
+        }
         match addresses.iter().find(|ip| !self.allows(**ip)) {
             Some(refused) => Err(Blocked::new(format!(
-                "the host {host:?} resolves to {refused}, which is not a public address"
+                "the host {host:?} resolves to {refused}, which {NOT_PUBLIC}"
             ))),
             None => Ok(()),
         }
     }
 }
+
+/// Why an address is refused, in words a tenant can act on.
+const NOT_PUBLIC: &str = "is not a public address (loopback, private network or reserved); \
+                          only public addresses are allowed";
 
 /// Why a request was not sent; fit for the tenant who owns the URL.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -204,9 +214,7 @@ impl Blocked {
     }
 
     fn address(ip: IpAddr) -> Self {
-        Self::new(format!(
-            "{ip} is not a public address; only public addresses are allowed"
-        ))
+        Self::new(format!("{ip} {NOT_PUBLIC}"))
     }
 
     /// The block behind a failed request, if that is why it failed.
@@ -260,18 +268,9 @@ impl Resolve for GuardedResolve {
         let (policy, names) = (self.policy.clone(), self.names.clone());
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            // A failed lookup stays an I/O error: worth retrying, unlike a block.
             let addresses = names.lookup(host.clone()).await?;
-            if addresses.is_empty() {
-                return Err(Blocked::new(format!("the host {host:?} does not resolve")).into());
-            }
-            if !policy.allows_host(&host) {
-                if let Some(refused) = addresses.iter().find(|ip| !policy.allows(**ip)) {
-                    return Err(Blocked::new(format!(
-                        "the host {host:?} resolves to {refused}, which is not a public address"
-                    ))
-                    .into());
-                }
-            }
+            policy.check_addresses(&host, &addresses)?;
             let checked: Addrs = Box::new(
                 addresses
                     .into_iter()
@@ -335,29 +334,18 @@ impl GuardedClient {
     }
 }
 
-/// Resolves the URL's host and refuses it unless every address is public.
+/// Resolves the URL's host and refuses it unless every address is public:
+/// the configuration-time check of a tenant's LLM base URL.
 pub async fn check_public_url(raw: &str) -> Result<(), String> {
     let url = url::Url::parse(raw).map_err(|_| format!("{raw:?} is not a URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("the URL must be http or https".into());
-    }
-    let host = url.host_str().ok_or("the URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+    let policy = GuardPolicy {
+        allow_http: true,
+        ..GuardPolicy::default()
+    };
+    policy
+        .check_reachable(&url, &SystemResolver)
         .await
-        .map_err(|_| format!("the host {host:?} does not resolve"))?
-        .map(|address| address.ip())
-        .collect();
-    if addresses.is_empty() {
-        return Err(format!("the host {host:?} does not resolve"));
-    }
-    if addresses.iter().any(|ip| !is_public(*ip)) {
-        return Err(format!(
-            "the host {host:?} is on a private network; only public addresses are allowed"
-        ));
-    }
-    Ok(())
+        .map_err(|blocked| blocked.reason)
 }
 
 #[cfg(test)]
