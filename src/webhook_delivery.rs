@@ -14,9 +14,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::crypto::{Keyring, SecretOwner};
+use crate::crypto::Keyring;
 use crate::db::outbox::OutboxEvent;
-use crate::db::webhook_endpoints::{self, Endpoint, PREVIOUS_SECRET_COLUMN, SECRET_COLUMN, TABLE};
+use crate::db::webhook_endpoints::{self, Endpoint, SecretSlot};
 use crate::db::{DbError, TenantTx};
 use crate::net_guard::{Blocked, GuardedClient};
 use crate::webhook_retry::parse_retry_after;
@@ -40,22 +40,19 @@ pub fn signing_keys(
     tenant: TenantId,
     endpoint: &Endpoint,
 ) -> Result<Vec<Vec<u8>>, String> {
-    let open = |column: &'static str, sealed: &[u8]| -> Result<Vec<u8>, String> {
+    let open = |slot: SecretSlot, sealed: &[u8]| -> Result<Vec<u8>, String> {
         let secret = keyring
-            .open_string(
-                &SecretOwner::of_row(tenant, TABLE, column, endpoint.id),
-                sealed,
-            )
+            .open_string(&slot.owner(tenant, endpoint.id), sealed)
             .map_err(|e| format!("the endpoint's secret does not open: {e}"))?;
         signing_key(secret.expose())
     };
-    let mut keys = vec![open(SECRET_COLUMN, &endpoint.secret_sealed)?];
+    let mut keys = vec![open(SecretSlot::Current, &endpoint.secret_sealed)?];
     if let (Some(previous), Some(expires)) = (
         &endpoint.previous_secret_sealed,
         endpoint.previous_secret_expires_at,
     ) {
         if expires > Utc::now() {
-            keys.push(open(PREVIOUS_SECRET_COLUMN, previous)?);
+            keys.push(open(SecretSlot::Previous, previous)?);
         }
     }
     Ok(keys)

@@ -1,13 +1,30 @@
 //! Webhook endpoints: a tenant's receivers, with their sealed signing secrets.
 
+use agentry_actors::TenantId;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{DbError, TenantTx};
+use crate::crypto::SecretOwner;
 
-pub const TABLE: &str = "webhook_endpoints";
-pub const SECRET_COLUMN: &str = "secret_sealed";
-pub const PREVIOUS_SECRET_COLUMN: &str = "previous_secret_sealed";
+/// The two secrets an endpoint may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretSlot {
+    Current,
+    /// The one before the last rotation, signing until its grace period ends.
+    Previous,
+}
+
+impl SecretSlot {
+    /// What a secret in this slot is sealed for: its tenant, column and row.
+    pub fn owner(self, tenant: TenantId, endpoint: Uuid) -> SecretOwner {
+        let column = match self {
+            Self::Current => "secret_sealed",
+            Self::Previous => "previous_secret_sealed",
+        };
+        SecretOwner::of_row(tenant, "webhook_endpoints", column, endpoint)
+    }
+}
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Endpoint {

@@ -18,10 +18,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::crypto::{Keyring, SecretOwner};
-use crate::db::webhook_endpoints::{
-    self, Endpoint, EndpointChanges, NewEndpoint, PREVIOUS_SECRET_COLUMN, SECRET_COLUMN, TABLE,
-};
+use crate::crypto::Keyring;
+use crate::db::webhook_endpoints::{self, Endpoint, EndpointChanges, NewEndpoint, SecretSlot};
 use crate::domain::check_text;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, TenantUser};
@@ -75,7 +73,7 @@ struct EndpointView {
 
 impl EndpointView {
     fn new(endpoint: Endpoint, keyring: &Keyring, tenant: agentry_actors::TenantId) -> Self {
-        let owner = SecretOwner::of_row(tenant, TABLE, SECRET_COLUMN, endpoint.id);
+        let owner = SecretSlot::Current.owner(tenant, endpoint.id);
         // The last four characters tell two secrets apart without giving either away.
         let secret_masked = match keyring.open_string(&owner, &endpoint.secret_sealed) {
             Ok(secret) => {
@@ -206,7 +204,7 @@ async fn create(
     let url = checked_url(&state, &body.url).await?;
     let id = Uuid::now_v7();
     let secret = new_secret();
-    let owner = SecretOwner::of_row(user.tenant, TABLE, SECRET_COLUMN, id);
+    let owner = SecretSlot::Current.owner(user.tenant, id);
     let sealed = state.keyring.seal(&owner, secret.as_bytes());
     let mut tx = state.store.tenant(user.tenant).await?;
     let endpoint = webhook_endpoints::create(
@@ -312,17 +310,17 @@ async fn rotate_secret(
     let current_secret = state
         .keyring
         .open(
-            &SecretOwner::of_row(user.tenant, TABLE, SECRET_COLUMN, id),
+            &SecretSlot::Current.owner(user.tenant, id),
             &current.secret_sealed,
         )
         .map_err(|e| ApiError::Internal(format!("opening a webhook secret: {e}")))?;
     let previous = state.keyring.seal(
-        &SecretOwner::of_row(user.tenant, TABLE, PREVIOUS_SECRET_COLUMN, id),
+        &SecretSlot::Previous.owner(user.tenant, id),
         current_secret.expose(),
     );
     let secret = new_secret();
     let sealed = state.keyring.seal(
-        &SecretOwner::of_row(user.tenant, TABLE, SECRET_COLUMN, id),
+        &SecretSlot::Current.owner(user.tenant, id),
         secret.as_bytes(),
     );
     // At most 30 days, as configuration loading checks.
