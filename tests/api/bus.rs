@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use agentry::bus::RedisBus;
+use agentry::configuration::RedisSettings;
 use agentry_actors::ports::{StreamBus, StreamName};
 use fred::prelude::KeysInterface;
 use uuid::Uuid;
@@ -11,14 +12,20 @@ use crate::helpers::test_settings;
 
 const JOBS: StreamName = StreamName::new("test-jobs");
 
-fn bus_with(max_len: u64) -> RedisBus {
+/// A bus on keys of its own, with the test settings as `change` leaves them.
+pub fn bus_where(change: impl FnOnce(&mut RedisSettings)) -> RedisBus {
     let mut settings = test_settings();
     settings.redis.prefix = format!("agentry-test-{}", Uuid::new_v4().simple());
-    settings.redis.stream_max_len = max_len;
+    change(&mut settings.redis);
     RedisBus::connect(&settings.redis).unwrap()
 }
 
-async fn ready(bus: &RedisBus) {
+fn bus_with(max_len: u64) -> RedisBus {
+    bus_where(|redis| redis.stream_max_len = max_len)
+}
+
+/// Waits until `bus` answers.
+pub async fn ready(bus: &RedisBus) {
     for _ in 0..50 {
         if bus.ping().await.is_ok() {
             return;

@@ -7,26 +7,9 @@ use agentry::bus::RedisBus;
 use agentry::db::outbox::{self, EVENTS};
 use agentry_actors::ports::StreamBus;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
-use crate::helpers::{spawn_app, test_settings, TestApp};
-
-fn bus_at(url: &str) -> RedisBus {
-    let mut settings = test_settings();
-    settings.redis.prefix = format!("agentry-test-{}", Uuid::new_v4().simple());
-    settings.redis.url = agentry_actors::Secret::new(url.to_owned());
-    RedisBus::connect(&settings.redis).unwrap()
-}
-
-async fn ready(bus: &RedisBus) {
-    for _ in 0..50 {
-        if bus.ping().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Redis did not become reachable");
-}
+use crate::bus::{bus_where, ready};
+use crate::helpers::{spawn_app, TestApp};
 
 /// Every event on the stream, as the relay published it.
 async fn published(bus: &RedisBus) -> Vec<Value> {
@@ -47,7 +30,7 @@ async fn unpublished(app: &TestApp) -> i64 {
 async fn committed_events_are_relayed_once_and_rolled_back_ones_never() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("Outbox Co").await;
-    let bus = bus_at(&test_settings().redis.url.expose().clone());
+    let bus = bus_where(|_| {});
     ready(&bus).await;
 
     let mut tx = app.store.tenant(tenant.id).await.unwrap();
@@ -83,7 +66,8 @@ async fn events_wait_in_the_outbox_while_redis_is_unreachable() {
         .unwrap();
     tx.commit().await.unwrap();
 
-    let dead = bus_at("redis://127.0.0.1:1");
+    let dead =
+        bus_where(|redis| redis.url = agentry_actors::Secret::new("redis://127.0.0.1:1".into()));
     assert!(outbox::relay_once(&app.store, &dead, 100).await.is_err());
     assert_eq!(
         unpublished(&app).await,
@@ -91,7 +75,7 @@ async fn events_wait_in_the_outbox_while_redis_is_unreachable() {
         "nothing marked that was not published"
     );
 
-    let bus = bus_at(&test_settings().redis.url.expose().clone());
+    let bus = bus_where(|_| {});
     ready(&bus).await;
     assert_eq!(outbox::relay_once(&app.store, &bus, 100).await.unwrap(), 1);
     assert_eq!(published(&bus).await.len(), 1);
@@ -108,7 +92,7 @@ async fn relays_on_several_instances_share_the_work_without_publishing_twice() {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    let bus = bus_at(&test_settings().redis.url.expose().clone());
+    let bus = bus_where(|_| {});
     ready(&bus).await;
     let relays: Vec<_> = (0..3)
         .map(|_| {
