@@ -122,9 +122,12 @@ impl Removals {
     pub const PROMPT_LEAK: &'static str = "prompt_leak";
     pub const UNGROUNDED: &'static str = "ungrounded";
 
+    /// Counts what `rule` removed, here and in `agentry_guardrail_removals_total`.
     fn add(&mut self, rule: &'static str, count: usize) {
         if count > 0 {
             *self.0.entry(rule).or_default() += count;
+            metrics::counter!("agentry_guardrail_removals_total", "rule" => rule)
+                .increment(count as u64);
         }
     }
 
@@ -155,7 +158,6 @@ pub struct ReplyState {
 
 /// Cleans one piece of model output. Pure, so it is testable without an actor.
 pub fn finalize(raw: &str, policy: &ReplyPolicy, state: &mut ReplyState) -> String {
-    let before = state.removals.clone();
     let (text, dashes) = rewrite_dashes(raw);
     state.removals.add(Removals::DASHES, dashes);
     let decoded = decode_entities(&text);
@@ -183,7 +185,10 @@ pub fn finalize(raw: &str, policy: &ReplyPolicy, state: &mut ReplyState) -> Stri
             Verdict::Keep
         };
         let released = match verdict {
-            Verdict::Keep => sentence,
+            Verdict::Keep => {
+                kept.push_str(sentence);
+                sentence
+            }
             Verdict::Remove(rule) => {
                 state.removals.add(rule, 1);
                 continue;
@@ -202,9 +207,6 @@ pub fn finalize(raw: &str, policy: &ReplyPolicy, state: &mut ReplyState) -> Stri
                 wording
             }
         };
-        if matches!(verdict, Verdict::Keep) {
-            kept.push_str(sentence);
-        }
         // What the visitor reads is what later sentences are checked against.
         carry_over(&mut state.carried, released);
     }
@@ -214,9 +216,6 @@ pub fn finalize(raw: &str, policy: &ReplyPolicy, state: &mut ReplyState) -> Stri
         kept.trim_start().to_owned()
     };
     state.started |= !kept.is_empty();
-    for (rule, count) in state.removals.iter() {
-        record_removals(rule, count - before.get(rule));
-    }
     kept
 }
 
@@ -268,13 +267,6 @@ fn sanitize(text: &str) -> String {
         current = next;
     }
     current
-}
-
-fn record_removals(rule: &'static str, count: usize) {
-    if count > 0 {
-        metrics::counter!("agentry_guardrail_removals_total", "rule" => rule)
-            .increment(count as u64);
-    }
 }
 
 /// The sanitizer escapes text for HTML; visitors get plain text (widgets render
@@ -415,11 +407,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(crate::test_support::property_config(2000))]
 
         #[test]
         fn finalize_is_idempotent_and_leaves_no_markup(
@@ -476,6 +464,22 @@ mod tests {
         assert_eq!(
             piece("A check-up is $85. Whitening is 40% off! See you.", &policy),
             "A check-up is $85. See you."
+        );
+    }
+
+    #[test]
+    fn only_the_ungrounded_sentences_go() {
+        let policy = grounded(&["Check-ups cost $85."]);
+        let (kept, removals) = finalize_reply(
+            "A check-up costs $85. Whitening is $99 today! Anything else?",
+            &policy,
+        );
+        assert_eq!(kept, "A check-up costs $85. Anything else?");
+        assert_eq!(removals.get(Removals::UNGROUNDED), 1);
+        assert_eq!(
+            finalize_reply(&kept, &policy),
+            (kept.clone(), Removals::default()),
+            "idempotent"
         );
     }
 

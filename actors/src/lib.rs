@@ -25,3 +25,16 @@ pub mod tools;
 
 pub use ids::{AgentId, ConversationId, OperatorId, TenantId, UserId, WidgetId};
 pub use secret::Secret;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Property tests run `cases` cases; failures are reported, not written
+    /// into the source tree.
+    pub fn property_config(cases: u32) -> proptest::prelude::ProptestConfig {
+        proptest::prelude::ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        }
+    }
+}

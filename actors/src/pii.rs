@@ -1243,12 +1243,7 @@ mod tests {
     }
 
     proptest! {
-        // Failures are reported, not written into the source tree.
-        #![proptest_config(ProptestConfig {
-            cases: 512,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::test_support::property_config(512))]
 
         #[test]
         fn scrubbing_never_panics(text in any_text()) {

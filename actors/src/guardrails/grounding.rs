@@ -207,20 +207,6 @@ pub fn sentences(text: &str) -> Vec<&str> {
     pieces
 }
 
-/// `text` without its ungrounded sentences, and how many were removed.
-pub fn strip_ungrounded(text: &str, grounding: &Grounding) -> (String, usize) {
-    let mut removed = 0;
-    let mut kept = String::with_capacity(text.len());
-    for sentence in sentences(text) {
-        if grounding.supports(sentence) {
-            kept.push_str(sentence);
-        } else {
-            removed += 1;
-        }
-    }
-    (kept, removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,24 +265,8 @@ mod tests {
         assert!(g.supports("Open most weekdays; ask the front desk."));
     }
 
-    #[test]
-    fn only_the_ungrounded_sentences_go() {
-        let g = grounding(&["Check-ups cost $85."]);
-        let (kept, removed) = strip_ungrounded(
-            "A check-up costs $85. Whitening is $99 today! Anything else?",
-            &g,
-        );
-        assert_eq!(kept, "A check-up costs $85. Anything else?");
-        assert_eq!(removed, 1);
-        assert_eq!(strip_ungrounded(&kept, &g), (kept.clone(), 0), "idempotent");
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
+        #![proptest_config(crate::test_support::property_config(2000))]
 
         #[test]
         fn text_the_prefilter_skips_holds_no_specific(
