@@ -11,17 +11,7 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(input: &str) -> Result<Self, String> {
-        let email = input.trim().to_lowercase();
-        let valid = (3..=254).contains(&email.len())
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-            && matches!(email.split_once('@'), Some((local, domain))
-                if !local.is_empty() && !domain.contains('@') && domain.contains('.')
-                    && !domain.starts_with('.') && !domain.ends_with('.'));
-        if valid {
-            Ok(Self(email))
-        } else {
-            Err(format!("{input:?} is not a valid email address"))
-        }
+        agentry_actors::contact::parse_email(input).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -31,18 +21,7 @@ impl Email {
 
 /// A phone number in international format, normalized to E.164 (`+14155550100`).
 pub fn parse_phone(input: &str) -> Result<String, String> {
-    let reject = || {
-        format!("{input:?} is not a valid phone number in international format, e.g. +14155550100")
-    };
-    let trimmed = input.trim();
-    if !trimmed.starts_with('+') || trimmed.chars().count() > 32 {
-        return Err(reject());
-    }
-    let number = phonenumber::parse(None, trimmed).map_err(|_| reject())?;
-    if !phonenumber::is_valid(&number) {
-        return Err(reject());
-    }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    agentry_actors::contact::parse_phone(input, None)
 }
 
 /// Free text a person writes (lead notes): at most `max` characters, no

@@ -23,6 +23,7 @@ use crate::crypto::Keyring;
 use crate::db::bootstrap;
 use crate::db::chat::PgChatStore;
 use crate::db::knowledge::PgKnowledgeStore;
+use crate::db::tool_runs::PgToolRunner;
 use crate::http::{self, AppContext, AppState};
 use crate::kb_ingest::IngestWorker;
 use crate::llm;
@@ -88,6 +89,7 @@ impl Application {
                 keyring.clone(),
                 tenant_llm_http.http().clone(),
             )),
+            tools: Arc::new(PgToolRunner::new(store.clone())),
             resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),
             settings: PipelineSettings {
                 session_idle: Duration::from_secs(chat.session_idle_secs),

@@ -23,7 +23,8 @@ use crate::guardrails::directives::raised_topic;
 use crate::guardrails::grounding::Grounding;
 use crate::ids::{AgentId, ConversationId, TenantId};
 use crate::llm::{
-    ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmProvider, ToolCall,
+    ChatMessage, Completion, CompletionEvent, CompletionRequest, Embedder, LlmError, LlmProvider,
+    ToolCall, ToolChoice, ToolRound, Usage,
 };
 use crate::pii::Scrubber;
 use crate::ports::{
@@ -34,7 +35,7 @@ use crate::prompt;
 use crate::rag_retriever::{self, RagMsg, Resident, Retrieved};
 use crate::stage_metrics::{self, Stage};
 use crate::tenant_cache::TenantCaches;
-use crate::tools;
+use crate::tools::{self, ToolRunner};
 
 /// Visitor text that makes a session panic when fault injection is on (tests only).
 pub const FAULT_TRIGGER: &str = "__agentry_fault_injection__";
@@ -134,6 +135,8 @@ pub struct PipelineSettings {
     pub fault_injection: bool,
     /// Scrubs visitor messages for agents that store them scrubbed.
     pub scrubber: Scrubber,
+    /// Rounds of tool calls a turn may run before the model must answer in words.
+    pub max_tool_rounds: usize,
 }
 
 impl Default for PipelineSettings {
@@ -148,6 +151,7 @@ impl Default for PipelineSettings {
             apology: "Sorry, I can't answer right now. Please try again in a moment.".into(),
             fault_injection: false,
             scrubber: Scrubber::default(),
+            max_tool_rounds: 3,
         }
     }
 }
@@ -158,6 +162,7 @@ pub struct PipelineDeps {
     pub knowledge: Arc<dyn KnowledgeStore>,
     pub embedder: Arc<dyn Embedder>,
     pub llm: Arc<dyn LlmResolver>,
+    pub tools: Arc<dyn ToolRunner>,
     /// The namespaces held in memory, within the retriever cache budget.
     pub resident: Arc<Resident>,
     pub settings: PipelineSettings,
@@ -381,71 +386,122 @@ async fn finalize(
 
 /// Sends a cleaned piece on to the visitor and keeps it for storage; a piece
 /// the rules removed entirely sends nothing.
-fn release(clean: String, cleaned: &mut String, events: &mpsc::UnboundedSender<TurnEvent>) {
+fn release(clean: String, reply: &mut ReplyText, events: &mpsc::UnboundedSender<TurnEvent>) {
     if clean.is_empty() {
         return;
     }
-    cleaned.push_str(&clean);
+    // A round's first words follow the previous round's last sentence.
+    let clean = match std::mem::take(&mut reply.round_starts)
+        && !reply.cleaned.is_empty()
+        && !clean.starts_with(char::is_whitespace)
+    {
+        true => format!(" {clean}"),
+        false => clean,
+    };
+    reply.cleaned.push_str(&clean);
     let _ = events.send(TurnEvent::Delta(clean));
 }
 
-/// Streams the provider's completion, cleaning each finished sentence before
-/// it is sent on; returns the completion, the cleaned text and the reply's
-/// finalize state.
-async fn stream_completion(
+/// The reply as the visitor sees it, across the turn's rounds.
+#[derive(Default)]
+struct ReplyText {
+    cleaned: String,
+    /// The model's text as written, every round, for the fallback decision.
+    raw: String,
+    state: ReplyState,
+    /// The next released piece opens a new round.
+    round_starts: bool,
+}
+
+impl ReplyText {
+    /// Appends a piece the system itself says (fallback, apology), after
+    /// whatever was already released.
+    fn say(&mut self, text: &str, events: &mpsc::UnboundedSender<TurnEvent>) {
+        let text = match self.cleaned.is_empty() {
+            true => text.to_owned(),
+            false => format!(" {text}"),
+        };
+        self.cleaned.push_str(&text);
+        let _ = events.send(TurnEvent::Delta(text));
+    }
+}
+
+/// Streams one round of the provider's completion, cleaning each finished
+/// sentence before it is sent on and appending it to `reply`.
+async fn stream_round(
     provider: &dyn LlmProvider,
     request: &CompletionRequest,
     events: &mpsc::UnboundedSender<TurnEvent>,
     finalizer: &ActorRef<FinalizerMsg>,
     policy: &Arc<ReplyPolicy>,
-) -> (Result<Completion, crate::llm::LlmError>, String, ReplyState) {
+    reply: &mut ReplyText,
+) -> Result<Completion, LlmError> {
     let (llm_tx, mut llm_rx) = mpsc::unbounded_channel();
     let producer = async move {
         let result = provider.complete(request, &llm_tx).await;
         drop(llm_tx);
         result
     };
+    reply.round_starts = true;
     let consumer = async {
         let mut buffer = SentenceBuffer::default();
-        let mut cleaned = String::new();
-        let mut state = ReplyState::default();
         while let Some(event) = llm_rx.recv().await {
             if let CompletionEvent::Delta(delta) = event {
                 if let Some(sentence) = buffer.push(&delta) {
-                    release(
-                        finalize(finalizer, sentence, policy, &mut state).await,
-                        &mut cleaned,
-                        events,
-                    );
+                    let clean = finalize(finalizer, sentence, policy, &mut reply.state).await;
+                    release(clean, reply, events);
                 }
             }
         }
         if let Some(rest) = buffer.finish() {
-            release(
-                finalize(finalizer, rest, policy, &mut state).await,
-                &mut cleaned,
-                events,
-            );
+            let clean = finalize(finalizer, rest, policy, &mut reply.state).await;
+            release(clean, reply, events);
         }
-        (cleaned, state)
     };
-    let (completion, (cleaned, state)) = tokio::join!(producer, consumer);
-    (completion, cleaned, state)
+    let (completion, ()) = tokio::join!(producer, consumer);
+    if let Ok(completion) = &completion {
+        reply.raw.push_str(&completion.text);
+    }
+    completion
 }
 
-/// The escalate call the `escalation_topics` directive adds when the visitor
-/// raised one of the agent's escalation topics and the model did not escalate.
-/// Its reason names the tenant's topic, never the visitor's words.
-fn enforced_escalation(
-    brief: &crate::ports::AgentBrief,
-    visitor_text: &str,
+/// Runs a round's calls in order (a lead captured first is the one a
+/// booking in the same round belongs to) and returns what each answered.
+async fn run_tools(
+    runner: &dyn ToolRunner,
+    request: &TurnRequest,
     calls: &[ToolCall],
-) -> Option<ToolCall> {
-    if !brief.directives.escalation_topics.enabled
-        || calls
-            .iter()
-            .any(|call| call.name == tools::ESCALATE_TO_HUMAN)
-    {
+) -> Vec<crate::llm::ToolResult> {
+    let mut results = Vec::with_capacity(calls.len());
+    for call in calls {
+        let started = Instant::now();
+        let checked = tools::check(call);
+        let run = runner
+            .run(
+                request.tenant,
+                request.agent,
+                request.conversation,
+                call,
+                checked,
+            )
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, tool = %call.name, "a tool could not run");
+                tools::ToolRun::unavailable()
+            });
+        stage_metrics::record(Stage::Tool, run.status.as_str(), started);
+        results.push(run.result_for(call));
+    }
+    results
+}
+
+/// The escalate call the `escalation_topics` directive makes when the visitor
+/// raised one of the agent's escalation topics. It runs before the model's
+/// first round, which reads its result: the reply can then tell the visitor
+/// truthfully that a person will take over. Its reason names the tenant's
+/// topic, never the visitor's words.
+fn enforced_escalation(brief: &crate::ports::AgentBrief, visitor_text: &str) -> Option<ToolCall> {
+    if !brief.directives.escalation_topics.enabled {
         return None;
     }
     let topic = raised_topic(&brief.escalation_topics, visitor_text)?;
@@ -519,74 +575,108 @@ async fn run_turn(
                 .chain(brief.facts.iter().map(String::as_str)),
         ),
     });
-    let completion_request = CompletionRequest {
+    let mut completion_request = CompletionRequest {
         messages: prompt::assemble(brief, passages, &history, &request.text),
         tools: tools::catalog(),
+        tool_choice: ToolChoice::Auto,
+        tool_rounds: Vec::new(),
         grounding: prompt::grounding(passages),
         max_tokens: settings.max_tokens,
         temperature: settings.temperature,
     };
+    if let Some(escalation) = enforced_escalation(brief, &request.text) {
+        let results = run_tools(
+            deps.tools.as_ref(),
+            request,
+            std::slice::from_ref(&escalation),
+        )
+        .await;
+        completion_request.tool_rounds.push(ToolRound {
+            text: String::new(),
+            calls: vec![escalation],
+            results,
+        });
+    }
 
     let llm_started = Instant::now();
-    let (provider, completion, mut cleaned, finalized) = match provider {
+    let mut reply = ReplyText::default();
+    let mut usage = Usage::default();
+    let provider = match provider {
         Ok(provider) => {
-            let (completion, cleaned, finalized) = stream_completion(
-                provider.as_ref(),
-                &completion_request,
-                events,
-                &stages.finalizer,
-                &policy,
-            )
-            .await;
-            (Some(provider), completion, cleaned, finalized)
-        }
-        Err(error) => (None, Err(error), String::new(), ReplyState::default()),
-    };
-    let mut completion = match completion {
-        Ok(completion) => {
-            stage_metrics::record(Stage::Llm, "ok", llm_started);
-            if guardrail_finalizer::needs_fallback(&completion.text, &cleaned, &finalized.removals)
-            {
-                // What was released (a "Sure!") is followed by the fallback.
-                let fallback = match cleaned.is_empty() {
-                    true => policy.rules.fallback().to_owned(),
-                    false => format!(" {}", policy.rules.fallback()),
+            let mut outcome = Ok(());
+            for round in 0..=settings.max_tool_rounds {
+                if round == settings.max_tool_rounds {
+                    completion_request.tool_choice = ToolChoice::None;
+                }
+                let completion = match stream_round(
+                    provider.as_ref(),
+                    &completion_request,
+                    events,
+                    &stages.finalizer,
+                    &policy,
+                    &mut reply,
+                )
+                .await
+                {
+                    Ok(completion) => completion,
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
                 };
-                cleaned.push_str(&fallback);
-                let _ = events.send(TurnEvent::Delta(fallback));
+                usage.prompt_tokens += completion.usage.prompt_tokens;
+                usage.completion_tokens += completion.usage.completion_tokens;
+                // Calls in the last round (a provider ignoring `none`) are not run.
+                if completion.tool_calls.is_empty() || round == settings.max_tool_rounds {
+                    break;
+                }
+                let results = run_tools(deps.tools.as_ref(), request, &completion.tool_calls).await;
+                completion_request.tool_rounds.push(ToolRound {
+                    text: completion.text,
+                    calls: completion.tool_calls,
+                    results,
+                });
             }
-            completion
+            match outcome {
+                Ok(()) => {
+                    stage_metrics::record(Stage::Llm, "ok", llm_started);
+                    if guardrail_finalizer::needs_fallback(
+                        &reply.raw,
+                        &reply.cleaned,
+                        &reply.state.removals,
+                    ) {
+                        // What was released (a "Sure!") is followed by the fallback.
+                        reply.say(policy.rules.fallback(), events);
+                    }
+                }
+                Err(error) => {
+                    // The visitor gets a generic apology; the reason stays in the log.
+                    stage_metrics::record(Stage::Llm, "error", llm_started);
+                    tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
+                    reply.say(&settings.apology, events);
+                }
+            }
+            Some(provider)
         }
         Err(error) => {
-            // The visitor gets a generic apology; the reason stays in the log.
             stage_metrics::record(Stage::Llm, "error", llm_started);
             tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
-            let apology = if cleaned.is_empty() {
-                settings.apology.clone()
-            } else {
-                format!(" {}", settings.apology)
-            };
-            cleaned.push_str(&apology);
-            let _ = events.send(TurnEvent::Delta(apology));
-            Completion::default()
+            reply.say(&settings.apology, events);
+            None
         }
     };
-    if let Some(escalation) = enforced_escalation(brief, &request.text, &completion.tool_calls) {
-        completion.tool_calls.push(escalation);
-    }
     let record = TurnRecord {
         agent,
         reply_seq: opened.slot.reply_seq,
-        content: cleaned,
+        content: reply.cleaned,
         provider: provider
             .as_ref()
             .map_or("none", |p| p.provider())
             .to_owned(),
         model: provider.as_ref().map_or("none", |p| p.model()).to_owned(),
-        usage: completion.usage,
-        tool_calls: completion.tool_calls,
+        usage,
         embedding: retrieved.embedding,
-        guardrail_removals: finalized.removals,
+        guardrail_removals: reply.state.removals,
     };
     let stored = deps
         .chat

@@ -6,6 +6,7 @@
 //! because both sides of every port speak them.
 
 pub mod chat_session;
+pub mod contact;
 pub mod guardrail_finalizer;
 pub mod guardrails;
 pub mod ids;

@@ -70,11 +70,43 @@ pub struct GroundingPassage {
     pub text: String,
 }
 
+/// Whether the model may call tools this round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    /// The last round of a turn: the tools stay declared (earlier rounds
+    /// refer to them) but the model must answer in words.
+    None,
+}
+
+/// What a tool run answered, as the model reads it in the next round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub call_id: String,
+    /// The run's output as JSON (the providers take it as text).
+    pub output: serde_json::Value,
+    /// The call was refused or failed: the model should not claim it worked.
+    pub is_error: bool,
+}
+
+/// One earlier round of this turn: what the model said and called, and what
+/// the calls answered. Providers render it in their own message format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolRound {
+    pub text: String,
+    pub calls: Vec<ToolCall>,
+    pub results: Vec<ToolResult>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletionRequest {
     /// System prompt first, then the conversation, ending with the visitor's turn.
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
+    /// This turn's earlier rounds, after the visitor's message, oldest first.
+    pub tool_rounds: Vec<ToolRound>,
     pub grounding: Vec<GroundingPassage>,
     pub max_tokens: u32,
     pub temperature: f32,

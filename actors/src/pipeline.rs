@@ -115,6 +115,7 @@ mod tests {
     use crate::knowledge::OfflineEmbedder;
     use crate::llm::{
         ChatMessage, Completion, CompletionEvent, CompletionRequest, LlmError, LlmProvider,
+        ToolCall, ToolChoice,
     };
     use crate::ports::{
         AgentBrief, CacheVersions, ChatStore, DocumentVersion, KnowledgeStore, LlmResolver,
@@ -122,6 +123,7 @@ mod tests {
         Versioned, VisitorMessage,
     };
     use crate::resident::ResidentNamespaces;
+    use crate::tools::{self, ArgumentErrors, RunStatus, ToolInput, ToolRun, ToolRunner};
 
     /// (seq, role, content) per conversation.
     type Transcripts = HashMap<ConversationId, Vec<(i64, String, String)>>;
@@ -275,7 +277,7 @@ mod tests {
         }
     }
 
-    struct Fixed(Arc<SlowEcho>);
+    struct Fixed(Arc<dyn LlmProvider>);
 
     #[async_trait]
     impl LlmResolver for Fixed {
@@ -288,6 +290,157 @@ mod tests {
                 value: self.0.clone(),
             })
         }
+    }
+
+    /// Runs every valid call (recording it) and refuses the others.
+    #[derive(Default)]
+    struct MemoryTools {
+        runs: Mutex<Vec<ToolCall>>,
+    }
+
+    #[async_trait]
+    impl ToolRunner for MemoryTools {
+        async fn run(
+            &self,
+            _: TenantId,
+            _: AgentId,
+            _: ConversationId,
+            call: &ToolCall,
+            checked: Result<ToolInput, ArgumentErrors>,
+        ) -> Result<ToolRun, StoreError> {
+            Ok(match checked {
+                Ok(_) => {
+                    self.runs.lock().unwrap().push(call.clone());
+                    ToolRun {
+                        status: RunStatus::Succeeded,
+                        output: serde_json::json!({ "status": "saved" }),
+                    }
+                }
+                Err(errors) => ToolRun::rejected(&errors),
+            })
+        }
+    }
+
+    /// Answers a first round with a lead capture and nothing else, and a
+    /// round that has read results with the last result's status; with
+    /// `always_call` it calls again whenever it may.
+    struct ToolFirst {
+        always_call: bool,
+        /// Per request: the rounds it carried and its tool choice.
+        requests: Mutex<Vec<(usize, ToolChoice)>>,
+    }
+
+    #[async_trait]
+    impl LlmProvider for ToolFirst {
+        fn provider(&self) -> &str {
+            "scripted"
+        }
+        fn model(&self) -> &str {
+            "tool-first"
+        }
+        async fn complete(
+            &self,
+            request: &CompletionRequest,
+            events: &mpsc::UnboundedSender<CompletionEvent>,
+        ) -> Result<Completion, LlmError> {
+            let rounds = request.tool_rounds.len();
+            self.requests
+                .lock()
+                .unwrap()
+                .push((rounds, request.tool_choice));
+            let may_call = request.tool_choice == ToolChoice::Auto;
+            if may_call && (self.always_call || rounds == 0) {
+                return Ok(Completion {
+                    tool_calls: vec![ToolCall {
+                        id: format!("call_{rounds}"),
+                        name: tools::CAPTURE_LEAD.into(),
+                        arguments: serde_json::json!({ "email": "ana@example.com" }),
+                    }],
+                    ..Default::default()
+                });
+            }
+            let status = request.tool_rounds.last().map_or("nothing", |round| {
+                round.results[0].output["status"].as_str().unwrap()
+            });
+            let text = format!("Your details are {status}.");
+            let _ = events.send(CompletionEvent::Delta(text.clone()));
+            Ok(Completion {
+                text,
+                ..Default::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_only_first_answer_is_followed_by_the_models_reply_to_its_result() {
+        let llm = Arc::new(ToolFirst {
+            always_call: false,
+            requests: Mutex::default(),
+        });
+        let tools = Arc::new(MemoryTools::default());
+        let pipeline = pipeline_with_tools(
+            llm.clone(),
+            Arc::new(MemoryChat::default()),
+            tools.clone(),
+            PipelineSettings::default(),
+        )
+        .await;
+        let handle = pipeline
+            .submit(turn(
+                TenantId::new(),
+                ConversationId::new(),
+                "I'm ana@example.com",
+            ))
+            .unwrap();
+        let (deltas, reply) = finish(handle).await;
+        let reply = reply.unwrap();
+        assert_eq!(reply.content, "Your details are saved.");
+        assert_eq!(deltas.concat(), reply.content);
+        assert_eq!(tools.runs.lock().unwrap().len(), 1);
+        assert_eq!(
+            *llm.requests.lock().unwrap(),
+            [(0, ToolChoice::Auto), (1, ToolChoice::Auto)]
+        );
+        pipeline.stop();
+    }
+
+    #[tokio::test]
+    async fn tool_rounds_are_bounded_and_the_last_one_must_answer_in_words() {
+        let llm = Arc::new(ToolFirst {
+            always_call: true,
+            requests: Mutex::default(),
+        });
+        let tools = Arc::new(MemoryTools::default());
+        let settings = PipelineSettings {
+            max_tool_rounds: 2,
+            ..PipelineSettings::default()
+        };
+        let pipeline = pipeline_with_tools(
+            llm.clone(),
+            Arc::new(MemoryChat::default()),
+            tools.clone(),
+            settings,
+        )
+        .await;
+        let handle = pipeline
+            .submit(turn(TenantId::new(), ConversationId::new(), "hello"))
+            .unwrap();
+        let reply = finish(handle).await.1.unwrap();
+        assert_eq!(reply.content, "Your details are saved.");
+        assert_eq!(
+            tools.runs.lock().unwrap().len(),
+            2,
+            "one run per allowed round"
+        );
+        assert_eq!(
+            *llm.requests.lock().unwrap(),
+            [
+                (0, ToolChoice::Auto),
+                (1, ToolChoice::Auto),
+                (2, ToolChoice::None)
+            ]
+        );
+        pipeline.stop();
     }
 
     async fn pipeline(llm: Arc<SlowEcho>, chat: Arc<MemoryChat>) -> ChatPipeline {
@@ -303,8 +456,17 @@ mod tests {
     }
 
     async fn pipeline_with(
-        llm: Arc<SlowEcho>,
+        llm: Arc<dyn LlmProvider>,
         chat: Arc<MemoryChat>,
+        settings: PipelineSettings,
+    ) -> ChatPipeline {
+        pipeline_with_tools(llm, chat, Arc::new(MemoryTools::default()), settings).await
+    }
+
+    async fn pipeline_with_tools(
+        llm: Arc<dyn LlmProvider>,
+        chat: Arc<MemoryChat>,
+        tools: Arc<MemoryTools>,
         settings: PipelineSettings,
     ) -> ChatPipeline {
         ChatPipeline::start(PipelineDeps {
@@ -312,6 +474,7 @@ mod tests {
             knowledge: Arc::new(NoKnowledge),
             embedder: Arc::new(OfflineEmbedder::default()),
             llm: Arc::new(Fixed(llm)),
+            tools,
             resident: Arc::new(ResidentNamespaces::new(1 << 20)),
             settings,
         })

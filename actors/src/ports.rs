@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::ids::{AgentId, ConversationId, TenantId, WidgetId};
-use crate::llm::{ChatMessage, LlmError, LlmProvider, ToolCall, Usage};
+use crate::llm::{ChatMessage, LlmError, LlmProvider, Usage};
 
 /// A durable stream of work shared by every instance (Redis streams underneath).
 ///
@@ -209,7 +209,8 @@ pub struct EmbeddingUsage {
     pub tokens: u32,
 }
 
-/// What a finished turn writes: the cleaned reply, usage, tool calls.
+/// What a finished turn writes: the cleaned reply and its usage (its tool
+/// calls were recorded as they ran).
 #[derive(Clone, Debug)]
 pub struct TurnRecord {
     pub agent: AgentId,
@@ -217,8 +218,8 @@ pub struct TurnRecord {
     pub content: String,
     pub provider: String,
     pub model: String,
+    /// Summed over the turn's rounds.
     pub usage: Usage,
-    pub tool_calls: Vec<ToolCall>,
     /// `None` when retrieval embedded nothing (an empty knowledge base).
     pub embedding: Option<EmbeddingUsage>,
     /// What the guardrails removed from the reply, per rule (never the text).
@@ -263,7 +264,7 @@ pub trait ChatStore: Send + Sync + 'static {
         channel: &TurnChannel,
         message: VisitorMessage<'_>,
     ) -> Result<OpenedTurn, StoreError>;
-    /// Stores the cleaned reply, its usage events and its tool calls' action runs.
+    /// Stores the cleaned reply and its usage events.
     async fn finish_turn(
         &self,
         tenant: TenantId,

@@ -12,6 +12,8 @@ pub enum Stage {
     RagRetriever,
     Llm,
     GuardrailFinalizer,
+    /// One tool call run (outcome: its run status).
+    Tool,
     KbIngest,
 }
 
@@ -22,6 +24,7 @@ impl Stage {
             Self::RagRetriever => "rag_retriever",
             Self::Llm => "llm",
             Self::GuardrailFinalizer => "guardrail_finalizer",
+            Self::Tool => "tool",
             Self::KbIngest => "kb_ingest",
         }
     }

@@ -220,7 +220,7 @@ impl ChatStore for PgChatStore {
     ) -> Result<StoredReply, StoreError> {
         let id = Uuid::now_v7();
         let created_at: DateTime<Utc> =
-            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7, $8)")
+            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7)")
                 .bind(tenant.as_uuid())
                 .bind(record.agent.as_uuid())
                 .bind(conversation.as_uuid())
@@ -228,7 +228,6 @@ impl ChatStore for PgChatStore {
                 .bind(record.reply_seq)
                 .bind(&record.content)
                 .bind(usage::usage_rows(&record))
-                .bind(usage::action_rows(&record))
                 .fetch_one(self.store.pool())
                 .await
                 .map_err(unavailable)?;

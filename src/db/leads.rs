@@ -62,8 +62,28 @@ pub async fn create(
     .map_err(|e| DbError::conflict_on_unique(e, "a lead with this email already exists"))
 }
 
-/// The lead these details belong to, created if there is none; `true` when
-/// it was created.
+/// What [`find_or_create`] did to the lead it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadChange {
+    Created,
+    /// Found, and given details it lacked (a name, a phone).
+    Updated,
+    Unchanged,
+}
+
+impl LeadChange {
+    /// The outbox event this change emits, if any.
+    pub fn event_type(self) -> Option<&'static str> {
+        match self {
+            Self::Created => Some("lead.created"),
+            Self::Updated => Some("lead.updated"),
+            Self::Unchanged => None,
+        }
+    }
+}
+
+/// The lead these details belong to, created if there is none, and what
+/// was done to it.
 ///
 /// Found by ONE key at a time: by email when there is one, otherwise by
 /// phone among the leads that have no email. Never by "email OR phone": a
@@ -74,7 +94,7 @@ pub async fn find_or_create(
     tx: &mut TenantTx,
     contact: &Contact<'_>,
     conversation: Option<Uuid>,
-) -> Result<(Lead, bool), DbError> {
+) -> Result<(Lead, LeadChange), DbError> {
     let tenant = tx.tenant();
     let found: Option<Lead> = match (contact.email, contact.phone) {
         (Some(email), _) => {
@@ -102,6 +122,11 @@ pub async fn find_or_create(
     match found {
         // What the person adds now fills what was missing; nothing is overwritten.
         Some(lead) => {
+            let fills =
+                |held: &Option<String>, given: Option<&str>| held.is_none() && given.is_some();
+            if !fills(&lead.name, contact.name) && !fills(&lead.phone, contact.phone) {
+                return Ok((lead, LeadChange::Unchanged));
+            }
             let lead = sqlx::query_as(&format!(
                 "UPDATE leads SET name = coalesce(name, $3), phone = coalesce(phone, $4),
                         updated_at = now()
@@ -113,9 +138,12 @@ pub async fn find_or_create(
             .bind(contact.phone)
             .fetch_one(tx.conn())
             .await?;
-            Ok((lead, false))
+            Ok((lead, LeadChange::Updated))
         }
-        None => Ok((create(tx, contact, "", conversation).await?, true)),
+        None => Ok((
+            create(tx, contact, "", conversation).await?,
+            LeadChange::Created,
+        )),
     }
 }
 

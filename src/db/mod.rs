@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod bootstrap;
 pub mod chat;
+pub mod conversations;
 pub mod knowledge;
 pub mod leads;
 pub mod llm_configs;
@@ -16,6 +17,7 @@ pub mod operators;
 pub mod outbox;
 pub mod sessions;
 pub mod tenants;
+pub mod tool_runs;
 pub mod usage;
 pub mod webhook_endpoints;
 pub mod widgets;
@@ -33,7 +35,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 18] = [
+pub const TENANT_TABLES: [&str; 20] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -52,6 +54,8 @@ pub const TENANT_TABLES: [&str; 18] = [
     "leads",
     "webhook_endpoints",
     "outbox_events",
+    "bookings",
+    "quote_requests",
 ];
 
 #[derive(Debug, thiserror::Error)]

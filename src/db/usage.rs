@@ -1,6 +1,6 @@
-//! What a finished turn cost and asked for: its `agent_usage_events` and
-//! `agent_action_runs` rows, both append-only audit tables. Built here as the
-//! JSON arrays that `agentry_finish_turn` inserts in one statement each.
+//! What a finished turn cost: its `agent_usage_events` rows (an append-only
+//! audit table), built here as the JSON array that `agentry_finish_turn`
+//! inserts in one statement.
 
 use agentry_actors::ports::TurnRecord;
 use serde_json::{json, Value};
@@ -32,26 +32,9 @@ pub fn usage_rows(record: &TurnRecord) -> Value {
     Value::Array(rows)
 }
 
-/// The action runs of a turn: one per tool call, recorded as requested
-/// (executing the tools is its own stage).
-pub fn action_rows(record: &TurnRecord) -> Value {
-    record
-        .tool_calls
-        .iter()
-        .map(|call| {
-            json!({
-                "id": Uuid::now_v7(),
-                "tool": call.name,
-                "status": "requested",
-                "input": call.arguments,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use agentry_actors::llm::{ToolCall, Usage};
+    use agentry_actors::llm::Usage;
     use agentry_actors::ports::EmbeddingUsage;
     use agentry_actors::AgentId;
 
@@ -68,11 +51,6 @@ mod tests {
                 prompt_tokens: 12,
                 completion_tokens: 3,
             },
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "capture_lead".into(),
-                arguments: json!({"email": "a@b.test"}),
-            }],
             embedding,
             guardrail_removals: Default::default(),
         }
@@ -93,14 +71,5 @@ mod tests {
         assert_eq!(rows[1]["kind"], "embedding");
         assert_eq!(rows[1]["prompt_tokens"], 7);
         assert_eq!(rows[1]["model"], "offline-hash-v1");
-    }
-
-    #[test]
-    fn each_tool_call_is_one_requested_action_run() {
-        let rows = action_rows(&record(None));
-        assert_eq!(rows.as_array().unwrap().len(), 1);
-        assert_eq!(rows[0]["tool"], "capture_lead");
-        assert_eq!(rows[0]["status"], "requested");
-        assert_eq!(rows[0]["input"]["email"], "a@b.test");
     }
 }

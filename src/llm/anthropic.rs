@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use agentry_actors::llm::{
     ChatMessage, ChatRole, Completion, CompletionEvent, CompletionRequest, LlmError, LlmProvider,
-    ToolCall, Usage,
+    ToolCall, ToolChoice, ToolRound, Usage,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -74,10 +74,14 @@ impl AnthropicProvider {
             0 => DEFAULT_MAX_TOKENS,
             n => n,
         };
+        let mut messages = conversation(&request.messages);
+        for round in &request.tool_rounds {
+            messages.extend(round_messages(round));
+        }
         let mut body = json!({
             "model": self.model,
             "max_tokens": max_tokens,
-            "messages": conversation(&request.messages),
+            "messages": messages,
             "stream": true,
             // Anthropic's range is 0..=1 where OpenAI's is 0..=2.
             "temperature": request.temperature.clamp(0.0, 1.0),
@@ -97,6 +101,9 @@ impl AnthropicProvider {
                     })
                 })
                 .collect();
+            if request.tool_choice == ToolChoice::None {
+                body["tool_choice"] = json!({ "type": "none" });
+            }
         }
         body
     }
@@ -189,6 +196,34 @@ fn conversation(messages: &[ChatMessage]) -> Vec<Value> {
         .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect()
+}
+
+/// An earlier round in the Messages format: the assistant's text and
+/// `tool_use` blocks, then a user message of `tool_result` blocks.
+fn round_messages(round: &ToolRound) -> [Value; 2] {
+    let mut content = Vec::with_capacity(round.calls.len() + 1);
+    if !round.text.trim().is_empty() {
+        content.push(json!({ "type": "text", "text": round.text }));
+    }
+    content.extend(round.calls.iter().map(|call| {
+        json!({ "type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments })
+    }));
+    let results: Vec<Value> = round
+        .results
+        .iter()
+        .map(|result| {
+            json!({
+                "type": "tool_result",
+                "tool_use_id": result.call_id,
+                "content": result.output.to_string(),
+                "is_error": result.is_error,
+            })
+        })
+        .collect();
+    [
+        json!({ "role": "assistant", "content": content }),
+        json!({ "role": "user", "content": results }),
+    ]
 }
 
 /// What one event asks the caller to do.
@@ -428,6 +463,8 @@ mod tests {
                 ChatMessage::user("Around 10am."),
             ],
             tools: tools::catalog(),
+            tool_choice: ToolChoice::Auto,
+            tool_rounds: Vec::new(),
             grounding: Vec::new(),
             max_tokens: 0,
             temperature: 1.5,
@@ -464,6 +501,48 @@ mod tests {
             event("message_stop", json!({"type":"message_stop"})),
         ]
         .concat()
+    }
+
+    #[test]
+    fn earlier_rounds_go_back_as_tool_use_and_tool_result_blocks() {
+        let mut request = request();
+        request.tool_rounds.push(ToolRound {
+            text: String::new(),
+            calls: vec![ToolCall {
+                id: "toolu_1".into(),
+                name: "book_appointment".into(),
+                arguments: json!({"requested_time": "Tuesday 10am"}),
+            }],
+            results: vec![agentry_actors::llm::ToolResult {
+                call_id: "toolu_1".into(),
+                output: json!({"status": "rejected", "errors": ["x"]}),
+                is_error: true,
+            }],
+        });
+        request.tool_choice = ToolChoice::None;
+        let body = provider("http://127.0.0.1:9").body(&request);
+        let messages = body["messages"].as_array().unwrap();
+        let n = messages.len();
+        assert_eq!(
+            messages[n - 3]["role"],
+            "user",
+            "the visitor's turn comes first"
+        );
+        assert_eq!(
+            messages[n - 2],
+            json!({"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "book_appointment",
+                 "input": {"requested_time": "Tuesday 10am"}}
+            ]})
+        );
+        assert_eq!(
+            messages[n - 1],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1",
+                 "content": r#"{"errors":["x"],"status":"rejected"}"#, "is_error": true}
+            ]})
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "none"}));
     }
 
     #[tokio::test]

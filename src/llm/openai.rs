@@ -8,7 +8,7 @@
 
 use agentry_actors::llm::{
     ChatMessage, Completion, CompletionEvent, CompletionRequest, LlmError, LlmProvider, ToolCall,
-    Usage,
+    ToolChoice, ToolRound, Usage,
 };
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -60,9 +60,14 @@ impl OpenAiProvider {
     }
 
     fn body(&self, request: &CompletionRequest) -> Value {
+        let mut messages = serde_json::to_value(&request.messages).expect("messages serialize");
+        let messages_array = messages.as_array_mut().expect("an array");
+        for round in &request.tool_rounds {
+            messages_array.extend(round_messages(round));
+        }
         let mut body = json!({
             "model": self.model,
-            "messages": request.messages,
+            "messages": messages,
             "stream": true,
             "stream_options": { "include_usage": true },
             "temperature": request.temperature,
@@ -90,6 +95,9 @@ impl OpenAiProvider {
                     })
                 })
                 .collect();
+            if request.tool_choice == ToolChoice::None {
+                body["tool_choice"] = json!("none");
+            }
         }
         body
     }
@@ -358,6 +366,33 @@ impl StreamState {
 }
 
 /// Tool arguments as a JSON object; no arguments at all means `{}`.
+/// An earlier round in the chat-completions format: the assistant message
+/// with its `tool_calls` (arguments as a JSON string), then one `tool`
+/// message per result.
+fn round_messages(round: &ToolRound) -> Vec<Value> {
+    let calls: Vec<Value> = round
+        .calls
+        .iter()
+        .map(|call| {
+            json!({
+                "id": call.id,
+                "type": "function",
+                "function": { "name": call.name, "arguments": call.arguments.to_string() },
+            })
+        })
+        .collect();
+    let text = (!round.text.is_empty()).then_some(round.text.as_str());
+    let mut messages = vec![json!({ "role": "assistant", "content": text, "tool_calls": calls })];
+    messages.extend(round.results.iter().map(|result| {
+        json!({
+            "role": "tool",
+            "tool_call_id": result.call_id,
+            "content": result.output.to_string(),
+        })
+    }));
+    messages
+}
+
 pub(crate) fn parse_arguments(name: &str, arguments: &str) -> Result<Value, Failure> {
     if arguments.trim().is_empty() {
         return Ok(json!({}));
@@ -394,6 +429,8 @@ mod tests {
                 ChatMessage::user("When are you open? My email is ana@example.com"),
             ],
             tools: tools::catalog(),
+            tool_choice: ToolChoice::Auto,
+            tool_rounds: Vec::new(),
             grounding: vec![GroundingPassage {
                 title: "Hours".into(),
                 text: "Open 9 to 5.".into(),
@@ -512,6 +549,50 @@ mod tests {
         assert_eq!(body["tools"][0]["type"], "function");
         assert_eq!(body["tools"][0]["function"]["name"], "capture_lead");
         assert_eq!(body["tools"][0]["function"]["parameters"]["type"], "object");
+    }
+
+    /// A round that called a tool, and what the tool answered.
+    fn lead_round() -> ToolRound {
+        ToolRound {
+            text: "One moment.".into(),
+            calls: vec![ToolCall {
+                id: "call_abc".into(),
+                name: "capture_lead".into(),
+                arguments: json!({"email": "ana@example.com"}),
+            }],
+            results: vec![agentry_actors::llm::ToolResult {
+                call_id: "call_abc".into(),
+                output: json!({"status": "saved"}),
+                is_error: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn earlier_rounds_go_back_as_tool_calls_and_tool_messages() {
+        let provider = provider(&config(ProviderKind::OpenAi, "http://127.0.0.1:9"));
+        let mut request = request();
+        request.tool_rounds.push(lead_round());
+        request.tool_choice = ToolChoice::None;
+        let body = provider.body(&request);
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[2]["role"], "assistant");
+        assert_eq!(messages[2]["content"], "One moment.");
+        assert_eq!(messages[2]["tool_calls"][0]["id"], "call_abc");
+        assert_eq!(messages[2]["tool_calls"][0]["type"], "function");
+        let arguments = messages[2]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .expect("arguments travel as a JSON string");
+        assert_eq!(
+            serde_json::from_str::<Value>(arguments).unwrap(),
+            json!({"email": "ana@example.com"})
+        );
+        assert_eq!(messages[3]["role"], "tool");
+        assert_eq!(messages[3]["tool_call_id"], "call_abc");
+        assert_eq!(messages[3]["content"], r#"{"status":"saved"}"#);
+        assert_eq!(body["tool_choice"], "none");
+        assert!(provider.body(&self::request()).get("tool_choice").is_none());
     }
 
     #[tokio::test]

@@ -144,6 +144,20 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
         .execute(&mut *tx)
         .await
         .unwrap();
+    sqlx::query("INSERT INTO bookings (id, tenant_id, conversation_id, requested_time) VALUES ($1, $2, $3, 'Friday')")
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO quote_requests (id, tenant_id, conversation_id, details) VALUES ($1, $2, $3, 'a roof')")
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -248,6 +262,19 @@ async fn the_app_role_cannot_bypass_row_level_security() {
         without_rls.is_empty(),
         "tables without RLS: {without_rls:?}"
     );
+    // Every table holding tenant rows is in the list these checks walk.
+    let mut with_tenant_column: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND column_name = 'tenant_id'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    with_tenant_column.push("tenants".into());
+    with_tenant_column.sort();
+    let mut listed: Vec<String> = TENANT_TABLES.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(with_tenant_column, listed, "TENANT_TABLES is out of date");
     let denied = sqlx::query("SET ROLE postgres").execute(&mut conn).await;
     assert!(denied.is_err());
 }

@@ -1,6 +1,6 @@
 //! Leads: found by one key at a time, and the dashboard API over them.
 
-use agentry::db::leads::{self, Contact};
+use agentry::db::leads::{self, Contact, LeadChange};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -39,13 +39,17 @@ async fn a_shared_household_phone_never_merges_two_people() {
         email: Some("ben@example.com"),
         phone,
     };
-    let (ana_lead, created) = leads::find_or_create(&mut tx, &ana, None).await.unwrap();
-    assert!(created);
-    let (ben_lead, created) = leads::find_or_create(&mut tx, &ben, None).await.unwrap();
-    assert!(created, "same phone, another email: another person");
+    let (ana_lead, change) = leads::find_or_create(&mut tx, &ana, None).await.unwrap();
+    assert_eq!(change, LeadChange::Created);
+    let (ben_lead, change) = leads::find_or_create(&mut tx, &ben, None).await.unwrap();
+    assert_eq!(
+        change,
+        LeadChange::Created,
+        "same phone, another email: another person"
+    );
     assert_ne!(ana_lead.id, ben_lead.id);
-    let (again, created) = leads::find_or_create(&mut tx, &ana, None).await.unwrap();
-    assert!(!created);
+    let (again, change) = leads::find_or_create(&mut tx, &ana, None).await.unwrap();
+    assert_eq!(change, LeadChange::Unchanged);
     assert_eq!(again.id, ana_lead.id, "found again by email");
 
     // A visitor who gives only the shared phone could be either: a lead of their own.
@@ -53,15 +57,15 @@ async fn a_shared_household_phone_never_merges_two_people() {
         phone,
         ..Contact::default()
     };
-    let (caller, created) = leads::find_or_create(&mut tx, &phone_only, None)
+    let (caller, change) = leads::find_or_create(&mut tx, &phone_only, None)
         .await
         .unwrap();
-    assert!(created);
+    assert_eq!(change, LeadChange::Created);
     assert!(![ana_lead.id, ben_lead.id].contains(&caller.id));
-    let (same_caller, created) = leads::find_or_create(&mut tx, &phone_only, None)
+    let (same_caller, change) = leads::find_or_create(&mut tx, &phone_only, None)
         .await
         .unwrap();
-    assert!(!created);
+    assert_eq!(change, LeadChange::Unchanged);
     assert_eq!(same_caller.id, caller.id, "and found again by that phone");
     tx.commit().await.unwrap();
 

@@ -20,6 +20,7 @@ mod pipeline;
 mod resources;
 mod seed;
 mod signatures;
+mod tools;
 mod webhook_endpoints;
 mod widget;
 

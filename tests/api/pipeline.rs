@@ -204,29 +204,6 @@ async fn a_failing_provider_gets_the_visitor_a_generic_apology_and_the_turn_is_s
 }
 
 #[tokio::test]
-async fn tool_calls_become_requested_action_runs() {
-    let app = spawn_app_with(|_| {}).await;
-    let setup = site(&app, "Leads Co").await;
-    let token = visitor_token(&app, &setup.public_key).await;
-    reply(
-        &app,
-        &token,
-        "Please call me back, my email is ada@example.com",
-    )
-    .await;
-    let mut owner = app.owner_connection().await;
-    let runs: Vec<(String, String, serde_json::Value)> =
-        sqlx::query_as("SELECT tool, status, input FROM agent_action_runs")
-            .fetch_all(&mut owner)
-            .await
-            .unwrap();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].0, "capture_lead");
-    assert_eq!(runs[0].1, "requested");
-    assert_eq!(runs[0].2["email"], "ada@example.com");
-}
-
-#[tokio::test]
 async fn idle_tenant_supervisors_stop_and_restart_on_demand() {
     let app = spawn_app_with(|settings| {
         settings.chat.session_idle_secs = 0;

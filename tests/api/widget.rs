@@ -668,7 +668,7 @@ async fn a_turn_without_event_stream_returns_the_stored_reply_as_json() {
 }
 
 #[tokio::test]
-async fn an_email_in_a_message_is_acknowledged_and_recorded_as_a_lead_request() {
+async fn an_email_in_a_message_is_saved_as_a_lead_and_only_then_acknowledged() {
     let app = spawn_app().await;
     let site = site(&app, "Lead Co").await;
     let token = widget_session(&app, &site.public_key, WIDGET_ORIGIN).await;
@@ -696,6 +696,14 @@ async fn an_email_in_a_message_is_acknowledged_and_recorded_as_a_lead_request() 
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].0, "capture_lead");
     assert_eq!(runs[0].1["email"], "ana.lead@example.org");
+    // "Saved" is true: the lead is there, from this conversation.
+    let source: Option<Uuid> = sqlx::query_scalar(
+        "SELECT source_conversation_id FROM leads WHERE email = 'ana.lead@example.org'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(source, Some(conversation));
 }
 
 // --------------------------------------------------------------- bad input

@@ -1,21 +1,88 @@
-//! `/api/v1/conversations`: a tenant's conversations.
+//! `/api/v1/conversations`: a tenant's conversations, and the ones waiting
+//! for a person (`?status=waiting_for_human`).
 
 use agentry_actors::ConversationId;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::delete;
-use axum::Router;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::db::chat;
+use crate::db::conversations::{self, ConversationPage, ConversationSummary};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdPath, TenantUser};
 use crate::http::AppState;
 
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
+
 pub fn router() -> Router<AppState> {
-    Router::new().route(
+    Router::new().route("/conversations", get(list)).route(
         "/conversations/{conversation_id}/session",
         delete(revoke_session),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    limit: Option<i64>,
+    status: Option<String>,
+    agent_id: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct ConversationList {
+    conversations: Vec<ConversationSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ConversationList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    if let Some(status) = query.status.as_deref() {
+        if !STATUSES.contains(&status) {
+            return Err(ApiError::BadRequest(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    // One more than asked tells whether another page follows.
+    let mut conversations = conversations::list(
+        &mut tx,
+        ConversationPage {
+            before: query.cursor,
+            status: query.status.as_deref(),
+            agent: query.agent_id,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let more = conversations.len() as i64 > limit;
+    conversations.truncate(limit as usize);
+    let next_cursor = more.then(|| conversations.last().map(|c| c.id)).flatten();
+    Ok(Json(ConversationList {
+        conversations,
+        next_cursor,
+    }))
 }
 
 /// Ends the visitor's widget session behind a conversation, on every instance at once.

@@ -9,9 +9,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::db::leads::{self, Contact, Lead, LeadPage};
+use crate::db::outbox;
 use crate::domain::{check_text, parse_name, parse_phone, Email};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, TenantUser};
@@ -118,6 +120,7 @@ async fn create(
     };
     let mut tx = state.store.tenant(user.tenant).await?;
     let lead = leads::create(&mut tx, &contact, &body.notes, None).await?;
+    outbox::append(&mut tx, "lead.created", &json!({ "lead": lead })).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(lead)))
 }
@@ -146,6 +149,7 @@ async fn update(
     check_text("notes", &body.notes, MAX_NOTES_CHARS).map_err(ApiError::Invalid)?;
     let mut tx = state.store.tenant(user.tenant).await?;
     let lead = leads::update_notes(&mut tx, id, &body.notes).await?;
+    outbox::append(&mut tx, "lead.updated", &json!({ "lead": lead })).await?;
     tx.commit().await?;
     Ok(Json(lead))
 }

@@ -1,0 +1,293 @@
+//! The tools' effects in PostgreSQL: each run is one unit of work holding
+//! what the tool changed (a lead, a booking, a quote request, a conversation
+//! waiting for a person), the outbox event that describes it, and the run's
+//! `agent_action_runs` row. So an event exists exactly when its data does,
+//! and a run the visitor is told about is a committed one.
+
+use std::time::Instant;
+
+use agentry_actors::llm::ToolCall;
+use agentry_actors::ports::StoreError;
+use agentry_actors::tools::{ArgumentErrors, RunStatus, ToolInput, ToolRun, ToolRunner};
+use agentry_actors::{AgentId, ConversationId, TenantId};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::leads::{self, Contact, Lead};
+use super::{outbox, DbError, Store, TenantTx};
+
+pub struct PgToolRunner {
+    store: Store,
+}
+
+impl PgToolRunner {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+/// Who and where a run acts for.
+struct RunScope {
+    agent: AgentId,
+    conversation: Uuid,
+}
+
+#[async_trait]
+impl ToolRunner for PgToolRunner {
+    async fn run(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        conversation: ConversationId,
+        call: &ToolCall,
+        checked: Result<ToolInput, ArgumentErrors>,
+    ) -> Result<ToolRun, StoreError> {
+        let started = Instant::now();
+        let scope = RunScope {
+            agent,
+            conversation: conversation.as_uuid(),
+        };
+        let mut tx = self.store.tenant(tenant).await?;
+        if let Some(recorded) = recorded_run(&mut tx, &scope, &call.id).await? {
+            return Ok(recorded);
+        }
+        let run = match checked {
+            Ok(input) => act(&mut tx, &scope, &input).await?,
+            Err(errors) => ToolRun::rejected(&errors),
+        };
+        let inserted = record_run(&mut tx, &scope, call, &run, started).await?;
+        if !inserted {
+            // Another instance ran the same call meanwhile: its run stands, ours rolls back.
+            drop(tx);
+            let mut tx = self.store.tenant(tenant).await?;
+            return recorded_run(&mut tx, &scope, &call.id)
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("a concurrent run vanished".into()));
+        }
+        tx.commit().await?;
+        Ok(run)
+    }
+}
+
+async fn recorded_run(
+    tx: &mut TenantTx,
+    scope: &RunScope,
+    call_id: &str,
+) -> Result<Option<ToolRun>, DbError> {
+    let tenant = tx.tenant();
+    let row: Option<(String, Value)> = sqlx::query_as(
+        "SELECT status, output FROM agent_action_runs
+         WHERE tenant_id = $1 AND conversation_id = $2 AND call_id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(scope.conversation)
+    .bind(call_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(row.map(|(status, output)| ToolRun {
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+        output,
+    }))
+}
+
+/// Appends the run's audit row; `false` when the call id was already recorded.
+async fn record_run(
+    tx: &mut TenantTx,
+    scope: &RunScope,
+    call: &ToolCall,
+    run: &ToolRun,
+    started: Instant,
+) -> Result<bool, DbError> {
+    let tenant = tx.tenant();
+    let inserted = sqlx::query(
+        "INSERT INTO agent_action_runs
+            (id, tenant_id, agent_id, conversation_id, tool, status, input, output, call_id, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (tenant_id, conversation_id, call_id) WHERE call_id IS NOT NULL DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant.as_uuid())
+    .bind(scope.agent.as_uuid())
+    .bind(scope.conversation)
+    .bind(&call.name)
+    .bind(run.status.as_str())
+    .bind(&call.arguments)
+    .bind(&run.output)
+    .bind(&call.id)
+    .bind(i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX))
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Does what a checked call asks, with its outbox event, in `tx`.
+async fn act(tx: &mut TenantTx, scope: &RunScope, input: &ToolInput) -> Result<ToolRun, DbError> {
+    let done = |output: Value| ToolRun {
+        status: RunStatus::Succeeded,
+        output,
+    };
+    match input {
+        ToolInput::CaptureLead { name, email, phone } => {
+            let contact = Contact {
+                name: name.as_deref(),
+                email: email.as_deref(),
+                phone: phone.as_deref(),
+            };
+            let (lead, change) =
+                leads::find_or_create(tx, &contact, Some(scope.conversation)).await?;
+            attach_lead(tx, scope, lead.id).await?;
+            if let Some(event) = change.event_type() {
+                outbox::append(
+                    tx,
+                    event,
+                    &json!({ "lead": lead, "conversation_id": scope.conversation }),
+                )
+                .await?;
+            }
+            Ok(done(json!({
+                "status": "saved",
+                "new_contact": change == leads::LeadChange::Created,
+            })))
+        }
+        ToolInput::BookAppointment {
+            requested_time,
+            service,
+            note,
+        } => {
+            let lead = conversation_lead(tx, scope).await?;
+            let id = Uuid::now_v7();
+            let tenant = tx.tenant();
+            sqlx::query(
+                "INSERT INTO bookings (id, tenant_id, conversation_id, lead_id, requested_time, service, note)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(tenant.as_uuid())
+            .bind(scope.conversation)
+            .bind(lead.as_ref().map(|l| l.id))
+            .bind(requested_time)
+            .bind(service)
+            .bind(note)
+            .execute(tx.conn())
+            .await?;
+            let booking = json!({
+                "id": id, "requested_time": requested_time, "service": service, "note": note,
+            });
+            outbox::append(
+                tx,
+                "booking.requested",
+                &event(scope, "booking", booking, &lead),
+            )
+            .await?;
+            Ok(done(requested(&lead)))
+        }
+        ToolInput::RequestQuote { details } => {
+            let lead = conversation_lead(tx, scope).await?;
+            let id = Uuid::now_v7();
+            let tenant = tx.tenant();
+            sqlx::query(
+                "INSERT INTO quote_requests (id, tenant_id, conversation_id, lead_id, details)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(tenant.as_uuid())
+            .bind(scope.conversation)
+            .bind(lead.as_ref().map(|l| l.id))
+            .bind(details)
+            .execute(tx.conn())
+            .await?;
+            let quote = json!({ "id": id, "details": details });
+            outbox::append(
+                tx,
+                "quote.requested",
+                &event(scope, "quote_request", quote, &lead),
+            )
+            .await?;
+            Ok(done(requested(&lead)))
+        }
+        ToolInput::EscalateToHuman { reason } => {
+            let tenant = tx.tenant();
+            // Only an open conversation escalates: a second call while it
+            // waits neither changes it nor emits a second event.
+            let escalated: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "UPDATE conversations
+                 SET status = 'waiting_for_human', escalated_at = now(), escalation_reason = $3
+                 WHERE tenant_id = $1 AND id = $2 AND status = 'open'
+                 RETURNING escalated_at",
+            )
+            .bind(tenant.as_uuid())
+            .bind(scope.conversation)
+            .bind(reason)
+            .fetch_optional(tx.conn())
+            .await?;
+            let Some(escalated_at) = escalated else {
+                return Ok(done(json!({ "status": "already_waiting" })));
+            };
+            let lead = conversation_lead(tx, scope).await?;
+            let escalation = json!({ "reason": reason, "escalated_at": escalated_at });
+            outbox::append(
+                tx,
+                "support.escalated",
+                &event(scope, "escalation", escalation, &lead),
+            )
+            .await?;
+            Ok(done(json!({ "status": "waiting_for_human" })))
+        }
+    }
+}
+
+/// A booking's or quote's result: the model should ask for contact details
+/// when the team has none to answer with.
+fn requested(lead: &Option<Lead>) -> Value {
+    json!({ "status": "requested", "contact_needed": lead.is_none() })
+}
+
+/// An event's payload: what happened, the lead it concerns (if known), and where.
+fn event(scope: &RunScope, kind: &str, what: Value, lead: &Option<Lead>) -> Value {
+    json!({
+        kind: what,
+        "lead": lead,
+        "conversation_id": scope.conversation,
+        "agent_id": scope.agent.as_uuid(),
+    })
+}
+
+/// Makes `lead` the conversation's, and gives it the bookings and quote
+/// requests made before the visitor left contact details.
+async fn attach_lead(tx: &mut TenantTx, scope: &RunScope, lead: Uuid) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    sqlx::query(
+        "WITH conversation AS (
+             UPDATE conversations SET lead_id = $3 WHERE tenant_id = $1 AND id = $2
+         ), booked AS (
+             UPDATE bookings SET lead_id = $3
+             WHERE tenant_id = $1 AND conversation_id = $2 AND lead_id IS NULL
+         )
+         UPDATE quote_requests SET lead_id = $3
+         WHERE tenant_id = $1 AND conversation_id = $2 AND lead_id IS NULL",
+    )
+    .bind(tenant.as_uuid())
+    .bind(scope.conversation)
+    .bind(lead)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// The lead the conversation is with, if the visitor left contact details.
+async fn conversation_lead(tx: &mut TenantTx, scope: &RunScope) -> Result<Option<Lead>, DbError> {
+    let tenant = tx.tenant();
+    let lead: Option<Uuid> =
+        sqlx::query_scalar("SELECT lead_id FROM conversations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(scope.conversation)
+            .fetch_optional(tx.conn())
+            .await?
+            .flatten();
+    match lead {
+        Some(id) => Ok(Some(leads::get(tx, id).await?)),
+        None => Ok(None),
+    }
+}
