@@ -136,6 +136,8 @@ pub struct ChatSettings {
     pub history_limit: usize,
     pub passages: usize,
     pub max_tokens: u32,
+    /// Rounds of tool calls a turn may run before the model must answer in words.
+    pub max_tool_rounds: usize,
     pub turn_timeout_secs: u64,
     /// How long shutdown waits for turns in flight before stopping the pipeline.
     pub drain_secs: u64,
@@ -282,6 +284,13 @@ impl Settings {
     /// production runs neither without keys nor with the public development ones.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const MAX_ROTATION_GRACE_SECS: u64 = 30 * 24 * 3600;
+        const MAX_TOOL_ROUNDS: usize = 10;
+        if self.chat.max_tool_rounds > MAX_TOOL_ROUNDS {
+            // Each round is another model call the tenant pays for.
+            return Err(ConfigError::Invalid(format!(
+                "chat.max_tool_rounds must be at most {MAX_TOOL_ROUNDS}"
+            )));
+        }
         if self.webhooks.rotation_grace_secs > MAX_ROTATION_GRACE_SECS {
             return Err(ConfigError::Invalid(format!(
                 "webhooks.rotation_grace_secs must be at most {MAX_ROTATION_GRACE_SECS} (30 days)"

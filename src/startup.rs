@@ -97,6 +97,7 @@ impl Application {
                 history_limit: chat.history_limit,
                 passages: chat.passages,
                 max_tokens: chat.max_tokens,
+                max_tool_rounds: chat.max_tool_rounds,
                 fault_injection: chat.fault_injection,
                 ..PipelineSettings::default()
             },
