@@ -96,6 +96,15 @@ pub async fn find_or_create(
     conversation: Option<Uuid>,
 ) -> Result<(Lead, LeadChange), DbError> {
     let tenant = tx.tenant();
+    // Two conversations leaving the same new details at once must find one
+    // lead, not race to create two (or fail on the email's unique index):
+    // the key is locked for the rest of the unit of work.
+    if let Some(key) = contact.email.or(contact.phone) {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("lead:{tenant}:{key}"))
+            .execute(tx.conn())
+            .await?;
+    }
     let found: Option<Lead> = match (contact.email, contact.phone) {
         (Some(email), _) => {
             sqlx::query_as(&format!(

@@ -75,6 +75,35 @@ async fn a_shared_household_phone_never_merges_two_people() {
 }
 
 #[tokio::test]
+async fn the_same_new_details_left_at_once_make_one_lead() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Rush Co").await;
+    let attempts = (0..8).map(|_| {
+        let store = app.store.clone();
+        async move {
+            let mut tx = store.tenant(tenant.id).await.unwrap();
+            let contact = Contact {
+                email: Some("rush@example.com"),
+                ..Contact::default()
+            };
+            let (lead, change) = leads::find_or_create(&mut tx, &contact, None)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            (lead.id, change)
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let ids: std::collections::HashSet<_> = results.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 1, "{results:?}");
+    let created = results
+        .iter()
+        .filter(|(_, change)| *change == LeadChange::Created)
+        .count();
+    assert_eq!(created, 1);
+}
+
+#[tokio::test]
 async fn leads_are_created_read_annotated_and_paged_through_the_api() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("Lead Co").await;
