@@ -201,3 +201,49 @@ pub async fn update_notes(tx: &mut TenantTx, id: Uuid, notes: &str) -> Result<Le
     .await?
     .ok_or(DbError::NotFound)
 }
+
+/// A booking a lead asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Booking {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub requested_time: String,
+    pub service: Option<String>,
+    pub note: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A quote a lead asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct QuoteRequest {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub details: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The lead's bookings and quote requests, oldest first.
+pub async fn requests_of(
+    tx: &mut TenantTx,
+    lead: Uuid,
+) -> Result<(Vec<Booking>, Vec<QuoteRequest>), DbError> {
+    let tenant = tx.tenant();
+    let bookings = sqlx::query_as(
+        "SELECT id, conversation_id, requested_time, service, note, status, created_at
+         FROM bookings WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(lead)
+    .fetch_all(tx.conn())
+    .await?;
+    let quotes = sqlx::query_as(
+        "SELECT id, conversation_id, details, created_at
+         FROM quote_requests WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(lead)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok((bookings, quotes))
+}

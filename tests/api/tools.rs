@@ -193,6 +193,17 @@ async fn a_booking_before_contact_details_asks_for_them_and_joins_the_lead_later
         .await
         .unwrap();
     assert_eq!(booking_lead, Some(lead), "the booking found its lead");
+    let detail = body(
+        app.get(&format!("/api/v1/leads/{lead}"), &site.tenant.token)
+            .await,
+    )
+    .await;
+    assert_eq!(detail["email"], "jo@example.com");
+    assert_eq!(
+        detail["bookings"][0]["requested_time"],
+        "Can I book an appointment for Tuesday at 3pm?"
+    );
+    assert_eq!(detail["quote_requests"], json!([]));
 
     let emitted = events(&mut owner, site.tenant.id.as_uuid()).await;
     let types: Vec<&str> = emitted.iter().map(|(t, _)| t.as_str()).collect();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::db::leads::{self, Contact, Lead, LeadPage};
+use crate::db::leads::{self, Booking, Contact, Lead, LeadPage, QuoteRequest};
 use crate::db::outbox;
 use crate::domain::{check_text, parse_name, parse_phone, Email};
 use crate::http::error::ApiError;
@@ -125,13 +125,28 @@ async fn create(
     Ok((StatusCode::CREATED, Json(lead)))
 }
 
+/// A lead with what it asked for.
+#[derive(Serialize)]
+struct LeadDetail {
+    #[serde(flatten)]
+    lead: Lead,
+    bookings: Vec<Booking>,
+    quote_requests: Vec<QuoteRequest>,
+}
+
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
     IdPath(id): IdPath<Uuid>,
-) -> Result<Json<Lead>, ApiError> {
+) -> Result<Json<LeadDetail>, ApiError> {
     let mut tx = state.store.tenant(user.tenant).await?;
-    Ok(Json(leads::get(&mut tx, id).await?))
+    let lead = leads::get(&mut tx, id).await?;
+    let (bookings, quote_requests) = leads::requests_of(&mut tx, id).await?;
+    Ok(Json(LeadDetail {
+        lead,
+        bookings,
+        quote_requests,
+    }))
 }
 
 #[derive(Deserialize)]
