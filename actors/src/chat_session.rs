@@ -512,6 +512,67 @@ fn enforced_escalation(brief: &crate::ports::AgentBrief, visitor_text: &str) -> 
     })
 }
 
+/// What the model's rounds of one turn share.
+struct Conversing<'a> {
+    deps: &'a PipelineDeps,
+    stages: &'a TurnStages,
+    request: &'a TurnRequest,
+    policy: &'a Arc<ReplyPolicy>,
+    events: &'a mpsc::UnboundedSender<TurnEvent>,
+}
+
+impl Conversing<'_> {
+    /// The model's rounds: each streams its words into `reply`; its calls
+    /// are run and their results read by the next round. After
+    /// `max_tool_rounds` rounds with calls, the model must answer in words.
+    /// Returns the usage of every round, with how the last one ended.
+    async fn converse(
+        &self,
+        provider: &dyn LlmProvider,
+        completion_request: &mut CompletionRequest,
+        reply: &mut ReplyText,
+    ) -> (Usage, Result<(), LlmError>) {
+        let max_rounds = self.deps.settings.max_tool_rounds;
+        let mut usage = Usage::default();
+        for round in 0..=max_rounds {
+            if round == max_rounds {
+                completion_request.tool_choice = ToolChoice::None;
+            }
+            let completion = match stream_round(
+                provider,
+                completion_request,
+                self.events,
+                &self.stages.finalizer,
+                self.policy,
+                reply,
+            )
+            .await
+            {
+                Ok(completion) => completion,
+                Err(error) => return (usage, Err(error)),
+            };
+            usage.prompt_tokens += completion.usage.prompt_tokens;
+            usage.completion_tokens += completion.usage.completion_tokens;
+            // Calls in the last round (a provider ignoring `none`) are not run.
+            if completion.tool_calls.is_empty() || round == max_rounds {
+                break;
+            }
+            let results = run_tools(
+                self.deps.tools.as_ref(),
+                self.request,
+                &completion.tool_calls,
+            )
+            .await;
+            completion_request.tool_rounds.push(ToolRound {
+                text: completion.text,
+                calls: completion.tool_calls,
+                results,
+            });
+        }
+        (usage, Ok(()))
+    }
+}
+
 async fn run_turn(
     state: &mut SessionState,
     stages: &TurnStages,
@@ -600,71 +661,41 @@ async fn run_turn(
 
     let llm_started = Instant::now();
     let mut reply = ReplyText::default();
-    let mut usage = Usage::default();
-    let provider = match provider {
+    let turn = Conversing {
+        deps: &deps,
+        stages,
+        request,
+        policy: &policy,
+        events,
+    };
+    let (provider, (usage, outcome)) = match provider {
         Ok(provider) => {
-            let mut outcome = Ok(());
-            for round in 0..=settings.max_tool_rounds {
-                if round == settings.max_tool_rounds {
-                    completion_request.tool_choice = ToolChoice::None;
-                }
-                let completion = match stream_round(
-                    provider.as_ref(),
-                    &completion_request,
-                    events,
-                    &stages.finalizer,
-                    &policy,
-                    &mut reply,
-                )
-                .await
-                {
-                    Ok(completion) => completion,
-                    Err(error) => {
-                        outcome = Err(error);
-                        break;
-                    }
-                };
-                usage.prompt_tokens += completion.usage.prompt_tokens;
-                usage.completion_tokens += completion.usage.completion_tokens;
-                // Calls in the last round (a provider ignoring `none`) are not run.
-                if completion.tool_calls.is_empty() || round == settings.max_tool_rounds {
-                    break;
-                }
-                let results = run_tools(deps.tools.as_ref(), request, &completion.tool_calls).await;
-                completion_request.tool_rounds.push(ToolRound {
-                    text: completion.text,
-                    calls: completion.tool_calls,
-                    results,
-                });
+            let rounds = turn
+                .converse(provider.as_ref(), &mut completion_request, &mut reply)
+                .await;
+            (Some(provider), rounds)
+        }
+        Err(error) => (None, (Usage::default(), Err(error))),
+    };
+    match outcome {
+        Ok(()) => {
+            stage_metrics::record(Stage::Llm, "ok", llm_started);
+            if guardrail_finalizer::needs_fallback(
+                &reply.raw,
+                &reply.cleaned,
+                &reply.state.removals,
+            ) {
+                // What was released (a "Sure!") is followed by the fallback.
+                reply.say(policy.rules.fallback(), events);
             }
-            match outcome {
-                Ok(()) => {
-                    stage_metrics::record(Stage::Llm, "ok", llm_started);
-                    if guardrail_finalizer::needs_fallback(
-                        &reply.raw,
-                        &reply.cleaned,
-                        &reply.state.removals,
-                    ) {
-                        // What was released (a "Sure!") is followed by the fallback.
-                        reply.say(policy.rules.fallback(), events);
-                    }
-                }
-                Err(error) => {
-                    // The visitor gets a generic apology; the reason stays in the log.
-                    stage_metrics::record(Stage::Llm, "error", llm_started);
-                    tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
-                    reply.say(&settings.apology, events);
-                }
-            }
-            Some(provider)
         }
         Err(error) => {
+            // The visitor gets a generic apology; the reason stays in the log.
             stage_metrics::record(Stage::Llm, "error", llm_started);
             tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
             reply.say(&settings.apology, events);
-            None
         }
-    };
+    }
     let record = TurnRecord {
         agent,
         reply_seq: opened.slot.reply_seq,
