@@ -14,16 +14,18 @@ use crate::db::llm_configs;
 use crate::db::Store;
 use crate::llm::connection::{open_connection, parse_kind, provider_config};
 use crate::llm::{self, OfflineProvider};
+use crate::net_guard::GuardedClient;
 
 pub struct PgLlmResolver {
     store: Store,
     keyring: Arc<Keyring>,
-    http: reqwest::Client,
+    http: GuardedClient,
     offline: Arc<dyn LlmProvider>,
 }
 
 impl PgLlmResolver {
-    pub fn new(store: Store, keyring: Arc<Keyring>, http: reqwest::Client) -> Self {
+    /// `http` is the guarded client every tenant LLM is reached through.
+    pub fn new(store: Store, keyring: Arc<Keyring>, http: GuardedClient) -> Self {
         Self {
             store,
             keyring,
@@ -58,11 +60,9 @@ impl LlmResolver for PgLlmResolver {
         // A connection that fails to open (tampered, moved, unknown key id) is refused, never used.
         let connection = open_connection(&self.keyring, tenant, &row.connection_sealed)
             .map_err(|e| LlmError::Rejected(format!("stored LLM connection: {e}")))?;
-        let provider = llm::build_provider(
-            &provider_config(kind, &row.model, &connection),
-            self.http.clone(),
-        )
-        .map_err(|e| LlmError::Rejected(e.to_string()))?;
+        let provider =
+            llm::build_provider(&provider_config(kind, &row.model, &connection), &self.http)
+                .map_err(|e| LlmError::Rejected(e.to_string()))?;
         Ok(Versioned {
             version: row.version,
             value: provider,

@@ -67,18 +67,19 @@ impl Application {
             .await
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
 
-        // The deployment's embedder is the operator's own configuration; the
-        // tenants' LLM connections go through the SSRF guard at connect time.
-        let http = reqwest::Client::builder().build().context("HTTP client")?;
-        let embedder: Arc<dyn Embedder> = llm::deployment_embedder(&settings.embedding, http)
-            .context("embedding configuration")?;
-        let tenant_llm_http = crate::net_guard::GuardedClient::new(crate::net_guard::GuardPolicy {
-            // Self-hosted models (Ollama, vLLM) often speak plain http.
+        // Models and embedders, the tenants' and the deployment's, are reached
+        // through the SSRF guard; self-hosted ones (Ollama, vLLM) often speak
+        // plain http on private networks, admitted only by their own opt-in.
+        let llm_http = crate::net_guard::GuardedClient::new(crate::net_guard::GuardPolicy {
             allow_http: true,
             allow_private: settings.llm.allow_private_base_urls,
             ..Default::default()
         })
-        .context("HTTP client for tenant LLMs")?;
+        .context("HTTP client for LLMs")?;
+        let embedder: Arc<dyn Embedder> = llm::deployment_embedder(&settings.embedding, &llm_http)
+            .context(
+                "embedding configuration (a private address needs llm.allow_private_base_urls)",
+            )?;
         let chat = &settings.chat;
         let pipeline = ChatPipeline::start(PipelineDeps {
             chat: Arc::new(PgChatStore::new(store.clone())),
@@ -87,7 +88,7 @@ impl Application {
             llm: Arc::new(PgLlmResolver::new(
                 store.clone(),
                 keyring.clone(),
-                tenant_llm_http.http().clone(),
+                llm_http.clone(),
             )),
             tools: Arc::new(PgToolRunner::new(store.clone())),
             resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),

@@ -26,6 +26,7 @@ use agentry_actors::Secret;
 use serde::Deserialize;
 
 use crate::configuration::EmbeddingSettings;
+use crate::net_guard::GuardedClient;
 
 pub use anthropic::AnthropicProvider;
 pub use embeddings::OpenAiEmbedder;
@@ -260,13 +261,33 @@ pub enum LlmConfigError {
     NoEmbeddings(ProviderKind),
 }
 
-/// Builds the provider a configuration describes. `http` is shared (one
-/// connection pool for the process); timeouts come from the configuration.
+/// Refuses a configuration whose endpoint the outbound guard refuses, before
+/// a client is built for it: a name is checked again at every connection by
+/// the guard's resolver, but an IP literal never reaches a resolver.
+fn check_endpoint(config: &ProviderConfig, client: &GuardedClient) -> Result<(), LlmConfigError> {
+    let Some(base) = config.resolved_base_url() else {
+        return Ok(());
+    };
+    let url = url::Url::parse(&base)
+        .map_err(|_| LlmConfigError::Invalid(format!("{base:?} is not a URL")))?;
+    client
+        .policy()
+        .check_url(&url)
+        .map_err(|blocked| LlmConfigError::Invalid(format!("{base}: {}", blocked.reason)))
+}
+
+/// Builds the provider a configuration describes. `client` is shared (one
+/// connection pool for the process) and guarded: its resolver checks every
+/// address it connects to. Timeouts come from the configuration.
 pub fn build_provider(
     config: &ProviderConfig,
-    http: reqwest::Client,
+    client: &GuardedClient,
 ) -> Result<Arc<dyn LlmProvider>, LlmConfigError> {
     config.validate()?;
+    if config.kind != ProviderKind::Offline {
+        check_endpoint(config, client)?;
+    }
+    let http = client.http().clone();
     Ok(match config.kind {
         ProviderKind::Offline => Arc::new(OfflineProvider::new()),
         ProviderKind::Anthropic => Arc::new(AnthropicProvider::from_config(config, http)?),
@@ -276,12 +297,17 @@ pub fn build_provider(
     })
 }
 
-/// Builds the OpenAI-compatible embeddings client (OpenAI, Azure, Ollama, vLLM).
+/// Builds the OpenAI-compatible embeddings client (OpenAI, Azure, Ollama,
+/// vLLM), through the guarded `client` like [`build_provider`].
 pub fn build_embedder(
     config: &ProviderConfig,
-    http: reqwest::Client,
+    client: &GuardedClient,
 ) -> Result<Arc<dyn Embedder>, LlmConfigError> {
     config.validate()?;
+    if config.kind != ProviderKind::Offline {
+        check_endpoint(config, client)?;
+    }
+    let http = client.http().clone();
     match config.kind {
         ProviderKind::Anthropic | ProviderKind::Offline => {
             Err(LlmConfigError::NoEmbeddings(config.kind))
@@ -378,7 +404,7 @@ pub(crate) fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u32 {
 /// The deployment's embedder, from `[embedding]`.
 pub fn deployment_embedder(
     settings: &EmbeddingSettings,
-    http: reqwest::Client,
+    http: &GuardedClient,
 ) -> Result<Arc<dyn Embedder>, LlmConfigError> {
     let kind = connection::parse_kind(&settings.provider)?;
     if kind == ProviderKind::Offline {
@@ -394,6 +420,7 @@ pub fn deployment_embedder(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net_guard::GuardPolicy;
 
     fn parse(toml_json: serde_json::Value) -> ProviderConfig {
         serde_json::from_value(toml_json).expect("config parses")
@@ -493,25 +520,54 @@ mod tests {
         assert!(matches!(endpoint.auth, Auth::None));
     }
 
+    fn guarded(allow_private: bool) -> GuardedClient {
+        GuardedClient::new(GuardPolicy {
+            allow_http: true,
+            allow_private,
+            ..GuardPolicy::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_endpoint_the_guard_refuses_is_never_built() {
+        let mut vllm = ProviderConfig::new(ProviderKind::Vllm, "qwen");
+        for private in [
+            "http://10.0.0.5:8000/v1",
+            "http://169.254.169.254/latest",
+            "http://[::ffff:127.0.0.1]:8000/v1",
+            "http://2130706433/v1",
+        ] {
+            vllm.base_url = Some(private.into());
+            let refused = build_provider(&vllm, &guarded(false)).err();
+            assert!(
+                matches!(&refused, Some(LlmConfigError::Invalid(reason)) if reason.contains("private")),
+                "{private}: {refused:?}"
+            );
+            assert!(build_embedder(&vllm, &guarded(false)).is_err(), "{private}");
+        }
+        vllm.base_url = Some("http://10.0.0.5:8000/v1".into());
+        assert!(
+            build_provider(&vllm, &guarded(true)).is_ok(),
+            "the opt-in admits it"
+        );
+    }
+
     #[test]
     fn builders_pick_the_implementation_by_kind() {
-        let http = reqwest::Client::new();
-        let offline = build_provider(&ProviderConfig::offline(), http.clone()).unwrap();
+        let http = &guarded(true);
+        let offline = build_provider(&ProviderConfig::offline(), http).unwrap();
         assert_eq!(
             (offline.provider(), offline.model()),
             ("offline", OFFLINE_MODEL)
         );
         let mut vllm = ProviderConfig::new(ProviderKind::Vllm, "qwen");
         vllm.base_url = Some("http://10.0.0.5:8000/v1".into());
-        let provider = build_provider(&vllm, http.clone()).unwrap();
+        let provider = build_provider(&vllm, http).unwrap();
         assert_eq!((provider.provider(), provider.model()), ("vllm", "qwen"));
-        assert!(build_provider(
-            &ProviderConfig::new(ProviderKind::OpenAi, "m"),
-            http.clone()
-        )
-        .is_err());
+        assert!(build_provider(&ProviderConfig::new(ProviderKind::OpenAi, "m"), http).is_err());
         assert!(matches!(
-            build_embedder(&ProviderConfig::offline(), http.clone()),
+            build_embedder(&ProviderConfig::offline(), http),
             Err(LlmConfigError::NoEmbeddings(ProviderKind::Offline))
         ));
         let mut embed = ProviderConfig::new(ProviderKind::OpenAi, "text-embedding-3-small");
