@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod pagination;
 pub mod routes;
 
 use std::sync::Arc;

@@ -14,10 +14,9 @@ use crate::db::chat;
 use crate::db::conversations::{self, ConversationPage, ConversationSummary};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdPath, TenantUser};
+use crate::http::pagination::{into_page, page_limit};
 use crate::http::AppState;
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
 
 pub fn router() -> Router<AppState> {
@@ -50,12 +49,7 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ConversationList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     if let Some(status) = query.status.as_deref() {
         if !STATUSES.contains(&status) {
             return Err(ApiError::BadRequest(format!(
@@ -65,8 +59,7 @@ async fn list(
         }
     }
     let mut tx = state.store.tenant(user.tenant).await?;
-    // One more than asked tells whether another page follows.
-    let mut conversations = conversations::list(
+    let rows = conversations::list(
         &mut tx,
         ConversationPage {
             before: query.cursor,
@@ -76,9 +69,7 @@ async fn list(
         },
     )
     .await?;
-    let more = conversations.len() as i64 > limit;
-    conversations.truncate(limit as usize);
-    let next_cursor = more.then(|| conversations.last().map(|c| c.id)).flatten();
+    let (conversations, next_cursor) = into_page(rows, limit, |row| row.id);
     Ok(Json(ConversationList {
         conversations,
         next_cursor,

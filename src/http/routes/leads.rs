@@ -17,11 +17,10 @@ use crate::db::outbox;
 use crate::domain::{check_text, parse_name, parse_phone, Email};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, TenantUser};
+use crate::http::pagination::{into_page, page_limit};
 use crate::http::AppState;
 
 const MAX_NOTES_CHARS: usize = 10_000;
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,15 +51,9 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<LeadList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let mut tx = state.store.tenant(user.tenant).await?;
-    // One more than asked tells whether another page follows.
-    let mut leads = leads::list(
+    let rows = leads::list(
         &mut tx,
         LeadPage {
             before: query.cursor,
@@ -70,9 +63,7 @@ async fn list(
         },
     )
     .await?;
-    let more = leads.len() as i64 > limit;
-    leads.truncate(limit as usize);
-    let next_cursor = more.then(|| leads.last().map(|lead| lead.id)).flatten();
+    let (leads, next_cursor) = into_page(rows, limit, |row| row.id);
     Ok(Json(LeadList { leads, next_cursor }))
 }
 
