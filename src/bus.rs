@@ -330,3 +330,83 @@ impl RedisBus {
             .map_err(unavailable)
     }
 }
+
+impl RedisBus {
+    /// Acknowledges finished entries and deletes them. Each stream has one
+    /// consumer group, so a finished entry has no reader left; and a group
+    /// recreated from the start after `NOGROUP` then finds only unfinished work.
+    pub async fn ack_and_delete(
+        &self,
+        stream: StreamName,
+        group: &str,
+        ids: &[String],
+    ) -> Result<(), BusError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.stream_key(stream);
+        let _: u64 = self
+            .pool
+            .xack(key.clone(), group, ids.to_vec())
+            .await
+            .map_err(unavailable)?;
+        let _: u64 = self
+            .pool
+            .xdel(key, ids.to_vec())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// How many entries `group` holds delivered but unacknowledged, and the
+    /// id of the oldest (its first part is the entry's creation time in ms).
+    pub async fn pending_summary(
+        &self,
+        stream: StreamName,
+        group: &str,
+    ) -> Result<(u64, Option<String>), BusError> {
+        let summary: Result<Value, _> =
+            self.pool.xpending(self.stream_key(stream), group, ()).await;
+        let summary = match summary {
+            Ok(summary) => summary,
+            // No stream or no group yet: nothing is pending.
+            Err(error) if error.details().starts_with("NOGROUP") => return Ok((0, None)),
+            Err(error) => return Err(unavailable(error)),
+        };
+        let Value::Array(parts) = summary else {
+            return Ok((0, None));
+        };
+        let count = parts.first().and_then(|v| v.as_u64()).unwrap_or(0);
+        let oldest = parts.get(1).and_then(|v| v.as_string());
+        Ok((count, oldest))
+    }
+
+    /// The sentinel that tells whether Redis still holds what was written to
+    /// `stream`'s keys: set once, never expiring; gone after FLUSHALL or a
+    /// restart without persistence.
+    pub fn epoch_key(&self, stream: StreamName) -> String {
+        self.key(stream.as_str(), "epoch")
+    }
+
+    /// Sets the epoch sentinel if it is missing; true when this call set it,
+    /// i.e. this caller must rebuild what Redis lost (SET NX: one winner).
+    pub async fn claim_epoch(&self, stream: StreamName) -> Result<bool, BusError> {
+        let set: Value = self
+            .pool
+            .set(
+                self.epoch_key(stream),
+                uuid::Uuid::new_v4().to_string(),
+                None,
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(!set.is_null())
+    }
+}
+
+/// Unix time in milliseconds of a stream entry id (`<ms>-<seq>`).
+pub fn entry_time_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}

@@ -114,7 +114,22 @@ impl Application {
             consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
             recover_after: Duration::from_secs(settings.knowledge.recover_after_secs),
         };
-        let workers = vec![tokio::spawn(ingest.run(workers_stopped))];
+        let mut workers = vec![tokio::spawn(ingest.run(workers_stopped.clone()))];
+        if settings.webhooks.dispatch {
+            let client = crate::net_guard::GuardedClient::new(settings.webhooks.guard_policy())
+                .context("HTTP client for webhooks")?;
+            workers.extend(crate::webhook_dispatch::start(
+                crate::webhook_dispatch::DispatchDeps {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    keyring: keyring.clone(),
+                    client,
+                    settings: settings.webhooks.clone(),
+                    consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
+                },
+                workers_stopped,
+            ));
+        }
 
         let state = Arc::new(AppContext {
             widget_sessions: WidgetSessions::new(bus.clone()),

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod sessions;
 pub mod tenants;
 pub mod usage;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod widgets;
 
