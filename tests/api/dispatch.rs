@@ -6,16 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentry::db::outbox;
+use agentry::db::outbox::{self, EVENTS};
 use agentry::webhook_delivery::webhook_id;
+use agentry::webhook_dispatch::GROUP;
+use agentry_actors::ports::StreamBus;
 use agentry_actors::TenantId;
 use axum::http::{HeaderMap, StatusCode};
 use axum::serve::ListenerExt;
 use chrono::{DateTime, Utc};
+use fred::prelude::{KeysInterface, StreamsInterface};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{body, spawn_app_with, TestApp, TestTenant};
+use crate::helpers::{body, spawn_app, spawn_app_on, spawn_app_with, TestApp, TestTenant};
 
 /// One request a receiver saw.
 #[derive(Clone, Debug)]
@@ -353,4 +356,86 @@ async fn attempts_in_flight_stay_within_the_per_endpoint_cap() {
         "the cap is reached and never exceeded"
     );
     assert_eq!(rows(&app, endpoint).await.len(), 40);
+}
+
+#[tokio::test]
+async fn an_entry_left_pending_by_a_dead_instance_is_reclaimed_after_the_deadline() {
+    // Set up with no dispatcher: the only consumer is the one that dies.
+    let setup = spawn_app_with(|settings| settings.webhooks.dispatch = false).await;
+    let tenant = setup.create_tenant("Reclaim Co").await;
+    let receiver = Receiver::answering(200).await;
+    let endpoint = endpoint(&setup, &tenant, &receiver.url("127.0.0.1")).await;
+    let event = commit_events(&setup, tenant.id, 1).await[0];
+    let bus = &setup.state.bus;
+    bus.ensure_group(EVENTS, GROUP).await.unwrap();
+    // Redis has lost nothing: the survivor must not rebuild it from the outbox.
+    assert!(bus.claim_epoch(EVENTS).await.unwrap());
+    assert_eq!(outbox::relay_once(&setup.store, bus, 10).await.unwrap(), 1);
+    let taken = bus
+        .read_group(EVENTS, GROUP, "doomed", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "the doomed instance holds the entry");
+    let taken_at = std::time::Instant::now();
+
+    let prefix = setup.settings.redis.prefix.clone();
+    let _survivor = spawn_app_on(
+        setup.database_name(),
+        |settings| {
+            settings.redis.prefix = prefix;
+            settings.webhooks.timeout_secs = 1;
+            settings.webhooks.reclaim_after_secs = 7;
+        },
+        false,
+    )
+    .await;
+    let first = eventually(
+        Duration::from_secs(20),
+        "the reclaimed delivery",
+        || async { receiver.delivered().first().cloned() },
+    )
+    .await;
+    let waited = taken_at.elapsed();
+    assert_eq!(first.webhook_id, webhook_id(event, endpoint));
+    assert!(
+        waited >= Duration::from_secs(7),
+        "taken over only after the deadline ({waited:?})"
+    );
+    assert_eq!(receiver.delivered().len(), 1);
+}
+
+#[tokio::test]
+async fn consumption_resumes_by_itself_after_the_group_and_stream_vanish() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Nogroup Co").await;
+    let receiver = Receiver::answering(200).await;
+    endpoint(&app, &tenant, &receiver.url("127.0.0.1")).await;
+    commit_events(&app, tenant.id, 5).await;
+    eventually(Duration::from_secs(10), "the first five", || async {
+        (receiver.delivered().len() == 5).then_some(())
+    })
+    .await;
+    // The group destroyed while the dispatcher blocks on it; then the stream too.
+    let bus = &app.state.bus;
+    let key = bus.stream_key(EVENTS);
+    let _: u64 = bus.pool().xgroup_destroy(&key, GROUP).await.unwrap();
+    commit_events(&app, tenant.id, 5).await;
+    eventually(
+        Duration::from_secs(10),
+        "five more after XGROUP DESTROY",
+        || async { (receiver.delivered().len() == 10).then_some(()) },
+    )
+    .await;
+    let _: u64 = bus.pool().del(&key).await.unwrap();
+    commit_events(&app, tenant.id, 5).await;
+    eventually(Duration::from_secs(10), "five more after DEL", || async {
+        (receiver.delivered().len() == 15).then_some(())
+    })
+    .await;
+    let ids: std::collections::HashSet<String> = receiver
+        .delivered()
+        .into_iter()
+        .map(|s| s.webhook_id)
+        .collect();
+    assert_eq!(ids.len(), 15, "each event once");
 }
