@@ -9,6 +9,7 @@ mod caches;
 mod chat_support;
 mod cli;
 mod deliveries;
+mod deliveries_api;
 mod dispatch;
 mod edge;
 mod evals;
