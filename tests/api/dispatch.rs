@@ -439,3 +439,45 @@ async fn consumption_resumes_by_itself_after_the_group_and_stream_vanish() {
         .collect();
     assert_eq!(ids.len(), 15, "each event once");
 }
+
+#[tokio::test]
+async fn the_relay_and_dispatcher_report_backlog_gauges_outcomes_latency_and_lateness() {
+    let app = spawn_app_with(quick_retries).await;
+    let tenant = app.create_tenant("Metrics Co").await;
+    let receiver = Receiver::start(
+        Arc::new(|_, nth| if nth == 0 { 503 } else { 200 }),
+        Duration::ZERO,
+    )
+    .await;
+    endpoint(&app, &tenant, &receiver.url("127.0.0.1")).await;
+    commit_events(&app, tenant.id, 1).await;
+    eventually(Duration::from_secs(10), "the retried delivery", || async {
+        (receiver.delivered().len() == 1).then_some(())
+    })
+    .await;
+    // The gauges refresh every second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "agentry_outbox_backlog ",
+        "agentry_outbox_oldest_age_seconds ",
+        "agentry_webhook_stream_length ",
+        "agentry_webhook_pending ",
+        "agentry_webhook_oldest_pending_age_seconds ",
+        "agentry_webhook_delayed ",
+        "agentry_webhook_deliveries_total{state=\"success\"}",
+        "agentry_webhook_deliveries_total{state=\"retrying\"}",
+        "agentry_webhook_attempt_duration_seconds_bucket{state=\"success\",le=\"0.005\"}",
+        "agentry_webhook_retry_lateness_seconds_bucket{le=\"0.1\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from /metrics");
+    }
+}
