@@ -457,7 +457,14 @@ impl Shared {
 /// at most `max_in_flight` entries in hand, so what this instance cannot
 /// start soon stays in the stream for the others.
 async fn dispatch(shared: Arc<Shared>, mut shutdown: Shutdown) {
-    let bus = &shared.deps.bus;
+    let reader = match shared.deps.bus.with_own_blocking_connection() {
+        Ok(reader) => reader,
+        Err(error) => {
+            tracing::warn!(%error, "webhooks: no dedicated read connection; sharing the pool");
+            shared.deps.bus.clone()
+        }
+    };
+    let bus = &reader;
     let consumer = shared.deps.consumer.clone();
     let in_hand = Arc::new(Semaphore::new(shared.deps.settings.max_in_flight));
     let reclaim_after = shared.deps.settings.reclaim_after();
@@ -524,6 +531,7 @@ async fn dispatch(shared: Arc<Shared>, mut shutdown: Shutdown) {
     }
     // Attempts in flight finish (each within the timeout) and are recorded.
     while tasks.join_next().await.is_some() {}
+    reader.quit_blocking().await;
 }
 
 /// Moves due retries onto the stream, sleeping until the next one is due.
@@ -608,7 +616,8 @@ async fn recover_lost_redis(shared: &Shared) {
             tracing::error!(%error, "webhooks: republishing unsettled events failed; the sweep will")
         }
     }
-    reschedule(shared, DateTime::<Utc>::MAX_UTC, "epoch").await;
+    // Every recorded retry, however far off (a century bounds "all" safely).
+    reschedule(shared, Utc::now() + chrono::Duration::days(36_500), "epoch").await;
 }
 
 /// Republishes events unsettled long after publication, and reschedules
