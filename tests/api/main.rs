@@ -19,6 +19,7 @@ mod knowledge;
 mod leads;
 mod outbox;
 mod pipeline;
+mod redis_loss;
 mod resources;
 mod seed;
 mod signatures;
