@@ -28,6 +28,7 @@ pub struct RedisBus {
     /// Blocking reads get their own connections: a client waiting in
     /// XREADGROUP BLOCK would otherwise hold up every command queued behind it.
     blocking: Pool,
+    config: Config,
     prefix: String,
     stream_max_len: u64,
 }
@@ -51,27 +52,24 @@ impl RedisBus {
             Config::from_url(url)
         }
         .map_err(unavailable)?;
-        let build = |size: usize, timeout: Duration| -> Result<Pool, BusError> {
-            let pool = Builder::from_config(config.clone())
-                .with_connection_config(|connection| {
-                    connection.connection_timeout = Duration::from_secs(2);
-                    connection.internal_command_timeout = Duration::from_secs(2);
-                })
-                .with_performance_config(|performance| {
-                    performance.default_command_timeout = timeout
-                })
-                .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-                .build_pool(size)
-                .map_err(unavailable)?;
-            pool.connect();
-            Ok(pool)
-        };
         Ok(Self {
-            pool: build(settings.pool_size.max(1), COMMAND_TIMEOUT)?,
+            pool: build_pool(&config, settings.pool_size.max(1), COMMAND_TIMEOUT)?,
             // Blocking commands set their own timeout per call.
-            blocking: build(settings.pool_size.max(1), Duration::ZERO)?,
+            blocking: build_pool(&config, settings.pool_size.max(1), Duration::ZERO)?,
+            config,
             prefix: settings.prefix.clone(),
             stream_max_len: settings.stream_max_len,
+        })
+    }
+
+    /// The same bus with a blocking connection of its own, for a consumer
+    /// that blocks in XREADGROUP all the time: sharing the blocking pool,
+    /// its reads and another consumer's would queue behind each other on
+    /// one connection (seen as 2 s stalls between webhook batches).
+    pub fn with_own_blocking_connection(&self) -> Result<Self, BusError> {
+        Ok(Self {
+            blocking: build_pool(&self.config, 1, Duration::ZERO)?,
+            ..self.clone()
         })
     }
 
@@ -94,10 +92,30 @@ impl RedisBus {
         Ok(())
     }
 
+    /// Closes the blocking connections only (those of [`Self::with_own_blocking_connection`]).
+    pub async fn quit_blocking(&self) {
+        let _ = self.blocking.quit().await;
+    }
+
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
         let _ = self.blocking.quit().await;
     }
+}
+
+/// A pool that connects in the background and reconnects with backoff.
+fn build_pool(config: &Config, size: usize, timeout: Duration) -> Result<Pool, BusError> {
+    let pool = Builder::from_config(config.clone())
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(2);
+            connection.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|performance| performance.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build_pool(size)
+        .map_err(unavailable)?;
+    pool.connect();
+    Ok(pool)
 }
 
 fn unavailable(error: fred::error::Error) -> BusError {
@@ -329,4 +347,84 @@ impl RedisBus {
             .await
             .map_err(unavailable)
     }
+}
+
+impl RedisBus {
+    /// Acknowledges finished entries and deletes them. Each stream has one
+    /// consumer group, so a finished entry has no reader left; and a group
+    /// recreated from the start after `NOGROUP` then finds only unfinished work.
+    pub async fn ack_and_delete(
+        &self,
+        stream: StreamName,
+        group: &str,
+        ids: &[String],
+    ) -> Result<(), BusError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.stream_key(stream);
+        let _: u64 = self
+            .pool
+            .xack(key.clone(), group, ids.to_vec())
+            .await
+            .map_err(unavailable)?;
+        let _: u64 = self
+            .pool
+            .xdel(key, ids.to_vec())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// How many entries `group` holds delivered but unacknowledged, and the
+    /// id of the oldest (its first part is the entry's creation time in ms).
+    pub async fn pending_summary(
+        &self,
+        stream: StreamName,
+        group: &str,
+    ) -> Result<(u64, Option<String>), BusError> {
+        let summary: Result<Value, _> =
+            self.pool.xpending(self.stream_key(stream), group, ()).await;
+        let summary = match summary {
+            Ok(summary) => summary,
+            // No stream or no group yet: nothing is pending.
+            Err(error) if error.details().starts_with("NOGROUP") => return Ok((0, None)),
+            Err(error) => return Err(unavailable(error)),
+        };
+        let Value::Array(parts) = summary else {
+            return Ok((0, None));
+        };
+        let count = parts.first().and_then(|v| v.as_u64()).unwrap_or(0);
+        let oldest = parts.get(1).and_then(|v| v.as_string());
+        Ok((count, oldest))
+    }
+
+    /// The sentinel that tells whether Redis still holds what was written to
+    /// `stream`'s keys: set once, never expiring; gone after FLUSHALL or a
+    /// restart without persistence.
+    pub fn epoch_key(&self, stream: StreamName) -> String {
+        self.key(stream.as_str(), "epoch")
+    }
+
+    /// Sets the epoch sentinel if it is missing; true when this call set it,
+    /// i.e. this caller must rebuild what Redis lost (SET NX: one winner).
+    pub async fn claim_epoch(&self, stream: StreamName) -> Result<bool, BusError> {
+        let set: Value = self
+            .pool
+            .set(
+                self.epoch_key(stream),
+                uuid::Uuid::new_v4().to_string(),
+                None,
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(!set.is_null())
+    }
+}
+
+/// Unix time in milliseconds of a stream entry id (`<ms>-<seq>`).
+pub fn entry_time_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
 }

@@ -88,7 +88,19 @@ pub struct WebhookSettings {
     pub rotation_grace_secs: u64,
     pub retry_delays_secs: Vec<u64>,
     pub max_retry_after_secs: u64,
+    /// Runs the outbox relay and the webhook dispatcher in this instance.
+    pub dispatch: bool,
+    pub timeout_secs: u64,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: usize,
+    pub reclaim_after_secs: u64,
+    pub relay_batch: usize,
+    pub relay_idle_poll_ms: u64,
 }
+
+/// What a reclaim deadline must exceed the request timeout by: an attempt
+/// still running on a live instance must not be taken over.
+pub const RECLAIM_MARGIN_SECS: u64 = 5;
 
 impl WebhookSettings {
     pub fn retry_schedule(&self) -> crate::webhook_retry::RetrySchedule {
@@ -100,6 +112,45 @@ impl WebhookSettings {
                 .collect(),
             max_retry_after: std::time::Duration::from_secs(self.max_retry_after_secs),
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    pub fn reclaim_after(&self) -> Duration {
+        Duration::from_secs(self.reclaim_after_secs)
+    }
+
+    pub fn relay_idle_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_idle_poll_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "webhooks.timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.reclaim_after_secs <= self.timeout_secs + RECLAIM_MARGIN_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks.reclaim_after_secs ({}) must be more than webhooks.timeout_secs ({}) + {RECLAIM_MARGIN_SECS} s: \
+                 a shorter deadline would hand an attempt still in flight to a second instance",
+                self.reclaim_after_secs, self.timeout_secs
+            )));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight_per_endpoint == 0 {
+            return Err(ConfigError::Invalid(
+                "webhooks.max_in_flight and webhooks.max_in_flight_per_endpoint must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.relay_batch == 0 || self.relay_idle_poll_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "webhooks.relay_batch and webhooks.relay_idle_poll_ms must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// What webhook deliveries may reach.
@@ -231,6 +282,9 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Deserialize)]
 pub struct DemoSettings {
     pub seed: bool,
+    /// Runs a webhook echo receiver on loopback and points the demo tenant's endpoint at it.
+    pub webhook_echo: bool,
+    pub webhook_echo_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +360,7 @@ impl Settings {
                 "webhooks.retry_delays_secs must each be 1 s to 30 days".into(),
             ));
         }
+        self.webhooks.validate()?;
         let security = &self.security;
         let current = &security.encryption_current_key_id;
         if current.is_empty() {
@@ -547,6 +602,22 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(err.to_string().contains("exactly 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_reclaim_deadline_within_the_request_timeout_and_margin_is_refused() {
+        let err = Settings::load_from(env(&[
+            ("AGENTRY__WEBHOOKS__TIMEOUT_SECS", "15"),
+            ("AGENTRY__WEBHOOKS__RECLAIM_AFTER_SECS", "20"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("reclaim_after_secs (20)"), "{err}");
+        let settings = Settings::load_from(env(&[
+            ("AGENTRY__WEBHOOKS__TIMEOUT_SECS", "15"),
+            ("AGENTRY__WEBHOOKS__RECLAIM_AFTER_SECS", "21"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.webhooks.reclaim_after(), Duration::from_secs(21));
     }
 
     #[test]

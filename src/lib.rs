@@ -24,6 +24,8 @@ pub mod templates;
 pub mod text_tools;
 pub mod tokens;
 pub mod webhook_delivery;
+pub mod webhook_dispatch;
+pub mod webhook_echo;
 pub mod webhook_retry;
 pub mod webhook_signing;
 pub mod widget_sessions;

@@ -64,11 +64,29 @@ enum Command {
         #[command(subcommand)]
         command: GuardrailsCommand,
     },
+    /// Development helpers.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
     /// Run the eval suite and print the pass rate per rule; fails below 100 %.
     Eval {
         /// The directory of `*.jsonl` case files.
         #[arg(long, default_value = "evals")]
         dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// A webhook receiver on 127.0.0.1 that prints each delivery and, given
+    /// the endpoint's secret, checks its signature (401 when it does not match).
+    WebhookEcho {
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// The endpoint's `whsec_` secret (as shown once when it was created).
+        #[arg(long, env = "AGENTRY_WEBHOOK_ECHO_SECRET")]
+        secret: Option<String>,
     },
 }
 
@@ -156,6 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             agentry::text_tools::check_lines(stdin, stdout)?;
             return Ok(());
         }
+        Command::Dev {
+            command: DevCommand::WebhookEcho { port, secret },
+        } => return webhook_echo(port, secret).await,
         Command::Eval { dir } => {
             let report = agentry::evals::run(&dir)?;
             print!("{}", report.table());
@@ -210,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { .. }
         | Command::Pii { .. }
         | Command::Guardrails { .. }
+        | Command::Dev { .. }
         | Command::Eval { .. } => {
             unreachable!("handled before settings are loaded")
         }
@@ -260,6 +282,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             demo.operator_password,
             demo.widget_public_key,
         );
+        if let Some(echo) = &demo.webhook_echo {
+            println!(
+                "  Webhook endpoint:    {} (every event type), served by this server's echo receiver,\n                       which prints each delivery here. Its secret (shown once): {}\n  To receive elsewhere: agentry dev webhook-echo --secret {} (and point the endpoint at it)\n",
+                echo.url, echo.secret, echo.secret,
+            );
+        }
     }
     app.run_until(shutdown_signal()).await
 }
@@ -285,6 +313,28 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn webhook_echo(port: u16, secret: Option<String>) -> anyhow::Result<()> {
+    let receiver = agentry::webhook_echo::EchoReceiver::new(secret.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("--secret")?;
+    let (listener, address) = agentry::webhook_echo::bind(port)
+        .await
+        .with_context(|| format!("could not listen on 127.0.0.1:{port}"))?;
+    println!(
+        "webhook echo receiver on http://{address}{} ({})",
+        agentry::webhook_echo::PATH,
+        if secret.is_some() {
+            "checking signatures"
+        } else {
+            "not checking signatures: pass --secret"
+        }
+    );
+    receiver
+        .serve(listener, shutdown_signal())
+        .await
+        .context("webhook echo receiver")
 }
 
 fn print_generated_keys() {

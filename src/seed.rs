@@ -7,8 +7,11 @@ use serde::Deserialize;
 use crate::accounts;
 use crate::bus::RedisBus;
 use crate::configuration::Settings;
+use crate::crypto::Keyring;
+use crate::db::webhook_endpoints::{self, NewEndpoint, SecretSlot};
 use crate::db::{agents, bootstrap, knowledge, widgets, Store};
 use crate::domain::{new_widget_public_key, AgentProfile, AllowedOrigin};
+use crate::http::routes::webhook_endpoints::{new_secret, EVENT_TYPES};
 use crate::kb_ingest::{self, IngestJob};
 
 const DEMO_TOML: &str = include_str!("../config/demo.toml");
@@ -62,13 +65,25 @@ pub struct SeededDemo {
     pub operator_email: String,
     pub operator_password: String,
     pub widget_public_key: String,
+    /// The endpoint pointed at the development echo receiver, if one runs.
+    pub webhook_echo: Option<DemoEcho>,
+}
+
+/// The demo tenant's endpoint at the echo receiver, and its secret (shown once).
+pub struct DemoEcho {
+    pub url: String,
+    pub secret: String,
 }
 
 /// Seeds the demo if the database has no tenant yet; `None` if it had one.
+/// `echo_url` is where the development echo receiver listens, if it does:
+/// the demo tenant gets an endpoint there for every event type.
 pub async fn seed_if_empty(
     settings: &Settings,
     store: &Store,
     bus: &RedisBus,
+    keyring: &Keyring,
+    echo_url: Option<&str>,
 ) -> anyhow::Result<Option<SeededDemo>> {
     if !bootstrap::database_is_empty(&settings.database).await? {
         return Ok(None);
@@ -123,6 +138,34 @@ pub async fn seed_if_empty(
         .await?;
         documents.push(created.id);
     }
+    let webhook_echo = match echo_url {
+        Some(url) => {
+            let id = uuid::Uuid::now_v7();
+            let secret = new_secret();
+            let sealed = keyring.seal(
+                &SecretSlot::Current.owner(created.tenant_id, id),
+                secret.as_bytes(),
+            );
+            let event_types: Vec<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+            webhook_endpoints::create(
+                &mut tx,
+                NewEndpoint {
+                    id,
+                    url,
+                    event_types: &event_types,
+                    enabled: true,
+                    description: "Development echo receiver (prints each delivery)",
+                    secret_sealed: &sealed,
+                },
+            )
+            .await?;
+            Some(DemoEcho {
+                url: url.to_owned(),
+                secret,
+            })
+        }
+        None => None,
+    };
     tx.commit().await?;
     for document in documents {
         let job = IngestJob {
@@ -142,6 +185,7 @@ pub async fn seed_if_empty(
         operator_email: demo.operator.email,
         operator_password: demo.operator.password,
         widget_public_key: public_key,
+        webhook_echo,
     }))
 }
 

@@ -56,8 +56,23 @@ impl Application {
             .context("encryption keyring")?,
         );
         let signer = TokenSigner::new(settings.token_key_bytes());
+        // Bound before seeding, so the demo endpoint gets the port really in use.
+        let echo = if settings.demo.webhook_echo {
+            match crate::webhook_echo::bind(settings.demo.webhook_echo_port).await {
+                Ok(bound) => Some(bound),
+                Err(error) => {
+                    tracing::warn!(%error, port = settings.demo.webhook_echo_port, "webhook echo receiver not started");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let echo_url = echo
+            .as_ref()
+            .map(|(_, address)| format!("http://{address}{}", crate::webhook_echo::PATH));
         let seeded_demo = if settings.demo.seed {
-            seed::seed_if_empty(&settings, &store, &bus)
+            seed::seed_if_empty(&settings, &store, &bus, &keyring, echo_url.as_deref())
                 .await
                 .context("seeding the demo tenant")?
         } else {
@@ -118,7 +133,42 @@ impl Application {
             consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
             recover_after: Duration::from_secs(settings.knowledge.recover_after_secs),
         };
-        let workers = vec![tokio::spawn(ingest.run(workers_stopped))];
+        let mut workers = vec![tokio::spawn(ingest.run(workers_stopped.clone()))];
+        if let Some((listener, address)) = echo {
+            // Verifies signatures only when this start seeded the endpoint (the
+            // secret is shown once); otherwise it prints deliveries unchecked.
+            let secret = seeded_demo
+                .as_ref()
+                .and_then(|demo| demo.webhook_echo.as_ref())
+                .map(|echo| echo.secret.clone());
+            let receiver = crate::webhook_echo::EchoReceiver::new(secret.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(%address, "webhook echo receiver listening");
+            let mut stop = workers_stopped.clone();
+            workers.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = receiver.serve(listener, stopped).await {
+                    tracing::warn!(%error, "webhook echo receiver stopped");
+                }
+            }));
+        }
+        if settings.webhooks.dispatch {
+            let client = crate::net_guard::GuardedClient::new(settings.webhooks.guard_policy())
+                .context("HTTP client for webhooks")?;
+            workers.extend(crate::webhook_dispatch::start(
+                crate::webhook_dispatch::DispatchDeps {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    keyring: keyring.clone(),
+                    client,
+                    settings: settings.webhooks.clone(),
+                    consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
+                },
+                workers_stopped,
+            ));
+        }
 
         let state = Arc::new(AppContext {
             widget_sessions: WidgetSessions::new(bus.clone()),

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use agentry_actors::TenantId;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -156,16 +156,19 @@ pub async fn attempt(
 }
 
 /// Records an attempt in `agent_webhook_deliveries` (append-only); a 410
-/// also disables the endpoint. `retrying` says whether another attempt follows.
+/// also disables the endpoint. `next_attempt_at` is when the next attempt is
+/// due, if one follows: kept in the row, so a retry Redis lost is rebuilt
+/// from PostgreSQL.
 pub async fn record(
     tx: &mut TenantTx,
     endpoint: Uuid,
     event: &OutboxEvent,
     number: u32,
     attempt: &Attempt,
-    retrying: bool,
+    next_attempt_at: Option<DateTime<Utc>>,
     took: Duration,
 ) -> Result<Uuid, DbError> {
+    let retrying = next_attempt_at.is_some();
     let (outcome, status, error) = match attempt {
         Attempt::Delivered { status } => ("success", Some(*status), None),
         Attempt::Gone => (
@@ -195,8 +198,9 @@ pub async fn record(
     let tenant = tx.tenant();
     sqlx::query(
         "INSERT INTO agent_webhook_deliveries
-            (id, tenant_id, endpoint_id, event_id, event_type, attempt, outcome, response_status, error, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            (id, tenant_id, endpoint_id, event_id, event_type, attempt, outcome, response_status,
+             error, duration_ms, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(tenant.as_uuid())
@@ -208,6 +212,7 @@ pub async fn record(
     .bind(status.map(i32::from))
     .bind(error)
     .bind(i32::try_from(took.as_millis()).unwrap_or(i32::MAX))
+    .bind(next_attempt_at.filter(|_| outcome == "retrying"))
     .execute(tx.conn())
     .await?;
     Ok(id)

@@ -19,6 +19,7 @@ pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
 pub mod usage;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod widgets;
 

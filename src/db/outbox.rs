@@ -10,7 +10,7 @@
 
 use agentry_actors::ports::{StreamBus, StreamName};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use super::{DbError, Store, TenantTx};
 pub const EVENTS: StreamName = StreamName::new("events");
 
 /// An event as it travels on the stream.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OutboxEvent {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -97,4 +97,83 @@ pub async fn backlog(store: &Store) -> Result<(i64, Option<DateTime<Utc>>), DbEr
             .fetch_one(store.pool())
             .await?,
     )
+}
+
+/// Marks an event settled: every endpoint subscribed to it has a final
+/// delivery row or a recorded retry, so Redis no longer needs to hold it.
+pub async fn settle(tx: &mut TenantTx, event: Uuid) -> Result<(), DbError> {
+    sqlx::query("UPDATE outbox_events SET settled_at = now() WHERE id = $1 AND settled_at IS NULL")
+        .bind(event)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Makes unsettled events published at or before `published_before`
+/// unpublished again, so the relay publishes them anew; how many.
+pub async fn republish_unsettled(
+    store: &Store,
+    published_before: DateTime<Utc>,
+) -> Result<i32, DbError> {
+    Ok(sqlx::query_scalar("SELECT agentry_republish_unsettled($1)")
+        .bind(published_before)
+        .fetch_one(store.pool())
+        .await?)
+}
+
+/// A retry recorded in PostgreSQL: the latest attempt of `event` at
+/// `endpoint_id` was `retrying`, the next one due at `next_attempt_at`.
+#[derive(Clone, Debug)]
+pub struct RecordedRetry {
+    pub event: OutboxEvent,
+    pub endpoint_id: Uuid,
+    pub attempt: i32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// Retries whose latest attempt is `retrying` and due by `due_before`, soonest first.
+pub async fn recorded_retries(
+    store: &Store,
+    due_before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<RecordedRetry>, DbError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        event: OutboxEvent,
+        endpoint_id: Uuid,
+        attempt: i32,
+        next_attempt_at: DateTime<Utc>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, tenant_id, event_type, payload, created_at, endpoint_id, attempt, next_attempt_at
+         FROM agentry_pending_webhook_retries($1, $2)",
+    )
+    .bind(due_before)
+    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| RecordedRetry {
+            event: row.event,
+            endpoint_id: row.endpoint_id,
+            attempt: row.attempt,
+            next_attempt_at: row.next_attempt_at,
+        })
+        .collect())
+}
+
+/// One event of the caller's tenant.
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<OutboxEvent, DbError> {
+    let tenant = tx.tenant();
+    sqlx::query_as(
+        "SELECT id, tenant_id, event_type, payload, created_at FROM outbox_events
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
 }

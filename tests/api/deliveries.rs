@@ -93,11 +93,24 @@ async fn deliver(
             Duration::from_secs(5),
         )
         .await;
-        let retrying = matches!(attempt, Attempt::Failed { .. })
-            && schedule.delay_after(number, 0.5, None).is_some();
-        webhook_delivery::record(&mut tx, endpoint, event, number, &attempt, retrying, took)
-            .await
-            .unwrap();
+        let next_attempt_at = match attempt {
+            Attempt::Failed { .. } => schedule
+                .delay_after(number, 0.5, None)
+                .map(|delay| chrono::Utc::now() + delay),
+            _ => None,
+        };
+        let retrying = next_attempt_at.is_some();
+        webhook_delivery::record(
+            &mut tx,
+            endpoint,
+            event,
+            number,
+            &attempt,
+            next_attempt_at,
+            took,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         attempts.push(attempt);
         if !retrying {

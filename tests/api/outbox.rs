@@ -9,7 +9,12 @@ use agentry_actors::ports::StreamBus;
 use serde_json::{json, Value};
 
 use crate::bus::{bus_where, ready};
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// The app without its own relay and dispatcher: these tests drive the relay by hand.
+async fn spawn_app() -> TestApp {
+    spawn_app_with(|settings| settings.webhooks.dispatch = false).await
+}
 
 /// Every event on the stream, as the relay published it.
 async fn published(bus: &RedisBus) -> Vec<Value> {

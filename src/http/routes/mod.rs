@@ -9,6 +9,7 @@ pub mod health;
 pub mod leads;
 pub mod llm_config;
 pub mod web;
+pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod widget;
 pub mod widgets;
@@ -29,6 +30,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(llm_config::router())
         .merge(leads::router())
         .merge(webhook_endpoints::router())
+        .merge(webhook_deliveries::router())
         .nest("/admin", admin::router())
 }
 

@@ -113,7 +113,8 @@ impl EndpointView {
     }
 }
 
-fn new_secret() -> String {
+/// A fresh signing secret: `whsec_` and the base64 of 32 random bytes.
+pub fn new_secret() -> String {
     let mut bytes = [0u8; SECRET_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("{SECRET_PREFIX}{}", BASE64.encode(bytes))

@@ -1,0 +1,222 @@
+//! `/api/v1/webhook-deliveries`: every attempt to deliver a tenant's events,
+//! newest first, and redelivery of one event to one endpoint. Any user of
+//! the tenant may read the record; redelivering sends data out again, so it
+//! is for managers, like endpoint changes.
+
+use agentry_actors::ports::StreamBus;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::outbox::{self, EVENTS};
+use crate::db::webhook_deliveries::{self, Delivery, DeliveryFilter};
+use crate::db::{webhook_endpoints, DbError};
+use crate::http::error::ApiError;
+use crate::http::extract::{IdPath, TenantUser};
+use crate::http::routes::webhook_endpoints::EVENT_TYPES;
+use crate::http::AppState;
+use crate::webhook_delivery::webhook_id;
+use crate::webhook_dispatch::{AttemptJob, DeliveryState};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/webhook-deliveries", get(list)).route(
+        "/webhook-deliveries/{delivery_id}/redeliver",
+        post(redeliver),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    limit: Option<i64>,
+    endpoint_id: Option<Uuid>,
+    event_type: Option<String>,
+    /// success, retrying, failed or blocked.
+    state: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+}
+
+/// A delivery attempt as the dashboard shows it.
+#[derive(Serialize)]
+struct DeliveryView {
+    id: Uuid,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    /// The `webhook-id` header the receiver saw (the same on every attempt).
+    webhook_id: String,
+    attempt: i32,
+    state: String,
+    response_status: Option<i32>,
+    error: Option<String>,
+    duration_ms: Option<i32>,
+    /// When the next attempt is due, for a `retrying` attempt.
+    next_attempt_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(delivery: Delivery) -> Self {
+        Self {
+            webhook_id: webhook_id(delivery.event_id, delivery.endpoint_id),
+            id: delivery.id,
+            endpoint_id: delivery.endpoint_id,
+            event_id: delivery.event_id,
+            event_type: delivery.event_type,
+            attempt: delivery.attempt,
+            state: delivery.outcome,
+            response_status: delivery.response_status,
+            error: delivery.error,
+            duration_ms: delivery.duration_ms,
+            next_attempt_at: delivery.next_attempt_at,
+            created_at: delivery.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryList {
+    deliveries: Vec<DeliveryView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    if let Some(event_type) = query.event_type.as_deref() {
+        if !EVENT_TYPES.contains(&event_type) {
+            return Err(ApiError::BadRequest(format!(
+                "event_type must be one of {}",
+                EVENT_TYPES.join(", ")
+            )));
+        }
+    }
+    if let Some(wanted) = query.state.as_deref() {
+        if DeliveryState::parse(wanted).is_none() {
+            let states: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.label()).collect();
+            return Err(ApiError::BadRequest(format!(
+                "state must be one of {}",
+                states.join(", ")
+            )));
+        }
+    }
+    if let (Some(after), Some(before)) = (query.created_after, query.created_before) {
+        if after >= before {
+            return Err(ApiError::BadRequest(
+                "created_after must be earlier than created_before".into(),
+            ));
+        }
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    // One more than asked tells whether another page follows.
+    let mut deliveries = webhook_deliveries::list(
+        &mut tx,
+        DeliveryFilter {
+            before: query.cursor,
+            endpoint_id: query.endpoint_id,
+            event_type: query.event_type.as_deref(),
+            outcome: query.state.as_deref(),
+            created_after: query.created_after,
+            created_before: query.created_before,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let more = deliveries.len() as i64 > limit;
+    deliveries.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| deliveries.last().map(|delivery| delivery.id))
+        .flatten();
+    Ok(Json(DeliveryList {
+        deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Serialize)]
+struct Redelivery {
+    /// The delivery this one repeats.
+    redelivery_of: Uuid,
+    event_id: Uuid,
+    endpoint_id: Uuid,
+    webhook_id: String,
+    /// The number the new attempt will be recorded with.
+    attempt: u32,
+    /// Always `scheduled`: the attempt runs in the background; list the
+    /// deliveries of the endpoint to see its outcome.
+    status: &'static str,
+}
+
+/// Schedules one new attempt of the delivery's event at its endpoint, now.
+/// A manual redelivery is one attempt: if it fails it is not retried.
+async fn redeliver(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+) -> Result<(StatusCode, Json<Redelivery>), ApiError> {
+    user.require_manager()?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let delivery = webhook_deliveries::get(&mut tx, id).await?;
+    let endpoint = match webhook_endpoints::get(&mut tx, delivery.endpoint_id).await {
+        Ok(endpoint) => endpoint,
+        Err(DbError::NotFound) => {
+            return Err(ApiError::Conflict(
+                "the delivery's endpoint was deleted".into(),
+            ))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if !endpoint.enabled {
+        return Err(ApiError::Conflict(
+            "the endpoint is disabled; enable it to redeliver".into(),
+        ));
+    }
+    let event = outbox::get(&mut tx, delivery.event_id).await?;
+    let latest = webhook_deliveries::latest_attempt(&mut tx, event.id, endpoint.id)
+        .await?
+        .map_or(0, |(number, _)| number);
+    drop(tx);
+    let attempt = u32::try_from(latest + 1).unwrap_or(u32::MAX);
+    let mut job = AttemptJob::new(event, endpoint.id, attempt, Utc::now());
+    job.manual = true;
+    state
+        .bus
+        .publish(EVENTS, &job.payload())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "redelivery not queued");
+            ApiError::Unavailable("the delivery queue")
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Redelivery {
+            redelivery_of: id,
+            webhook_id: webhook_id(job.event.id, endpoint.id),
+            event_id: job.event.id,
+            endpoint_id: endpoint.id,
+            attempt,
+            status: "scheduled",
+        }),
+    ))
+}
