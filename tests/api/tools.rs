@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use std::time::Duration;
+
 use crate::chat_support::{reply, site, use_stand_in, visitor_token, Site};
+use crate::dispatch::{endpoint, eventually, rows, Receiver};
 use crate::helpers::{body, spawn_app, TestApp};
 
 /// The one conversation of `site`'s tenant.
@@ -420,4 +423,35 @@ async fn a_tool_only_first_answer_from_a_real_provider_gets_a_spoken_follow_up()
         .await
         .unwrap();
     assert_eq!(email, "kim@example.com");
+}
+
+#[tokio::test]
+async fn a_lead_left_in_chat_reaches_the_tenants_webhook_receiver() {
+    let app = spawn_app().await;
+    let site = site(&app, "Hooked Co").await;
+    let receiver = Receiver::answering(200).await;
+    let endpoint = endpoint(&app, &site.tenant, &receiver.url("127.0.0.1")).await;
+    let token = visitor_token(&app, &site.public_key).await;
+    reply(&app, &token, "I'm Rae, rae@example.com").await;
+
+    let delivered = eventually(Duration::from_secs(10), "the lead's webhook", || async {
+        let delivered = receiver.delivered();
+        (!delivered.is_empty()).then_some(delivered)
+    })
+    .await;
+    assert_eq!(delivered.len(), 1);
+    let hook = &delivered[0].body;
+    assert_eq!(hook["type"], "lead.created");
+    assert_eq!(hook["data"]["lead"]["email"], "rae@example.com");
+    assert_eq!(hook["data"]["lead"]["name"], "Rae");
+    let recorded = eventually(Duration::from_secs(5), "the delivery row", || async {
+        let rows = rows(&app, endpoint).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(recorded[0].outcome, "success");
+    assert_eq!(
+        delivered[0].webhook_id,
+        agentry::webhook_delivery::webhook_id(recorded[0].event_id, endpoint)
+    );
 }
