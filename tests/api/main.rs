@@ -8,6 +8,7 @@ mod bus;
 mod caches;
 mod chat_support;
 mod cli;
+mod cluster;
 mod deliveries;
 mod deliveries_api;
 mod dispatch;
