@@ -24,6 +24,7 @@ mod redis_loss;
 mod resources;
 mod seed;
 mod signatures;
+mod webhook_bench;
 mod webhook_endpoints;
 mod widget;
 
