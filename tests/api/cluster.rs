@@ -36,6 +36,10 @@ impl ServerProcess {
         Self(command.spawn().expect("agentry starts"))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
