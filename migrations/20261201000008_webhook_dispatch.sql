@@ -40,6 +40,9 @@ REVOKE ALL ON FUNCTION agentry_republish_unsettled(timestamptz) FROM PUBLIC;
 -- Retries whose latest attempt is `retrying` and due by p_due_before: after
 -- Redis lost its delayed set, or when a retry never reached it. With the
 -- event, so the caller can schedule the next attempt without another read.
+-- Retrying rows stay in the table for ever (append-only); the lower bound
+-- keeps this a bounded range scan of the partial index. A retry overdue by
+-- 60 days (the sweep runs every few seconds) is given up.
 CREATE FUNCTION agentry_pending_webhook_retries(p_due_before timestamptz, p_limit integer)
 RETURNS TABLE (id uuid, tenant_id uuid, event_type text, payload jsonb, created_at timestamptz,
                endpoint_id uuid, attempt integer, next_attempt_at timestamptz)
@@ -49,6 +52,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     FROM agent_webhook_deliveries d
     JOIN outbox_events o ON o.id = d.event_id
     WHERE d.outcome = 'retrying' AND d.next_attempt_at <= p_due_before
+      AND d.next_attempt_at >= now() - interval '60 days'
       AND NOT EXISTS (
           SELECT 1 FROM agent_webhook_deliveries later
           WHERE later.event_id = d.event_id AND later.endpoint_id = d.endpoint_id

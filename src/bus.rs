@@ -350,6 +350,34 @@ impl RedisBus {
 }
 
 impl RedisBus {
+    /// Publishes `payloads` to `stream` in order, in one round trip (a
+    /// pipeline on one connection); their entry ids.
+    pub async fn publish_many(
+        &self,
+        stream: StreamName,
+        payloads: &[String],
+    ) -> Result<Vec<String>, BusError> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.stream_key(stream);
+        let cap = ("MAXLEN", "~", self.stream_max_len as i64);
+        let pipeline = self.pool.next().pipeline();
+        for payload in payloads {
+            let _: () = pipeline
+                .xadd(
+                    key.clone(),
+                    false,
+                    cap,
+                    "*",
+                    vec![(PAYLOAD_FIELD, payload.as_str())],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        pipeline.all().await.map_err(unavailable)
+    }
+
     /// Acknowledges finished entries and deletes them. Each stream has one
     /// consumer group, so a finished entry has no reader left; and a group
     /// recreated from the start after `NOGROUP` then finds only unfinished work.
@@ -363,16 +391,18 @@ impl RedisBus {
             return Ok(());
         }
         let key = self.stream_key(stream);
-        let _: u64 = self
-            .pool
+        // One round trip for both; XACK first, so a failed XDEL leaves a
+        // finished entry that a recreated group would only skip as a duplicate.
+        let pipeline = self.pool.next().pipeline();
+        let _: () = pipeline
             .xack(key.clone(), group, ids.to_vec())
             .await
             .map_err(unavailable)?;
-        let _: u64 = self
-            .pool
+        let _: () = pipeline
             .xdel(key, ids.to_vec())
             .await
             .map_err(unavailable)?;
+        let _: Vec<u64> = pipeline.all().await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -155,6 +155,16 @@ pub async fn attempt(
     (outcome, started.elapsed())
 }
 
+/// One attempt to record: which, how it went, and when the next is due.
+pub struct AttemptRecord<'a> {
+    pub endpoint: Uuid,
+    pub event: &'a OutboxEvent,
+    pub number: u32,
+    pub attempt: &'a Attempt,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub took: Duration,
+}
+
 /// Records an attempt in `agent_webhook_deliveries` (append-only); a 410
 /// also disables the endpoint. `next_attempt_at` is when the next attempt is
 /// due, if one follows: kept in the row, so a retry Redis lost is rebuilt
@@ -168,52 +178,92 @@ pub async fn record(
     next_attempt_at: Option<DateTime<Utc>>,
     took: Duration,
 ) -> Result<Uuid, DbError> {
-    let retrying = next_attempt_at.is_some();
-    let (outcome, status, error) = match attempt {
-        Attempt::Delivered { status } => ("success", Some(*status), None),
-        Attempt::Gone => (
-            "failed",
-            Some(410),
-            Some("the receiver answered 410 Gone; endpoint disabled".to_owned()),
-        ),
-        Attempt::Blocked { reason } => ("blocked", None, Some(reason.clone())),
-        Attempt::Failed { status, error, .. } => (
-            if retrying { "retrying" } else { "failed" },
-            *status,
-            Some(error.clone()),
-        ),
-    };
-    if matches!(attempt, Attempt::Gone) {
-        webhook_endpoints::update(
-            tx,
+    let ids = record_all(
+        tx,
+        &[AttemptRecord {
             endpoint,
-            webhook_endpoints::EndpointChanges {
-                enabled: Some(false),
-                ..Default::default()
-            },
-        )
-        .await?;
+            event,
+            number,
+            attempt,
+            next_attempt_at,
+            took,
+        }],
+    )
+    .await?;
+    Ok(ids[0])
+}
+
+/// [`record`] for several attempts, in one statement.
+pub async fn record_all(
+    tx: &mut TenantTx,
+    records: &[AttemptRecord<'_>],
+) -> Result<Vec<Uuid>, DbError> {
+    let mut ids = Vec::with_capacity(records.len());
+    let (mut endpoints, mut events, mut types, mut numbers) = (vec![], vec![], vec![], vec![]);
+    let (mut outcomes, mut statuses, mut errors, mut durations, mut next) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for record in records {
+        let retrying = record.next_attempt_at.is_some();
+        let (outcome, status, error) = match record.attempt {
+            Attempt::Delivered { status } => ("success", Some(*status), None),
+            Attempt::Gone => (
+                "failed",
+                Some(410),
+                Some("the receiver answered 410 Gone; endpoint disabled".to_owned()),
+            ),
+            Attempt::Blocked { reason } => ("blocked", None, Some(reason.clone())),
+            Attempt::Failed { status, error, .. } => (
+                if retrying { "retrying" } else { "failed" },
+                *status,
+                Some(error.clone()),
+            ),
+        };
+        if matches!(record.attempt, Attempt::Gone) {
+            webhook_endpoints::update(
+                tx,
+                record.endpoint,
+                webhook_endpoints::EndpointChanges {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        ids.push(Uuid::now_v7());
+        endpoints.push(record.endpoint);
+        events.push(record.event.id);
+        types.push(record.event.event_type.clone());
+        numbers.push(record.number as i32);
+        outcomes.push(outcome);
+        statuses.push(status.map(i32::from));
+        errors.push(error);
+        durations.push(i32::try_from(record.took.as_millis()).unwrap_or(i32::MAX));
+        next.push(record.next_attempt_at.filter(|_| outcome == "retrying"));
     }
-    let id = Uuid::now_v7();
     let tenant = tx.tenant();
     sqlx::query(
         "INSERT INTO agent_webhook_deliveries
             (id, tenant_id, endpoint_id, event_id, event_type, attempt, outcome, response_status,
              error, duration_ms, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         SELECT id, $1, endpoint_id, event_id, event_type, attempt, outcome, response_status,
+                error, duration_ms, next_attempt_at
+         FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::text[],
+                     $8::int[], $9::text[], $10::int[], $11::timestamptz[])
+              AS r(id, endpoint_id, event_id, event_type, attempt, outcome, response_status,
+                   error, duration_ms, next_attempt_at)",
     )
-    .bind(id)
     .bind(tenant.as_uuid())
-    .bind(endpoint)
-    .bind(event.id)
-    .bind(&event.event_type)
-    .bind(number as i32)
-    .bind(outcome)
-    .bind(status.map(i32::from))
-    .bind(error)
-    .bind(i32::try_from(took.as_millis()).unwrap_or(i32::MAX))
-    .bind(next_attempt_at.filter(|_| outcome == "retrying"))
+    .bind(&ids)
+    .bind(&endpoints)
+    .bind(&events)
+    .bind(&types)
+    .bind(&numbers)
+    .bind(&outcomes)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&durations)
+    .bind(&next)
     .execute(tx.conn())
     .await?;
-    Ok(id)
+    Ok(ids)
 }

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use agentry_actors::ports::{StreamBus, StreamEntry};
 use agentry_actors::TenantId;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
@@ -37,7 +38,7 @@ use crate::db::outbox::{self, OutboxEvent, EVENTS};
 use crate::db::webhook_endpoints::{self, Endpoint};
 use crate::db::{webhook_deliveries, DbError, Store};
 use crate::net_guard::GuardedClient;
-use crate::webhook_delivery::{self, Attempt};
+use crate::webhook_delivery::{self, Attempt, AttemptRecord};
 use crate::webhook_retry::RetrySchedule;
 
 /// The consumer group of webhook dispatchers on the `events` stream.
@@ -188,23 +189,37 @@ pub struct DispatchDeps {
     pub consumer: String,
 }
 
-/// Starts the relay, the dispatcher, the mover and the gauges; each returns
-/// once `shutdown` turns true, the dispatcher after its attempts in flight.
+/// Starts the relay, the dispatcher, the mover, the recorders and the
+/// gauges; each returns once `shutdown` turns true, the dispatcher after its
+/// attempts in flight, the recorders after the last of them is on record.
 pub fn start(deps: DispatchDeps, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let (records, queue) = mpsc::channel(RECORD_QUEUE);
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let mut workers: Vec<JoinHandle<()>> = (0..RECORDERS)
+        .map(|_| {
+            tokio::spawn(recorder(
+                deps.store.clone(),
+                deps.bus.clone(),
+                queue.clone(),
+            ))
+        })
+        .collect();
     let shared = Arc::new(Shared {
         schedule: deps.settings.retry_schedule(),
         attempts: Arc::new(Semaphore::new(deps.settings.max_in_flight)),
         per_endpoint: Mutex::default(),
         retry_scheduled: Notify::new(),
+        records,
         deps,
     });
     let shutdown = Shutdown::new(shutdown);
-    vec![
+    workers.extend([
         tokio::spawn(relay(shared.clone(), shutdown.clone())),
         tokio::spawn(dispatch(shared.clone(), shutdown.clone())),
         tokio::spawn(mover(shared.clone(), shutdown.clone())),
         tokio::spawn(gauges(shared, shutdown)),
-    ]
+    ]);
+    workers
 }
 
 struct Shared {
@@ -216,6 +231,8 @@ struct Shared {
     per_endpoint: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
     /// Wakes this instance's mover when a retry is scheduled (it may be sooner).
     retry_scheduled: Notify,
+    /// Attempts made, on their way to the recorders.
+    records: mpsc::Sender<RecordRequest>,
 }
 
 /// Why an entry stays pending: nothing durable was written for some attempt.
@@ -223,6 +240,131 @@ struct Shared {
 enum DispatchError {
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("recording: {0}")]
+    Record(String),
+}
+
+/// One attempt made, not yet recorded.
+#[derive(Clone)]
+struct Made {
+    endpoint: Uuid,
+    number: u32,
+    outcome: Attempt,
+    next_attempt_at: Option<DateTime<Utc>>,
+    state: DeliveryState,
+    took: Duration,
+}
+
+/// Attempts of one event to record together, and whether the event is then settled.
+struct RecordRequest {
+    tenant: TenantId,
+    event: OutboxEvent,
+    made: Vec<Made>,
+    settle: bool,
+    /// The stream entry to acknowledge once the rows are durable.
+    entry: String,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Recorders writing attempts, and requests one may take per transaction.
+const RECORDERS: usize = 4;
+const RECORD_BATCH: usize = 256;
+const RECORD_QUEUE: usize = 4_096;
+
+/// Writes attempts in group commits: whatever is queued when a recorder
+/// comes round goes into one transaction per tenant, so a burst of
+/// deliveries costs a few commits rather than one (or two) each. Every
+/// requester hears whether its rows are durable before it acknowledges.
+async fn recorder(
+    store: Store,
+    bus: RedisBus,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<RecordRequest>>>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(first) => batch.push(first),
+                // Every sender is gone: the dispatcher has finished.
+                None => return,
+            }
+            while batch.len() < RECORD_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut by_tenant: HashMap<TenantId, Vec<RecordRequest>> = HashMap::new();
+        for request in batch {
+            by_tenant.entry(request.tenant).or_default().push(request);
+        }
+        let mut finished = Vec::new();
+        let mut answers = Vec::new();
+        for (tenant, requests) in by_tenant {
+            let written = write_records(&store, tenant, &requests).await;
+            if let Err(error) = &written {
+                // Left pending: reclaimed after the deadline and tried again.
+                tracing::warn!(%error, "webhooks: recording attempts failed");
+            }
+            for request in requests {
+                if written.is_ok() {
+                    finished.push(request.entry);
+                }
+                answers.push((
+                    request.done,
+                    written.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                ));
+            }
+        }
+        // One acknowledgement for the whole group commit.
+        if let Err(error) = bus.ack_and_delete(EVENTS, GROUP, &finished).await {
+            // Reclaimed later; their attempts on record are not repeated.
+            tracing::warn!(%error, "webhooks: ack failed");
+        }
+        for (done, answer) in answers {
+            let _ = done.send(answer);
+        }
+    }
+}
+
+async fn write_records(
+    store: &Store,
+    tenant: TenantId,
+    requests: &[RecordRequest],
+) -> Result<(), DbError> {
+    let records: Vec<AttemptRecord> = requests
+        .iter()
+        .flat_map(|request| {
+            request.made.iter().map(|made| AttemptRecord {
+                endpoint: made.endpoint,
+                event: &request.event,
+                number: made.number,
+                attempt: &made.outcome,
+                next_attempt_at: made.next_attempt_at,
+                took: made.took,
+            })
+        })
+        .collect();
+    let settled: Vec<Uuid> = requests
+        .iter()
+        .filter(|request| request.settle)
+        .map(|request| request.event.id)
+        .collect();
+    let mut tx = store.tenant(tenant).await?;
+    if !records.is_empty() {
+        webhook_delivery::record_all(&mut tx, &records).await?;
+    }
+    outbox::settle_all(&mut tx, &settled).await?;
+    tx.commit().await
+}
+
+/// A fresh event, with the endpoints it is still owed to.
+struct Fanout {
+    entry: String,
+    event: OutboxEvent,
+    endpoints: Vec<Endpoint>,
 }
 
 impl Shared {
@@ -248,73 +390,183 @@ impl Shared {
         Ok(())
     }
 
-    /// Handles one stream entry; acknowledges it once every attempt it
-    /// started is on record.
-    async fn handle(self: Arc<Self>, entry: StreamEntry, _in_hand: OwnedSemaphorePermit) {
-        let outcome = match serde_json::from_str::<StreamJob>(&entry.payload) {
-            Ok(StreamJob::Event(event)) => self.fan_out(&event).await,
-            Ok(StreamJob::Attempt(job)) => {
-                emit_retry_lateness(job.due_ms);
-                self.scheduled_attempt(&job).await
-            }
-            Err(error) => {
-                tracing::error!(id = %entry.id, %error, "webhooks: dropping a malformed stream entry");
-                Ok(())
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                if let Err(error) = self
-                    .deps
-                    .bus
-                    .ack_and_delete(EVENTS, GROUP, &[entry.id])
-                    .await
-                {
-                    // The entry is reclaimed later; its attempts on record are not repeated.
-                    tracing::warn!(%error, "webhooks: ack failed");
+    /// Handles the entries of one read. The endpoints of the fresh events
+    /// are read once per tenant; then each entry goes its own way (a slow
+    /// endpoint holds up only the entries that need it) and is acknowledged
+    /// once its attempts are on record.
+    async fn handle_batch(self: Arc<Self>, entries: Vec<(StreamEntry, OwnedSemaphorePermit)>) {
+        let mut fresh: HashMap<Uuid, Vec<(String, OutboxEvent, OwnedSemaphorePermit)>> =
+            HashMap::new();
+        let mut scheduled = Vec::new();
+        let mut malformed = Vec::new();
+        for (entry, permit) in entries {
+            match serde_json::from_str::<StreamJob>(&entry.payload) {
+                Ok(StreamJob::Event(event)) => fresh
+                    .entry(event.tenant_id)
+                    .or_default()
+                    .push((entry.id, event, permit)),
+                Ok(StreamJob::Attempt(job)) => scheduled.push((entry.id, job, permit)),
+                Err(error) => {
+                    tracing::error!(id = %entry.id, %error, "webhooks: dropping a malformed stream entry");
+                    malformed.push(entry.id);
                 }
             }
+        }
+        self.ack(malformed).await;
+        let mut work = Vec::new();
+        for (tenant, events) in fresh {
+            match self
+                .owed_endpoints(TenantId::from_uuid(tenant), &events)
+                .await
+            {
+                Ok(owed) => {
+                    for ((entry, event, permit), endpoints) in events.into_iter().zip(owed) {
+                        let fanout = Fanout {
+                            entry,
+                            event,
+                            endpoints,
+                        };
+                        work.push(self.clone().deliver_event(fanout, permit).boxed());
+                    }
+                }
+                // Left pending: reclaimed and tried again after the deadline.
+                Err(error) => tracing::warn!(%error, "webhooks: reading endpoints failed"),
+            }
+        }
+        for (entry, job, permit) in scheduled {
+            work.push(self.clone().deliver_job(entry, job, permit).boxed());
+        }
+        futures_util::future::join_all(work).await;
+    }
+
+    /// For each event of one tenant: its enabled, subscribed endpoints that
+    /// have no attempt of it on record yet (a republished event is not sent
+    /// again where it already was).
+    async fn owed_endpoints(
+        &self,
+        tenant: TenantId,
+        events: &[(String, OutboxEvent, OwnedSemaphorePermit)],
+    ) -> Result<Vec<Vec<Endpoint>>, DbError> {
+        let ids: Vec<Uuid> = events.iter().map(|(_, event, _)| event.id).collect();
+        let mut tx = self.deps.store.tenant(tenant).await?;
+        let attempted = webhook_deliveries::attempted_pairs(&mut tx, &ids).await?;
+        let endpoints: Vec<Endpoint> = webhook_endpoints::list(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|endpoint| endpoint.enabled)
+            .collect();
+        drop(tx);
+        Ok(events
+            .iter()
+            .map(|(_, event, _)| {
+                endpoints
+                    .iter()
+                    .filter(|endpoint| {
+                        endpoint.event_types.contains(&event.event_type)
+                            && !attempted.contains(&(event.id, endpoint.id))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn ack(&self, ids: Vec<String>) {
+        if let Err(error) = self.deps.bus.ack_and_delete(EVENTS, GROUP, &ids).await {
+            // The entries are reclaimed later; their attempts on record are not repeated.
+            tracing::warn!(%error, "webhooks: ack failed");
+        }
+    }
+
+    /// A fresh event: one attempt per owed endpoint, recorded with the
+    /// event's settlement in one go, then acknowledged.
+    async fn deliver_event(self: Arc<Self>, fanout: Fanout, _in_hand: OwnedSemaphorePermit) {
+        let tenant = TenantId::from_uuid(fanout.event.tenant_id);
+        let made = futures_util::future::join_all(
+            fanout
+                .endpoints
+                .iter()
+                .map(|endpoint| self.try_once(tenant, &fanout.event, endpoint, 1, false)),
+        )
+        .await;
+        match self
+            .record(tenant, &fanout.event, made, true, fanout.entry.clone())
+            .await
+        {
+            Ok(()) => {}
             Err(error) => {
-                tracing::warn!(id = %entry.id, %error, "webhooks: left pending, to be reclaimed");
+                tracing::warn!(id = %fanout.entry, %error, "webhooks: left pending, to be reclaimed")
             }
         }
     }
 
-    /// A fresh event: one attempt per enabled endpoint subscribed to it that
-    /// has none on record yet (a republished event is not sent twice where it
-    /// already was); then the event is settled.
-    async fn fan_out(&self, event: &OutboxEvent) -> Result<(), DispatchError> {
-        let tenant = TenantId::from_uuid(event.tenant_id);
-        let mut tx = self.deps.store.tenant(tenant).await?;
-        let attempted = webhook_deliveries::endpoints_attempted(&mut tx, event.id).await?;
-        let endpoints: Vec<Endpoint> = webhook_endpoints::list(&mut tx)
-            .await?
-            .into_iter()
-            .filter(|endpoint| {
-                endpoint.enabled
-                    && endpoint.event_types.contains(&event.event_type)
-                    && !attempted.contains(&endpoint.id)
-            })
-            .collect();
-        drop(tx);
-        let results = futures_util::future::join_all(
-            endpoints
-                .into_iter()
-                .map(|endpoint| self.attempt_at(tenant, event, endpoint, 1, false)),
-        )
-        .await;
-        for result in results {
-            result?;
+    /// A retry or a redelivery, acknowledged once its attempt is on record.
+    async fn deliver_job(
+        self: Arc<Self>,
+        entry: String,
+        job: AttemptJob,
+        _in_hand: OwnedSemaphorePermit,
+    ) {
+        emit_retry_lateness(job.due_ms);
+        match self.scheduled_attempt(&job, &entry).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(id = %entry, %error, "webhooks: left pending, to be reclaimed")
+            }
         }
-        let mut tx = self.deps.store.tenant(tenant).await?;
-        outbox::settle(&mut tx, event.id).await?;
-        tx.commit().await?;
+    }
+
+    /// Hands attempts to a recorder, which acknowledges `entry` once they
+    /// are durable; then counts them and schedules the retries they call for.
+    async fn record(
+        &self,
+        tenant: TenantId,
+        event: &OutboxEvent,
+        made: Vec<Made>,
+        settle: bool,
+        entry: String,
+    ) -> Result<(), DispatchError> {
+        let (done, written) = oneshot::channel();
+        let summary = made.clone();
+        let request = RecordRequest {
+            tenant,
+            event: event.clone(),
+            made,
+            settle,
+            entry,
+            done,
+        };
+        self.records
+            .send(request)
+            .await
+            .map_err(|_| DispatchError::Record("the recorders have stopped".into()))?;
+        written
+            .await
+            .map_err(|_| DispatchError::Record("the recorder went away".into()))?
+            .map_err(DispatchError::Record)?;
+        for made in summary {
+            WebhookAttempted {
+                event: event.id,
+                endpoint: made.endpoint,
+                attempt: made.number,
+                state: made.state,
+                took: made.took,
+            }
+            .emit();
+            if let Some(due) = made.next_attempt_at {
+                let job = AttemptJob::new(event.clone(), made.endpoint, made.number + 1, due);
+                if let Err(error) = self.schedule(&job).await {
+                    // On record with its due time: the sweep schedules it again.
+                    tracing::warn!(%error, "webhooks: retry not scheduled in Redis; the sweep will");
+                }
+            }
+        }
         Ok(())
     }
 
     /// A retry or a redelivery. Skipped when it is stale: the record shows
     /// its attempt already made (a duplicate from a sweep or a republication).
-    async fn scheduled_attempt(&self, job: &AttemptJob) -> Result<(), DispatchError> {
+    async fn scheduled_attempt(&self, job: &AttemptJob, entry: &str) -> Result<(), DispatchError> {
         let tenant = TenantId::from_uuid(job.event.tenant_id);
         let mut tx = self.deps.store.tenant(tenant).await?;
         let latest =
@@ -328,6 +580,8 @@ impl Shared {
         };
         if !current {
             tracing::debug!(event = %job.event.id, attempt = job.attempt, "webhooks: stale attempt skipped");
+            drop(tx);
+            self.ack(vec![entry.to_owned()]).await;
             return Ok(());
         }
         let endpoint = match webhook_endpoints::get(&mut tx, job.endpoint_id).await {
@@ -336,56 +590,47 @@ impl Shared {
             Err(DbError::NotFound) => None,
             Err(other) => return Err(other.into()),
         };
-        let Some(endpoint) = endpoint else {
+        drop(tx);
+        let made = match endpoint {
+            Some(endpoint) => {
+                self.try_once(tenant, &job.event, &endpoint, job.attempt, job.manual)
+                    .await
+            }
             // Disabled or deleted since: the chain ends on record instead of in silence.
-            let ended = Attempt::Failed {
-                status: None,
-                retry_after: None,
-                error: "the endpoint was disabled or deleted before this attempt".into(),
-            };
-            webhook_delivery::record(
-                &mut tx,
-                job.endpoint_id,
-                &job.event,
-                job.attempt,
-                &ended,
-                None,
-                Duration::ZERO,
-            )
-            .await?;
-            tx.commit().await?;
-            WebhookAttempted {
-                event: job.event.id,
+            None => Made {
                 endpoint: job.endpoint_id,
-                attempt: job.attempt,
+                number: job.attempt,
+                outcome: Attempt::Failed {
+                    status: None,
+                    retry_after: None,
+                    error: "the endpoint was disabled or deleted before this attempt".into(),
+                },
+                next_attempt_at: None,
                 state: DeliveryState::Failed,
                 took: Duration::ZERO,
-            }
-            .emit();
-            return Ok(());
+            },
         };
-        drop(tx);
-        self.attempt_at(tenant, &job.event, endpoint, job.attempt, job.manual)
+        self.record(tenant, &job.event, vec![made], false, entry.to_owned())
             .await
     }
 
-    /// Attempt number `number` of `event` at `endpoint`, within the caps;
-    /// recorded before the retry (if any) is scheduled.
-    async fn attempt_at(
+    /// Attempt number `number` of `event` at `endpoint`, within the caps,
+    /// with the time of the next attempt if one follows.
+    async fn try_once(
         &self,
         tenant: TenantId,
         event: &OutboxEvent,
-        endpoint: Endpoint,
+        endpoint: &Endpoint,
         number: u32,
         manual: bool,
-    ) -> Result<(), DispatchError> {
+    ) -> Made {
         // The endpoint's permit first: waiting on a busy endpoint must not
         // hold one of the instance's permits that other endpoints could use.
         let endpoint_limit = self.endpoint_limit(endpoint.id);
         let _endpoint_permit = endpoint_limit.acquire().await.expect("never closed");
         let _instance_permit = self.attempts.acquire().await.expect("never closed");
         let (outcome, took) =
-            match webhook_delivery::signing_keys(&self.deps.keyring, tenant, &endpoint) {
+            match webhook_delivery::signing_keys(&self.deps.keyring, tenant, endpoint) {
                 Ok(keys) => {
                     webhook_delivery::attempt(
                         &self.deps.client,
@@ -422,34 +667,14 @@ impl Shared {
             (Attempt::Failed { .. }, Some(_)) => DeliveryState::Retrying,
             _ => DeliveryState::Failed,
         };
-        let mut tx = self.deps.store.tenant(tenant).await?;
-        webhook_delivery::record(
-            &mut tx,
-            endpoint.id,
-            event,
-            number,
-            &outcome,
-            next_attempt_at,
-            took,
-        )
-        .await?;
-        tx.commit().await?;
-        WebhookAttempted {
-            event: event.id,
+        Made {
             endpoint: endpoint.id,
-            attempt: number,
+            number,
+            outcome,
+            next_attempt_at,
             state,
             took,
         }
-        .emit();
-        if let Some(due) = next_attempt_at {
-            let job = AttemptJob::new(event.clone(), endpoint.id, number + 1, due);
-            if let Err(error) = self.schedule(&job).await {
-                // On record with its due time: the sweep schedules it again.
-                tracing::warn!(%error, "webhooks: retry not scheduled in Redis; the sweep will");
-            }
-        }
-        Ok(())
     }
 }
 
@@ -513,11 +738,13 @@ async fn dispatch(shared: Arc<Shared>, mut shutdown: Shutdown) {
             }
         };
         match entries {
+            Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
-                for entry in entries {
-                    let permit = permits.pop().expect("no more entries than permits");
-                    tasks.spawn(shared.clone().handle(entry, permit));
-                }
+                let batch = entries
+                    .into_iter()
+                    .map(|entry| (entry, permits.pop().expect("no more entries than permits")))
+                    .collect();
+                tasks.spawn(shared.clone().handle_batch(batch));
             }
             Err(error) => {
                 let nogroup = error.to_string().contains("NOGROUP");

@@ -8,13 +8,14 @@
 //! relay, on any instance, publishes them again. Delivery is therefore at
 //! least once; a republished event keeps its id, and so its `webhook-id`.
 
-use agentry_actors::ports::{StreamBus, StreamName};
+use agentry_actors::ports::StreamName;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{DbError, Store, TenantTx};
+use crate::bus::RedisBus;
 
 /// The stream the relay publishes to and the webhook dispatchers read.
 pub const EVENTS: StreamName = StreamName::new("events");
@@ -60,11 +61,7 @@ impl From<sqlx::Error> for RelayError {
 }
 
 /// Publishes up to `batch` unpublished events; how many it published.
-pub async fn relay_once(
-    store: &Store,
-    bus: &dyn StreamBus,
-    batch: usize,
-) -> Result<usize, RelayError> {
+pub async fn relay_once(store: &Store, bus: &RedisBus, batch: usize) -> Result<usize, RelayError> {
     let mut tx = store.pool().begin().await?;
     let events: Vec<OutboxEvent> = sqlx::query_as(
         "SELECT id, tenant_id, event_type, payload, created_at FROM agentry_claim_outbox($1)",
@@ -75,13 +72,13 @@ pub async fn relay_once(
     if events.is_empty() {
         return Ok(0);
     }
-    let mut published = Vec::with_capacity(events.len());
-    for event in &events {
-        let payload = serde_json::to_string(event).expect("an event serializes");
-        // A failure here drops the transaction: nothing is marked, all is retried.
-        bus.publish(EVENTS, &payload).await?;
-        published.push(event.id);
-    }
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|event| serde_json::to_string(event).expect("an event serializes"))
+        .collect();
+    // A failure here drops the transaction: nothing is marked, all is retried.
+    bus.publish_many(EVENTS, &payloads).await?;
+    let published: Vec<Uuid> = events.iter().map(|event| event.id).collect();
     sqlx::query("SELECT agentry_mark_outbox_published($1)")
         .bind(&published)
         .execute(&mut *tx)
@@ -176,4 +173,18 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<OutboxEvent, DbError> {
     .fetch_optional(tx.conn())
     .await?
     .ok_or(DbError::NotFound)
+}
+
+/// [`settle`] for several events at once.
+pub async fn settle_all(tx: &mut TenantTx, events: &[Uuid]) -> Result<(), DbError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox_events SET settled_at = now() WHERE id = ANY($1) AND settled_at IS NULL",
+    )
+    .bind(events)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }

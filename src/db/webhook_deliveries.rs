@@ -45,17 +45,21 @@ pub async fn latest_attempt(
     .await?)
 }
 
-/// The endpoints that already have an attempt of `event` on record.
-pub async fn endpoints_attempted(tx: &mut TenantTx, event: Uuid) -> Result<Vec<Uuid>, DbError> {
+/// The (event, endpoint) pairs among `events` that have an attempt on record.
+pub async fn attempted_pairs(
+    tx: &mut TenantTx,
+    events: &[Uuid],
+) -> Result<std::collections::HashSet<(Uuid, Uuid)>, DbError> {
     let tenant = tx.tenant();
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT endpoint_id FROM agent_webhook_deliveries
-         WHERE tenant_id = $1 AND event_id = $2",
+    let pairs: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT event_id, endpoint_id FROM agent_webhook_deliveries
+         WHERE tenant_id = $1 AND event_id = ANY($2)",
     )
     .bind(tenant.as_uuid())
-    .bind(event)
+    .bind(events)
     .fetch_all(tx.conn())
-    .await?)
+    .await?;
+    Ok(pairs.into_iter().collect())
 }
 
 /// Filters of the dashboard's list, newest first; `None` does not filter.

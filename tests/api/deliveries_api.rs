@@ -200,3 +200,78 @@ async fn deliveries_are_listed_by_endpoint_state_type_and_time_in_pages_and_rede
 fn urlencode(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn members_read_the_record_but_only_managers_redeliver_and_never_to_a_disabled_endpoint() {
+    use agentry::db::tenants;
+    use agentry::domain::Email;
+    let app = crate::helpers::spawn_app().await;
+    let tenant = app.create_tenant("Roles Record Co").await;
+    let receiver = Receiver::answering(200).await;
+    let endpoint_id = endpoint(&app, &tenant, &receiver.url("127.0.0.1")).await;
+    commit_events(&app, tenant.id, 1).await;
+    let delivered = eventually(Duration::from_secs(10), "the delivery", || async {
+        rows(&app, endpoint_id).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(delivered.outcome, "success");
+    let listed = list(&app, &tenant.token, "").await;
+    let id = listed["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/webhook-deliveries/{id}/redeliver");
+
+    let email = Email::parse("member@record.example.com").unwrap();
+    let hash =
+        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
+            .await
+            .unwrap();
+    let mut tx = app.store.tenant(tenant.id).await.unwrap();
+    tenants::add_user(&mut tx, &email, &hash, agentry::db::tenants::Role::Member)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let member = body(
+        app.login("member@record.example.com", "member password 1")
+            .await,
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ids(&list(&app, &member, "").await), vec![id.clone()]);
+    let response = app
+        .request(Method::POST, &path, Some(&member))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 403, "forbidden").await;
+
+    let disabled = app
+        .patch_json(
+            &format!("/api/v1/webhook-endpoints/{endpoint_id}"),
+            &tenant.token,
+            &serde_json::json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(disabled.status(), 200);
+    let response = app
+        .request(Method::POST, &path, Some(&tenant.token))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 409, "conflict").await;
+    let response = app
+        .request(
+            Method::POST,
+            "/api/v1/webhook-deliveries/not-a-uuid/redeliver",
+            Some(&tenant.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16() / 100,
+        4,
+        "a malformed id is the caller's error"
+    );
+    assert_eq!(receiver.delivered().len(), 1, "nothing was sent again");
+}

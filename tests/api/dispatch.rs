@@ -481,3 +481,23 @@ async fn the_relay_and_dispatcher_report_backlog_gauges_outcomes_latency_and_lat
         assert!(text.contains(expected), "{expected} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn attempts_in_flight_stay_within_the_instance_cap_across_endpoints() {
+    let app = spawn_app_with(|settings| {
+        settings.webhooks.max_in_flight = 4;
+        settings.webhooks.max_in_flight_per_endpoint = 8;
+    })
+    .await;
+    let tenant = app.create_tenant("Instance Cap Co").await;
+    let slow = Receiver::start(Arc::new(|_, _| 200), Duration::from_millis(50)).await;
+    // Two endpoints at one receiver: it sees the instance's total.
+    endpoint(&app, &tenant, &slow.url("127.0.0.1")).await;
+    endpoint(&app, &tenant, &slow.url("localhost")).await;
+    commit_events(&app, tenant.id, 20).await;
+    eventually(Duration::from_secs(20), "40 deliveries", || async {
+        (slow.delivered().len() >= 40).then_some(())
+    })
+    .await;
+    assert_eq!(slow.most_in_flight.load(Ordering::SeqCst), 4);
+}

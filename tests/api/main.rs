@@ -8,6 +8,7 @@ mod bus;
 mod caches;
 mod chat_support;
 mod cli;
+mod cluster;
 mod deliveries;
 mod deliveries_api;
 mod dispatch;
@@ -24,6 +25,7 @@ mod resources;
 mod seed;
 mod signatures;
 mod tools;
+mod webhook_bench;
 mod webhook_endpoints;
 mod widget;
 

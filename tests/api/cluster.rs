@@ -1,0 +1,159 @@
+//! Three `agentry` server processes on one PostgreSQL database and one Redis
+//! prefix deliver 2,000 events while one of them is killed with SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry::webhook_delivery::webhook_id;
+use uuid::Uuid;
+
+use crate::dispatch::{commit_events, endpoint, eventually, Receiver};
+use crate::helpers::{spawn_app_with, test_settings, TestApp};
+
+/// A server process of the real binary; killed (SIGKILL) when dropped.
+pub struct ServerProcess(Child);
+
+impl ServerProcess {
+    /// `agentry serve` on the app's database and Redis prefix, with `extra` settings.
+    pub fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+        let mut url = url::Url::parse(test_settings().database.url.expose()).unwrap();
+        url.set_path(&format!("/{}", app.database_name()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentry"));
+        command
+            .arg("serve")
+            .env("AGENTRY_ENV", "test")
+            .env("DATABASE_URL", url.to_string())
+            .env("AGENTRY__REDIS__PREFIX", &app.settings.redis.prefix)
+            .env("REDIS_URL", app.settings.redis.url.expose())
+            .env("AGENTRY__HTTP__BIND", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        Self(command.spawn().expect("agentry starts"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Success rows per event, as the owner reads them.
+async fn successes(app: &TestApp, endpoint: Uuid) -> HashMap<Uuid, usize> {
+    let mut owner = app.owner_connection().await;
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT event_id, count(*) FROM agent_webhook_deliveries
+         WHERE endpoint_id = $1 AND outcome = 'success' GROUP BY event_id",
+    )
+    .bind(endpoint)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(id, n)| (id, n as usize)).collect()
+}
+
+#[tokio::test]
+async fn three_instances_deliver_every_event_although_one_is_killed_mid_run() {
+    // The test process only sets up and commits; the three servers deliver.
+    let app = spawn_app_with(|settings| settings.webhooks.dispatch = false).await;
+    let tenant = app.create_tenant("Cluster Co").await;
+    let receiver = Receiver::start(Arc::new(|_, _| 200), Duration::from_millis(2)).await;
+    let endpoint = endpoint(&app, &tenant, &receiver.url("127.0.0.1")).await;
+    let settings = [
+        ("AGENTRY__WEBHOOKS__TIMEOUT_SECS", "2"),
+        ("AGENTRY__WEBHOOKS__RECLAIM_AFTER_SECS", "8"),
+        ("AGENTRY__WEBHOOKS__MAX_IN_FLIGHT", "16"),
+    ];
+    let mut servers: Vec<ServerProcess> = (0..3)
+        .map(|_| ServerProcess::start(&app, &settings))
+        .collect();
+
+    let mut events = Vec::new();
+    for _ in 0..10 {
+        events.extend(commit_events(&app, tenant.id, 100).await);
+    }
+    eventually(Duration::from_secs(60), "deliveries under way", || async {
+        (receiver.delivered().len() >= 500).then_some(())
+    })
+    .await;
+    // Mid-run, with entries in its hands: no shutdown, no ack.
+    servers[0].kill();
+    let killed_at = receiver.delivered().len();
+    for _ in 0..10 {
+        events.extend(commit_events(&app, tenant.id, 100).await);
+    }
+    assert_eq!(events.len(), 2_000);
+    assert!(killed_at < 2_000, "the kill came mid-run");
+
+    let expected: HashMap<String, Uuid> = events
+        .iter()
+        .map(|event| (webhook_id(*event, endpoint), *event))
+        .collect();
+    eventually(Duration::from_secs(90), "every event delivered", || async {
+        let delivered: HashSet<String> = receiver
+            .delivered()
+            .into_iter()
+            .map(|seen| seen.webhook_id)
+            .collect();
+        expected
+            .keys()
+            .all(|id| delivered.contains(id))
+            .then_some(())
+    })
+    .await;
+    // Let the survivors record what they were finishing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(servers);
+
+    let seen = receiver.delivered();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for request in &seen {
+        assert!(
+            expected.contains_key(&request.webhook_id),
+            "a request with an unknown webhook-id: {}",
+            request.webhook_id
+        );
+        *per_id.entry(request.webhook_id.clone()).or_default() += 1;
+        // A duplicate is the same event: its body carries the same data as the first.
+        assert_eq!(request.body["type"], "lead.created");
+    }
+    assert_eq!(per_id.len(), 2_000, "every event at least once");
+
+    // The record agrees with the receiver: every event it got has a success
+    // row, and rows never exceed requests. Only what the killed instance had
+    // in flight (at most its 16) may have reached the receiver unrecorded.
+    let recorded = successes(&app, endpoint).await;
+    assert_eq!(recorded.len(), 2_000, "a success row for every event");
+    let mut unrecorded = 0;
+    for (id, requests) in &per_id {
+        let rows = recorded.get(&expected[id]).copied().unwrap_or(0);
+        assert!(
+            rows <= *requests,
+            "{rows} rows for {requests} requests of {id}"
+        );
+        unrecorded += requests - rows;
+    }
+    assert!(
+        unrecorded <= 16,
+        "{unrecorded} requests reached the receiver without a row"
+    );
+    eprintln!(
+        "cluster: {} requests for 2000 events ({} duplicates, {unrecorded} unrecorded), kill after {killed_at}",
+        seen.len(),
+        seen.len() - 2_000
+    );
+}
