@@ -28,4 +28,5 @@ pub mod webhook_dispatch;
 pub mod webhook_echo;
 pub mod webhook_retry;
 pub mod webhook_signing;
+pub mod webhook_supervisor;
 pub mod widget_sessions;

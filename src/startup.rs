@@ -157,17 +157,21 @@ impl Application {
         if settings.webhooks.dispatch {
             let client = crate::net_guard::GuardedClient::new(settings.webhooks.guard_policy())
                 .context("HTTP client for webhooks")?;
-            workers.extend(crate::webhook_dispatch::start(
-                crate::webhook_dispatch::DispatchDeps {
-                    store: store.clone(),
-                    bus: bus.clone(),
-                    keyring: keyring.clone(),
-                    client,
-                    settings: settings.webhooks.clone(),
-                    consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
-                },
-                workers_stopped,
-            ));
+            workers.push(
+                crate::webhook_dispatch::start(
+                    crate::webhook_dispatch::DispatchDeps {
+                        store: store.clone(),
+                        bus: bus.clone(),
+                        keyring: keyring.clone(),
+                        client,
+                        settings: settings.webhooks.clone(),
+                        consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
+                    },
+                    workers_stopped,
+                )
+                .await
+                .context("starting the webhook dispatcher")?,
+            );
         }
 
         let state = Arc::new(AppContext {

@@ -2,12 +2,11 @@
 //! the dispatcher reading the `events` stream through the `webhooks`
 //! consumer group, the mover of due retries, and the gauges.
 //!
-//! A tokio task set rather than ractor actors: each part is one loop over
-//! I/O with no per-key state or mailbox to serialize, so supervision would
-//! only restart a loop that does not crash (errors are handled in place and
-//! retried). The limits are permits held across each attempt (an instance
-//! semaphore and one per endpoint), and shutdown drains the attempts in
-//! flight before the workers return.
+//! Each part is an actor under the instance's `WebhookDispatcher`
+//! supervisor (`webhook_supervisor`), restarted if it crashes. The limits are
+//! permits held across each attempt (an instance semaphore and one per
+//! endpoint), and shutdown drains the attempts in flight before the parts
+//! return.
 //!
 //! Durability: PostgreSQL is the record, Redis the fast path. An event is
 //! acknowledged on the stream only after each of its attempts has its row
@@ -40,6 +39,7 @@ use crate::db::{webhook_deliveries, DbError, Store};
 use crate::net_guard::GuardedClient;
 use crate::webhook_delivery::{self, Attempt, AttemptRecord};
 use crate::webhook_retry::RetrySchedule;
+use crate::webhook_supervisor::{supervise, Part};
 
 /// The consumer group of webhook dispatchers on the `events` stream.
 pub const GROUP: &str = "webhooks";
@@ -190,18 +190,24 @@ pub struct DispatchDeps {
 }
 
 /// Starts the relay, the dispatcher, the mover, the recorders and the
-/// gauges; each returns once `shutdown` turns true, the dispatcher after its
-/// attempts in flight, the recorders after the last of them is on record.
-pub fn start(deps: DispatchDeps, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+/// gauges, each an actor under the instance's [`WebhookDispatcher`]
+/// supervisor; each returns once `shutdown` turns true, the dispatcher after
+/// its attempts in flight, the recorders after the last of them is on
+/// record. The handle resolves when all have.
+///
+/// [`WebhookDispatcher`]: crate::webhook_supervisor::WebhookDispatcher
+pub async fn start(
+    deps: DispatchDeps,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ractor::SpawnErr> {
     let (records, queue) = mpsc::channel(RECORD_QUEUE);
     let queue = Arc::new(tokio::sync::Mutex::new(queue));
-    let mut workers: Vec<JoinHandle<()>> = (0..RECORDERS)
+    let mut parts: Vec<Part> = (0..RECORDERS)
         .map(|_| {
-            tokio::spawn(recorder(
-                deps.store.clone(),
-                deps.bus.clone(),
-                queue.clone(),
-            ))
+            let (store, bus, queue) = (deps.store.clone(), deps.bus.clone(), queue.clone());
+            Part::new("webhook_recorder", move || {
+                recorder(store.clone(), bus.clone(), queue.clone())
+            })
         })
         .collect();
     let shared = Arc::new(Shared {
@@ -213,14 +219,27 @@ pub fn start(deps: DispatchDeps, shutdown: watch::Receiver<bool>) -> Vec<JoinHan
         deps,
     });
     let shutdown = Shutdown::new(shutdown);
-    workers.extend([
-        tokio::spawn(relay(shared.clone(), shutdown.clone())),
-        tokio::spawn(dispatch(shared.clone(), shutdown.clone())),
-        tokio::spawn(mover(shared.clone(), shutdown.clone())),
-        tokio::spawn(gauges(shared, shutdown)),
+    let with_shared = |name: &'static str, run: fn(Arc<Shared>, Shutdown) -> PartFuture| {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        Part::new(name, move || run(shared.clone(), shutdown.clone()))
+    };
+    parts.extend([
+        with_shared("outbox_relay", |shared, stop| Box::pin(relay(shared, stop))),
+        with_shared("webhook_stream_reader", |shared, stop| {
+            Box::pin(dispatch(shared, stop))
+        }),
+        with_shared("retry_mover", |shared, stop| Box::pin(mover(shared, stop))),
+        with_shared("webhook_gauges", |shared, stop| {
+            Box::pin(gauges(shared, stop))
+        }),
     ]);
-    workers
+    // The parts hold what they share; once they end, the recorders' queue closes.
+    drop(shared);
+    supervise(parts).await
 }
+
+/// A part's loop, as the supervisor runs it.
+type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 struct Shared {
     deps: DispatchDeps,
