@@ -2,8 +2,8 @@
 
 pub mod error;
 pub mod extract;
+pub mod listing;
 pub mod middleware;
-pub mod pagination;
 pub mod routes;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use crate::db::chat;
 use crate::db::conversations::{self, ConversationPage, ConversationSummary};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdPath, TenantUser};
-use crate::http::pagination::{into_page, page_limit};
+use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::AppState;
 
 const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
@@ -50,14 +50,7 @@ async fn list(
 ) -> Result<Json<ConversationList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
-    if let Some(status) = query.status.as_deref() {
-        if !STATUSES.contains(&status) {
-            return Err(ApiError::BadRequest(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
-    }
+    check_one_of("status", query.status.as_deref(), &STATUSES)?;
     let mut tx = state.store.tenant(user.tenant).await?;
     let rows = conversations::list(
         &mut tx,

@@ -17,7 +17,7 @@ use crate::db::outbox;
 use crate::domain::{check_text, parse_name, parse_phone, Email};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, TenantUser};
-use crate::http::pagination::{into_page, page_limit};
+use crate::http::listing::{into_page, page_limit};
 use crate::http::AppState;
 
 const MAX_NOTES_CHARS: usize = 10_000;

@@ -18,13 +18,11 @@ use crate::db::webhook_deliveries::{self, Delivery, DeliveryFilter};
 use crate::db::{webhook_endpoints, DbError};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdPath, TenantUser};
+use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::routes::webhook_endpoints::EVENT_TYPES;
 use crate::http::AppState;
 use crate::webhook_delivery::webhook_id;
 use crate::webhook_dispatch::{AttemptJob, DeliveryState};
-
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/webhook-deliveries", get(list)).route(
@@ -98,29 +96,10 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
-    if let Some(event_type) = query.event_type.as_deref() {
-        if !EVENT_TYPES.contains(&event_type) {
-            return Err(ApiError::BadRequest(format!(
-                "event_type must be one of {}",
-                EVENT_TYPES.join(", ")
-            )));
-        }
-    }
-    if let Some(wanted) = query.state.as_deref() {
-        if DeliveryState::parse(wanted).is_none() {
-            let states: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.label()).collect();
-            return Err(ApiError::BadRequest(format!(
-                "state must be one of {}",
-                states.join(", ")
-            )));
-        }
-    }
+    let limit = page_limit(query.limit)?;
+    check_one_of("event_type", query.event_type.as_deref(), &EVENT_TYPES)?;
+    let states = DeliveryState::ALL.map(DeliveryState::label);
+    check_one_of("state", query.state.as_deref(), &states)?;
     if let (Some(after), Some(before)) = (query.created_after, query.created_before) {
         if after >= before {
             return Err(ApiError::BadRequest(
@@ -129,8 +108,7 @@ async fn list(
         }
     }
     let mut tx = state.store.tenant(user.tenant).await?;
-    // One more than asked tells whether another page follows.
-    let mut deliveries = webhook_deliveries::list(
+    let rows = webhook_deliveries::list(
         &mut tx,
         DeliveryFilter {
             before: query.cursor,
@@ -143,11 +121,7 @@ async fn list(
         },
     )
     .await?;
-    let more = deliveries.len() as i64 > limit;
-    deliveries.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| deliveries.last().map(|delivery| delivery.id))
-        .flatten();
+    let (deliveries, next_cursor) = into_page(rows, limit, |row| row.id);
     Ok(Json(DeliveryList {
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
         next_cursor,

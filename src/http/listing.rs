@@ -1,5 +1,6 @@
-//! Cursor pagination of the dashboard's lists: newest first, the cursor is
-//! the last id of the previous page (ids are time-ordered UUIDv7s).
+//! The query of the dashboard's lists: cursor pages (newest first, the
+//! cursor is the last id of the previous page; ids are time-ordered UUIDv7s)
+//! and filters on a field with a fixed set of values.
 
 use uuid::Uuid;
 
@@ -33,6 +34,17 @@ pub fn into_page<T>(
     (rows, next_cursor)
 }
 
+/// Refuses a filter value outside `allowed`, naming the values there are.
+pub fn check_one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    match value {
+        Some(value) if !allowed.contains(&value) => Err(ApiError::BadRequest(format!(
+            "{field} must be one of {}",
+            allowed.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +63,8 @@ mod tests {
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(MAX_PAGE + 1)).is_err());
         assert_eq!(page_limit(None).unwrap(), DEFAULT_PAGE);
+        assert!(check_one_of("state", Some("x"), &["a", "b"]).is_err());
+        assert!(check_one_of("state", Some("b"), &["a", "b"]).is_ok());
+        assert!(check_one_of("state", None, &["a"]).is_ok());
     }
 }
