@@ -5,9 +5,15 @@
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use agentry::webhook_signing::{signing_key, SignatureHeaders};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
+
+use crate::dispatch::{commit_events, eventually};
+use crate::helpers::{body, spawn_app};
 
 const VERIFY: &str = r#"
 import json, sys
@@ -87,4 +93,109 @@ fn the_official_standard_webhooks_library_verifies_our_signatures_also_during_a_
         &[signing_key(old).unwrap()],
     );
     assert!(!verified(&python, &[old], body, &stale));
+}
+
+/// A receiver keeping each request's body and signature headers as sent.
+async fn capturing_receiver() -> (String, Arc<Mutex<Vec<(String, SignatureHeaders)>>>) {
+    let captured: Arc<Mutex<Vec<(String, SignatureHeaders)>>> = Arc::default();
+    let keep = captured.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let keep = keep.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let signed = SignatureHeaders {
+                    webhook_id: header("webhook-id"),
+                    webhook_timestamp: header("webhook-timestamp"),
+                    webhook_signature: header("webhook-signature"),
+                    x_agentry_signature: header("x-agentry-signature"),
+                };
+                keep.lock().unwrap().push((body, signed));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (
+        format!("http://127.0.0.1:{}/hook", address.port()),
+        captured,
+    )
+}
+
+async fn next_delivery(
+    captured: &Mutex<Vec<(String, SignatureHeaders)>>,
+    count: usize,
+) -> (String, SignatureHeaders) {
+    eventually(Duration::from_secs(10), "a delivery", || async {
+        captured.lock().unwrap().get(count - 1).cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_deliveries_verify_with_the_secrets_the_api_returned_across_a_rotation() {
+    let Ok(python) = std::env::var("AGENTRY_PYTHON") else {
+        eprintln!("signature test not run: set AGENTRY_PYTHON to a Python with standardwebhooks (bash .ci/run does)");
+        return;
+    };
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Signed Co").await;
+    let (url, captured) = capturing_receiver().await;
+    let created = body(
+        app.post_json(
+            "/api/v1/webhook-endpoints",
+            Some(&tenant.token),
+            &json!({"url": url, "event_types": ["lead.created"]}),
+        )
+        .await,
+    )
+    .await;
+    let first_secret = created["secret"].as_str().unwrap().to_owned();
+    let endpoint = created["id"].as_str().unwrap();
+
+    commit_events(&app, tenant.id, 1).await;
+    let (body_one, signed_one) = next_delivery(&captured, 1).await;
+    assert!(verified(&python, &[&first_secret], &body_one, &signed_one));
+    assert!(
+        !verified(
+            &python,
+            &["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],
+            &body_one,
+            &signed_one
+        ),
+        "no other secret verifies"
+    );
+
+    let rotated = body(
+        app.post_json(
+            &format!("/api/v1/webhook-endpoints/{endpoint}/rotate-secret"),
+            Some(&tenant.token),
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
+    let second_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(second_secret, first_secret);
+    commit_events(&app, tenant.id, 1).await;
+    let (body_two, signed_two) = next_delivery(&captured, 2).await;
+    assert_eq!(
+        signed_two.webhook_signature.split(' ').count(),
+        2,
+        "both keys sign during the grace period"
+    );
+    assert!(verified(&python, &[&second_secret], &body_two, &signed_two));
+    assert!(
+        verified(&python, &[&first_secret], &body_two, &signed_two),
+        "a receiver still on the old secret verifies during the grace period"
+    );
 }
