@@ -77,6 +77,7 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub llm: LlmSettings,
     pub webhooks: WebhookSettings,
+    pub rate_limits: RateLimitSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -224,6 +225,25 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Requests other than chat turns that take longer get 408.
     pub request_timeout_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Requests per minute per tier (see config/default.toml).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub shards: usize,
+    pub auth: u32,
+    pub admin: u32,
+    pub chat: u32,
+    pub upload: u32,
+    pub standard: u32,
+    pub provider_webhooks: u32,
+    pub widget_sessions: u32,
+    pub widget_messages: u32,
+    pub fail_closed: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -337,6 +357,7 @@ impl Settings {
     /// Checks what deserialization cannot: keys decode to the right sizes, and
     /// production runs neither without keys nor with the public development ones.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::rate_limit::Tier::check_settings(&self.rate_limits).map_err(ConfigError::Invalid)?;
         const MAX_ROTATION_GRACE_SECS: u64 = 30 * 24 * 3600;
         const MAX_TOOL_ROUNDS: usize = 10;
         if self.chat.max_tool_rounds > MAX_TOOL_ROUNDS {

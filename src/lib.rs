@@ -17,6 +17,7 @@ pub mod kb_ingest;
 pub mod llm;
 pub mod llm_resolver;
 pub mod net_guard;
+pub mod rate_limit;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;

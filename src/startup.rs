@@ -174,7 +174,12 @@ impl Application {
             );
         }
 
+        let limiter =
+            crate::rate_limit::RateLimiter::start(bus.clone(), settings.rate_limits.clone())
+                .await
+                .context("starting the rate limiter")?;
         let state = Arc::new(AppContext {
+            limiter,
             widget_sessions: WidgetSessions::new(bus.clone()),
             settings,
             store,
@@ -236,6 +241,7 @@ impl Application {
         for worker in self.workers {
             let _ = worker.await;
         }
+        self.state.limiter.stop();
         self.state.bus.quit().await;
         self.state.store.pool().close().await;
         Ok(())

@@ -284,6 +284,7 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         mode: mode.label(),
         base_urls: bases.iter().map(BaseUrl::to_string).collect(),
         self_started,
+        rate_limits: self_started && args.rate_limits,
         docs: seeded.documents,
         chunks: seeded.chunks,
         visitors: args.visitors as usize,

@@ -60,6 +60,12 @@ pub struct ChatArgs {
     #[arg(long)]
     pub sse: bool,
 
+    /// Decide every request's rate limits in Redis, with every tier raised
+    /// so that none refuses: the cost of limiting, not its effect. Without
+    /// it the server it starts runs with limits off.
+    #[arg(long)]
+    pub rate_limits: bool,
+
     /// Write the JSON report here, and the markdown summary beside it (`.md`).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,

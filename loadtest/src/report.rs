@@ -85,6 +85,8 @@ pub struct Report {
     pub base_urls: Vec<String>,
     /// loadtest started the server itself (fresh database).
     pub self_started: bool,
+    /// The self-started server decided rate limits (tiers raised, none refusing).
+    pub rate_limits: bool,
     pub docs: usize,
     pub chunks: u64,
     pub visitors: usize,
@@ -187,6 +189,13 @@ impl Report {
         row("figure", "value".into());
         row("---", "---".into());
         row("server", server);
+        if self.self_started {
+            let limits = match self.rate_limits {
+                true => "on (decided in Redis, tiers raised so none refuses)",
+                false => "off",
+            };
+            row("rate limits", limits.to_owned());
+        }
         row(
             "machine",
             format!("{} cores, {}", self.machine.cores, self.machine.kernel),
@@ -367,6 +376,7 @@ mod tests {
             mode: "sse",
             base_urls: vec!["http://127.0.0.1:1".into()],
             self_started: true,
+            rate_limits: true,
             docs: 40,
             chunks: 550,
             visitors: 256,

@@ -29,9 +29,49 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
+    #[error("too many requests; try again in {} s", retry_after_secs(.0))]
+    RateLimited(crate::rate_limit::Decision),
     /// Logged with its detail; the client only learns that something failed.
     #[error("internal error")]
     Internal(String),
+}
+
+fn retry_after_secs(decision: &crate::rate_limit::Decision) -> u64 {
+    decision.retry_after.map_or(1, |wait| {
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    })
+}
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until a full
+/// burst again), on every response a limit decided; nothing when limits are off.
+pub struct RateHeaders(pub Option<crate::rate_limit::Decision>);
+
+impl RateHeaders {
+    fn insert(decision: &crate::rate_limit::Decision, headers: &mut axum::http::HeaderMap) {
+        let reset = decision.reset_after;
+        let reset_secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+        for (name, value) in [
+            ("x-ratelimit-limit", u64::from(decision.limit)),
+            ("x-ratelimit-remaining", u64::from(decision.remaining)),
+            ("x-ratelimit-reset", reset_secs),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+}
+
+impl axum::response::IntoResponseParts for RateHeaders {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut parts: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        if let Some(decision) = &self.0 {
+            Self::insert(decision, parts.headers_mut());
+        }
+        Ok(parts)
+    }
 }
 
 impl ApiError {
@@ -46,6 +86,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +103,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
+            Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -83,6 +125,14 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited(decision) = &self {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(decision)),
+            );
+            RateHeaders::insert(decision, headers);
         }
         response
     }

@@ -1,5 +1,6 @@
 //! The HTTP edge: the router, shared state, and the layers every request passes.
 
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod listing;
@@ -42,6 +43,34 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
+    pub limiter: crate::rate_limit::RateLimiter,
+}
+
+impl AppContext {
+    /// Counts one request of `subject` against `tier`: the headers to send
+    /// when admitted (none while limits are off), a 429 when not.
+    pub async fn limit(
+        &self,
+        tier: crate::rate_limit::Tier,
+        subject: &str,
+    ) -> Result<error::RateHeaders, error::ApiError> {
+        match self.limiter.check(tier, subject).await {
+            Some(decision) if decision.unchecked => {
+                Err(error::ApiError::Unavailable("rate limiting"))
+            }
+            Some(decision) if !decision.allowed => Err(error::ApiError::RateLimited(decision)),
+            decision => Ok(error::RateHeaders(decision)),
+        }
+    }
+
+    /// The client's address (see [`client_ip`]).
+    pub fn client_ip(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &header::HeaderMap,
+    ) -> std::net::IpAddr {
+        client_ip::client_ip(peer.ip(), headers, &self.settings.http.trusted_proxies)
+    }
 }
 
 fn timeout(seconds: u64) -> TimeoutLayer {

@@ -20,6 +20,7 @@ mod knowledge;
 mod leads;
 mod outbox;
 mod pipeline;
+mod rate_limits;
 mod redis_loss;
 mod resources;
 mod seed;

@@ -1,9 +1,11 @@
 //! `/api/v1/admin`: the site operator's API. Its own login and token purpose;
 //! a tenant user's token is refused here.
 
+use std::net::SocketAddr;
+
 use agentry_actors::{OperatorId, Secret, TenantId};
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -12,9 +14,10 @@ use super::auth::{authenticate, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{operators, sessions};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, IdPath, Operator};
 use crate::http::AppState;
+use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 
 pub fn router() -> Router<AppState> {
@@ -27,8 +30,12 @@ pub fn router() -> Router<AppState> {
 
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
+    let client = state.client_ip(peer, &headers).to_string();
+    let limited = state.limit(Tier::Admin, &client).await?;
     let store = &state.store;
     let candidate = authenticate(
         request,
@@ -46,7 +53,7 @@ async fn login(
     let token = state
         .signer
         .issue(TokenPurpose::Operator, session, expires_at);
-    Ok(Json(TokenResponse { token, expires_at }))
+    Ok((limited, Json(TokenResponse { token, expires_at })))
 }
 
 async fn logout(State(state): State<AppState>, operator: Operator) -> Result<StatusCode, ApiError> {

@@ -1,8 +1,10 @@
 //! Dashboard sign-in: email and password for a short-lived, revocable bearer token.
 
 use agentry_actors::{Secret, TenantId, UserId};
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
@@ -13,9 +15,10 @@ use std::future::Future;
 
 use crate::db::{sessions, tenants, DbError};
 use crate::domain::Email;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, TenantUser};
 use crate::http::AppState;
+use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 
 pub fn router() -> Router<AppState> {
@@ -40,8 +43,13 @@ pub struct TokenResponse {
 
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
+    // Counted before the password hash: a flood stops here, cheaply.
+    let client = state.client_ip(peer, &headers).to_string();
+    let limited = state.limit(Tier::Auth, &client).await?;
     let store = &state.store;
     let candidate = authenticate(
         request,
@@ -59,7 +67,7 @@ async fn login(
     let token = state
         .signer
         .issue(TokenPurpose::Dashboard, session, expires_at);
-    Ok(Json(TokenResponse { token, expires_at }))
+    Ok((limited, Json(TokenResponse { token, expires_at })))
 }
 
 /// Finds the account a login names and checks its password. A malformed or

@@ -26,9 +26,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::db::{chat, widgets};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{signed_session, ApiJson};
 use crate::http::AppState;
+use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 use crate::widget_sessions::WidgetSession;
 
@@ -130,6 +131,15 @@ async fn create_session(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SessionRequest>,
 ) -> Result<Response, ApiError> {
+    // Counted before the widget is looked up: a flood of forged-Origin
+    // sessions costs neither a query nor a session.
+    let client = state.client_ip(peer, &headers);
+    let limited = state
+        .limit(
+            Tier::WidgetSessions,
+            &format!("{client}:{}", body.public_key.trim()),
+        )
+        .await?;
     let widget = widgets::find_by_public_key(&state.store, body.public_key.trim())
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -174,6 +184,7 @@ async fn create_session(
         .issue(TokenPurpose::Widget, session_id, expires_at);
     let response = (
         StatusCode::CREATED,
+        limited,
         Json(SessionResponse { token, expires_at }),
     )
         .into_response();
@@ -222,6 +233,31 @@ impl Visitor {
 
     /// The widget as it is now, not as it was when the session began: deleting
     /// it ends its sessions, and removing an origin shuts that origin out at once.
+    /// Counts a turn against the widget's tier for this client IP and the
+    /// chat tier for this session (each turn is an LLM call billed to the
+    /// tenant); the headers are those of the tighter of the two.
+    async fn limit_turn(
+        &self,
+        state: &AppState,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+    ) -> Result<RateHeaders, ApiError> {
+        let client = state.client_ip(peer, headers);
+        let widget = state
+            .limit(
+                Tier::WidgetMessages,
+                &format!("{client}:{}", self.session.widget),
+            )
+            .await?;
+        let session = state
+            .limit(Tier::Chat, &self.session_id.to_string())
+            .await?;
+        Ok(match (widget.0, session.0) {
+            (Some(a), Some(b)) if a.remaining < b.remaining => RateHeaders(Some(a)),
+            _ => session,
+        })
+    }
+
     async fn check_widget(&self, state: &AppState) -> Result<(), ApiError> {
         let mut tx = state.store.tenant(self.session.tenant).await?;
         let allowed_origins = widgets::allowed_origins(&mut tx, self.session.widget)
@@ -331,10 +367,12 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 
 async fn send_message(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     visitor: Visitor,
     headers: HeaderMap,
     ApiJson(body): ApiJson<MessageRequest>,
 ) -> Result<Response, ApiError> {
+    let limited = visitor.limit_turn(&state, peer, &headers).await?;
     let text = body.text.trim();
     let max = state.settings.widget.max_message_chars;
     let invalid = if text.is_empty() {
@@ -375,7 +413,11 @@ async fn send_message(
             .map_err(|_| unavailable())?
             .map_err(turn_refusal)?;
         return Ok(allow_origin(
-            Json(json!({ "reply": VisitorMessage::from(reply) })).into_response(),
+            (
+                limited,
+                Json(json!({ "reply": VisitorMessage::from(reply) })),
+            )
+                .into_response(),
             visitor.origin,
         ));
     }
@@ -442,9 +484,7 @@ async fn send_message(
             .await
             .map(|event| (Ok::<_, Infallible>(event), receiver))
     });
-    let response = Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response();
+    let response = (limited, Sse::new(stream).keep_alive(KeepAlive::default())).into_response();
     Ok(allow_origin(response, visitor.origin))
 }
 

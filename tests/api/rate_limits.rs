@@ -1,0 +1,220 @@
+//! Rate limits against the real Redis: each tier's headers and 429s, the
+//! client IP behind (and not behind) trusted proxies, and one limit for
+//! several instances.
+
+use std::time::Instant;
+
+use agentry::configuration::Settings;
+use reqwest::Response;
+use serde_json::{json, Value};
+
+use crate::chat_support::{say, site, visitor_token, ORIGIN};
+use crate::helpers::{spawn_app_on, spawn_app_with, TestApp};
+
+fn limits_on(settings: &mut Settings) {
+    settings.rate_limits.enabled = true;
+}
+
+fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn new_session(app: &TestApp, public_key: &str, forwarded_for: Option<&str>) -> Response {
+    let mut request = app
+        .client
+        .post(app.url("/api/widget/session"))
+        .header("origin", ORIGIN)
+        .json(&json!({ "public_key": public_key }));
+    if let Some(chain) = forwarded_for {
+        request = request.header("x-forwarded-for", chain);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn widget_sessions_count_down_then_get_429_with_retry_after() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = 3;
+    })
+    .await;
+    let site = site(&app, "Limited Co").await;
+    for remaining in ["2", "1", "0"] {
+        let response = new_session(&app, &site.public_key, None).await;
+        assert_eq!(response.status(), 201);
+        assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
+        assert!(header(&response, "x-ratelimit-reset").is_some());
+    }
+    let refused = new_session(&app, &site.public_key, None).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        header(&refused, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN),
+        "the page can read why"
+    );
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn a_forged_origin_flood_from_one_ip_stops_at_the_widget_tier() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = 5;
+    })
+    .await;
+    let site = site(&app, "Flooded Co").await;
+    let mut created = 0;
+    for _ in 0..40 {
+        if new_session(&app, &site.public_key, None).await.status() == 201 {
+            created += 1;
+        }
+    }
+    assert_eq!(
+        created, 5,
+        "the page's Origin is forged easily; the IP is not"
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = 2;
+    })
+    .await;
+    let spoofed = site(&app, "Spoofed Co").await;
+    let statuses: Vec<u16> = futures_util::future::join_all((0..4).map(|n| {
+        let chain = format!("203.0.113.{n}");
+        let (app, key) = (&app, spoofed.public_key.clone());
+        async move { new_session(app, &key, Some(&chain)).await.status().as_u16() }
+    }))
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        2,
+        "{statuses:?}"
+    );
+
+    // Behind a trusted proxy, the forwarded client is what counts.
+    let proxied = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = 2;
+        settings.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let behind_proxy = site(&proxied, "Proxied Co").await;
+    for n in 0..4 {
+        let chain = format!("203.0.113.{n}");
+        let response = new_session(&proxied, &behind_proxy.public_key, Some(&chain)).await;
+        assert_eq!(response.status(), 201, "client {chain} has its own budget");
+    }
+}
+
+#[tokio::test]
+async fn chat_turns_are_limited_per_session_and_per_client_ip_and_widget() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.chat = 2;
+        // Every message counts against both tiers, refused or not.
+        settings.rate_limits.widget_messages = 4;
+    })
+    .await;
+    let site = site(&app, "Chatty Co").await;
+    let first = visitor_token(&app, &site.public_key).await;
+    let statuses = [
+        say(&app, &first, "hi").await.status().as_u16(),
+        say(&app, &first, "hours?").await.status().as_u16(),
+        say(&app, &first, "again").await.status().as_u16(),
+    ];
+    assert_eq!(statuses, [200, 200, 429], "the session's chat tier");
+    let second = visitor_token(&app, &site.public_key).await;
+    let fresh = say(&app, &second, "hello").await;
+    assert_eq!(fresh.status(), 200, "another session, its own chat budget");
+    let over = say(&app, &second, "more").await;
+    assert_eq!(
+        over.status(),
+        429,
+        "but the client's widget budget (4) is spent"
+    );
+}
+
+#[tokio::test]
+async fn logins_are_limited_per_ip_even_with_the_right_password() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.auth = 3;
+    })
+    .await;
+    let tenant = app.create_tenant("Login Co").await;
+    // create_tenant logged in once already.
+    let wrong = app.login(&tenant.email, "not-the-password").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        header(&wrong, "x-ratelimit-remaining"),
+        None,
+        "a refused login is an error: no allowance headers"
+    );
+    let right = app.login(&tenant.email, &tenant.password).await;
+    assert_eq!(right.status(), 200);
+    assert_eq!(
+        header(&right, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    let locked = app.login(&tenant.email, &tenant.password).await;
+    assert_eq!(locked.status(), 429);
+}
+
+#[tokio::test]
+async fn three_instances_on_one_redis_admit_exactly_the_limit_between_them() {
+    const LIMIT: u32 = 60;
+    let configure = |settings: &mut Settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = LIMIT;
+    };
+    let first = spawn_app_with(configure).await;
+    let prefix = first.settings.redis.prefix.clone();
+    let share = |settings: &mut Settings| {
+        configure(settings);
+        settings.redis.prefix = prefix.clone();
+    };
+    let second = spawn_app_on(&first.database, share, false).await;
+    let third = spawn_app_on(&first.database, share, false).await;
+    let site = site(&first, "Cluster Co").await;
+    let apps = [&first, &second, &third];
+    let started = Instant::now();
+    let statuses: Vec<u16> = futures_util::future::join_all((0..600).map(|n| {
+        let (app, key) = (apps[n % 3], site.public_key.clone());
+        async move { new_session(app, &key, None).await.status().as_u16() }
+    }))
+    .await;
+    let took = started.elapsed();
+    let admitted = statuses.iter().filter(|s| **s == 201).count() as u64;
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    // GCRA gives back one request a second: the limit, plus one per whole
+    // second the burst took (none when it is quicker than a second).
+    let refilled = took.as_secs();
+    assert!(
+        (u64::from(LIMIT)..=u64::from(LIMIT) + refilled).contains(&admitted),
+        "{admitted} admitted in {took:?}"
+    );
+    if refilled == 0 {
+        assert_eq!(admitted, u64::from(LIMIT));
+    }
+}
