@@ -30,6 +30,8 @@ use crate::bus::RedisBus;
 use crate::configuration::RateLimitSettings;
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
+/// The highest limit a tier may have: one request a microsecond.
+pub const MAX_PER_MINUTE: u32 = 60_000_000;
 
 /// A limit: `per_minute` requests a minute, in bursts of up to as many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +129,7 @@ local next_tat = tat + interval
 if next_tat - now > window then
     return {0, string.format('%d', tat), string.format('%d', now)}
 end
-redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.max(1, math.ceil((next_tat - now) / 1000)))
 return {1, string.format('%d', next_tat), string.format('%d', now)}
 "#;
 
@@ -191,10 +193,18 @@ impl Tier {
         }
     }
 
-    /// Refuses settings with a limit of 0, too many shards, or an unknown tier name.
+    /// Refuses settings with a limit out of range, too many shards, or an
+    /// unknown tier name.
     pub fn check_settings(settings: &RateLimitSettings) -> Result<(), String> {
-        if let Some(tier) = Self::ALL.iter().find(|t| t.limit(settings).per_minute == 0) {
-            return Err(format!("rate_limits.{} must be at least 1", tier.label()));
+        if let Some(tier) = Self::ALL
+            .iter()
+            .find(|t| !(1..=MAX_PER_MINUTE).contains(&t.limit(settings).per_minute))
+        {
+            // The state is kept in µs: one request a µs is the finest rate.
+            return Err(format!(
+                "rate_limits.{} must be 1 to {MAX_PER_MINUTE} per minute",
+                tier.label()
+            ));
         }
         if !(1..=64).contains(&settings.shards) {
             return Err("rate_limits.shards must be 1 to 64".into());
@@ -578,6 +588,9 @@ mod tests {
         let mut zero = settings(&[]);
         zero.chat = 0;
         assert!(Tier::check_settings(&zero).unwrap_err().contains("chat"));
+        let mut too_fine = settings(&[]);
+        too_fine.chat = MAX_PER_MINUTE + 1;
+        assert!(Tier::check_settings(&too_fine).is_err());
         assert!(Tier::check_settings(&settings(&["logins"])).is_err());
     }
 

@@ -218,3 +218,23 @@ async fn three_instances_on_one_redis_admit_exactly_the_limit_between_them() {
         assert_eq!(admitted, u64::from(LIMIT));
     }
 }
+
+#[tokio::test]
+async fn the_highest_limit_still_decides_in_redis() {
+    // One request a microsecond: the finest rate the script keeps.
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = agentry::rate_limit::MAX_PER_MINUTE;
+    })
+    .await;
+    let site = site(&app, "Raised Co").await;
+    for _ in 0..3 {
+        let response = new_session(&app, &site.public_key, None).await;
+        assert_eq!(response.status(), 201);
+        let remaining: u64 = header(&response, "x-ratelimit-remaining")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(remaining > 59_000_000, "{remaining}");
+    }
+}
