@@ -41,12 +41,12 @@ pub struct Limit {
 
 impl Limit {
     /// The time one request uses up, in microseconds.
-    fn interval(self) -> i64 {
+    pub fn interval(self) -> i64 {
         MICROS_PER_MINUTE / i64::from(self.per_minute.max(1))
     }
 
     /// How far ahead of now the TAT may run: the whole burst.
-    fn window(self) -> i64 {
+    pub fn window(self) -> i64 {
         self.interval() * i64::from(self.per_minute.max(1))
     }
 }
@@ -118,7 +118,7 @@ fn micros(value: i64) -> Duration {
 /// ARGV: interval and window in µs. Returns {admitted, TAT after, now}.
 /// Integers are written with %d: Lua's tostring would round a µs
 /// timestamp to 14 digits.
-const GCRA: &str = r#"
+pub const GCRA_SCRIPT: &str = r#"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local interval = tonumber(ARGV[1])
@@ -362,7 +362,7 @@ async fn decide_in_redis(
     let client = bus.pool().next();
     let replies = futures_util::future::join_all(batch.iter().map(|(ask, _)| {
         client.eval::<Vec<i64>, _, _, _>(
-            GCRA,
+            GCRA_SCRIPT,
             vec![ask.key.clone()],
             vec![ask.limit.interval(), ask.limit.window()],
         )
