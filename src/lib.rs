@@ -6,6 +6,7 @@
 //! that this crate implements.
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod bus;
 pub mod configuration;
 pub mod crypto;
