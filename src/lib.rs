@@ -17,6 +17,7 @@ pub mod http;
 pub mod kb_ingest;
 pub mod llm;
 pub mod llm_resolver;
+pub mod lockout;
 pub mod net_guard;
 pub mod seed;
 pub mod startup;

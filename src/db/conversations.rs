@@ -52,3 +52,17 @@ pub async fn list(
     .fetch_all(tx.conn())
     .await?)
 }
+
+/// One conversation of the tenant.
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<ConversationSummary, DbError> {
+    let tenant = tx.tenant();
+    sqlx::query_as(
+        "SELECT id, agent_id, channel, status, lead_id, started_at, escalated_at, escalation_reason
+         FROM conversations WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
+}

@@ -27,6 +27,7 @@ use crate::bus::RedisBus;
 use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::Store;
+use crate::lockout::Lockout;
 use crate::tokens::TokenSigner;
 use crate::widget_sessions::WidgetSessions;
 
@@ -42,6 +43,7 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
+    pub lockout: Lockout,
 }
 
 fn timeout(seconds: u64) -> TimeoutLayer {

@@ -8,12 +8,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{authenticate, session_expiry, LoginRequest, TokenResponse};
+use super::auth::{authenticate, guard_login, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{operators, sessions};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, IdPath, Operator};
+use crate::http::extract::{ApiJson, ClientIp, IdPath, Operator};
 use crate::http::AppState;
 use crate::tokens::TokenPurpose;
 
@@ -27,13 +27,18 @@ pub fn router() -> Router<AppState> {
 
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let store = &state.store;
-    let candidate = authenticate(
-        request,
-        |email| async move { operators::find_login(store, &email).await },
-        |candidate| &candidate.password_hash,
+    let candidate = guard_login(
+        &state,
+        ip,
+        authenticate(
+            request,
+            |email| async move { operators::find_login(store, &email).await },
+            |candidate| &candidate.password_hash,
+        ),
     )
     .await?;
     let expires_at = session_expiry(&state);

@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::verify_password;
 use std::future::Future;
+use std::net::IpAddr;
 
 use crate::db::{sessions, tenants, DbError};
 use crate::domain::Email;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, TenantUser};
+use crate::http::extract::{refuse_if_locked, ApiJson, ClientIp, TenantUser};
 use crate::http::AppState;
 use crate::tokens::TokenPurpose;
 
@@ -40,13 +41,18 @@ pub struct TokenResponse {
 
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let store = &state.store;
-    let candidate = authenticate(
-        request,
-        |email| async move { tenants::find_login(store, &email).await },
-        |candidate| &candidate.password_hash,
+    let candidate = guard_login(
+        &state,
+        ip,
+        authenticate(
+            request,
+            |email| async move { tenants::find_login(store, &email).await },
+            |candidate| &candidate.password_hash,
+        ),
     )
     .await?;
     let tenant = TenantId::from_uuid(candidate.tenant_id);
@@ -81,6 +87,21 @@ where
         return Err(ApiError::InvalidCredentials);
     }
     candidate.ok_or(ApiError::InvalidCredentials)
+}
+
+/// Runs a password check under the brute-force lockout: refused while the
+/// client is locked out (before any Argon2 work), and a wrong password counts.
+pub(super) async fn guard_login<T>(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    attempt: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    refuse_if_locked(state, ip).await?;
+    let outcome = attempt.await;
+    if matches!(outcome, Err(ApiError::InvalidCredentials)) {
+        state.lockout.record_failure(ip).await;
+    }
+    outcome
 }
 
 /// When a session signed in now expires (dashboard and operator alike).
