@@ -117,3 +117,24 @@ async fn the_count_and_the_lockout_hold_across_instances() {
     let me = second.get("/api/v1/auth/me", &tenant.token).await;
     assert_locked_out(me).await;
 }
+
+#[tokio::test]
+async fn an_ended_dashboard_session_does_not_count() {
+    let app = spawn_app_with(strict).await;
+    let tenant = app.create_tenant("Ended Co").await;
+    let stale = tenant.token.clone();
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/auth/logout", Some(&stale))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    // A browser left open after logout keeps sending its old token.
+    for _ in 0..5 {
+        assert_error(app.get("/api/v1/leads", &stale).await, 401, "unauthorized").await;
+    }
+    assert_eq!(
+        app.login(&tenant.email, &tenant.password).await.status(),
+        200
+    );
+}

@@ -460,3 +460,145 @@ async fn a_conversation_is_read_with_its_transcript() {
     let (_, leads_only) = create_token(&app, &tenant.token, &["leads:read"]).await;
     assert_error(app.get(&path, &leads_only).await, 403, "insufficient_scope").await;
 }
+
+#[tokio::test]
+async fn last_use_is_written_at_most_once_a_minute() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Touch Co").await;
+    let (_, token) = create_token(&app, &tenant.token, &["leads:read"]).await;
+    let mut owner = app.owner_connection().await;
+    assert_eq!(last_used(&mut owner).await, None);
+    assert_eq!(
+        status_of(&app, Method::GET, "/api/v1/leads", &token, None).await,
+        200
+    );
+    let first = last_used(&mut owner).await.expect("first use recorded");
+    for _ in 0..3 {
+        assert_eq!(
+            status_of(&app, Method::GET, "/api/v1/leads", &token, None).await,
+            200
+        );
+    }
+    assert_eq!(
+        last_used(&mut owner).await,
+        Some(first),
+        "no write within the minute"
+    );
+    sqlx::query("UPDATE api_tokens SET last_used_at = now() - interval '2 minutes'")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&app, Method::GET, "/api/v1/leads", &token, None).await,
+        200
+    );
+    let later = last_used(&mut owner).await.unwrap();
+    assert!(later >= first, "{later} < {first}");
+}
+
+#[tokio::test]
+async fn members_list_tokens_but_only_managers_create_and_revoke_them() {
+    use agentry::db::tenants::{self, Role};
+    use agentry::domain::Email;
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Member Co").await;
+    let (id, _) = create_token(&app, &tenant.token, &["leads:read"]).await;
+    let hash =
+        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
+            .await
+            .unwrap();
+    let mut tx = app.store.tenant(tenant.id).await.unwrap();
+    let email = Email::parse("member@tokens.example.com").unwrap();
+    tenants::add_user(&mut tx, &email, &hash, Role::Member)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let member = body(
+        app.login("member@tokens.example.com", "member password 1")
+            .await,
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = body(app.get("/api/v1/api-tokens", &member).await).await;
+    assert_eq!(listed["api_tokens"].as_array().unwrap().len(), 1);
+    assert_error(
+        app.post_json(
+            "/api/v1/api-tokens",
+            Some(&member),
+            &json!({ "name": "x", "scopes": ["leads:read"] }),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        app.delete(&format!("/api/v1/api-tokens/{id}"), &member)
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conversations_are_filtered_by_start_time() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Window Co").await;
+    let agent = app.create_agent(&tenant.token, "Timed").await;
+    let agent_id: Uuid = agent["id"].as_str().unwrap().parse().unwrap();
+    let mut owner = app.owner_connection().await;
+    for age in ["3 days", "1 hour"] {
+        sqlx::query(&format!(
+            "INSERT INTO conversations (id, tenant_id, agent_id, channel, started_at)
+             VALUES ($1, $2, $3, 'widget', now() - interval '{age}')"
+        ))
+        .bind(Uuid::now_v7())
+        .bind(tenant.id.as_uuid())
+        .bind(agent_id)
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    }
+    let (_, token) = create_token(&app, &tenant.token, &["conversations:read"]).await;
+    let since = (chrono::Utc::now() - chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let recent = body(
+        app.get(
+            &format!("/api/v1/conversations?started_after={since}"),
+            &token,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        recent["conversations"].as_array().unwrap().len(),
+        1,
+        "{recent}"
+    );
+    let old = body(
+        app.get(
+            &format!("/api/v1/conversations?started_before={since}"),
+            &token,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(old["conversations"].as_array().unwrap().len(), 1, "{old}");
+    let response = app
+        .get(
+            &format!("/api/v1/conversations?started_after={since}&started_before={since}"),
+            &token,
+        )
+        .await;
+    assert_error(response, 400, "bad_request").await;
+}
+
+async fn last_used(conn: &mut sqlx::PgConnection) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT last_used_at FROM api_tokens")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}

@@ -109,6 +109,7 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
+    tracing::info!(tenant = %user.tenant, user = %user.user, token_id = %row.id, scopes = ?scope_names, "API token created");
     let mut response = (
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -150,5 +151,6 @@ async fn revoke(
     let mut tx = state.store.tenant(user.tenant).await?;
     db::revoke(&mut tx, id).await?;
     tx.commit().await?;
+    tracing::info!(tenant = %user.tenant, user = %user.user, token_id = %id, "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

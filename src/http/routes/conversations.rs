@@ -41,6 +41,9 @@ struct ListQuery {
     limit: Option<i64>,
     status: Option<String>,
     agent_id: Option<Uuid>,
+    /// Conversations started in this window (automation polls by time).
+    started_after: Option<DateTime<Utc>>,
+    started_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +62,13 @@ async fn list(
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     check_one_of("status", query.status.as_deref(), &STATUSES)?;
+    if let (Some(after), Some(before)) = (query.started_after, query.started_before) {
+        if after >= before {
+            return Err(ApiError::BadRequest(
+                "started_after must be earlier than started_before".into(),
+            ));
+        }
+    }
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = conversations::list(
         &mut tx,
@@ -66,6 +76,8 @@ async fn list(
             before: query.cursor,
             status: query.status.as_deref(),
             agent: query.agent_id,
+            started_after: query.started_after,
+            started_before: query.started_before,
             limit: limit + 1,
         },
     )
