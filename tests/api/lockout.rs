@@ -138,3 +138,32 @@ async fn an_ended_dashboard_session_does_not_count() {
         200
     );
 }
+
+#[tokio::test]
+async fn without_redis_the_lockout_fails_open_and_quickly() {
+    let app = spawn_app_with(|settings| {
+        strict(settings);
+        settings.redis.url = agentry_actors::Secret::new("redis://127.0.0.1:1".into());
+        settings.webhooks.dispatch = false;
+    })
+    .await;
+    let tenant = app.create_tenant("No Redis Co").await;
+    for _ in 0..4 {
+        assert_error(
+            app.login(&tenant.email, "wrong password!").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.login(&tenant.email, &tenant.password).await.status(),
+        200
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
