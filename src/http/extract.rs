@@ -180,8 +180,9 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// The client's IP, for the lockout. The one place it is looked up (the
-/// socket's peer for now), so a trusted-proxy aware lookup can replace it.
-pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+/// socket's peer for now), so a trusted-proxy aware lookup can replace it;
+/// `state` is there for that lookup's proxy list.
+pub fn client_ip(parts: &Parts, _state: &AppState) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -191,11 +192,14 @@ pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
 /// The client's IP as a handler argument (logins).
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_ip(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(parts, state)))
     }
 }
 
@@ -228,7 +232,7 @@ impl From<crate::db::DbError> for Refusal {
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
-    let ip = client_ip(parts);
+    let ip = client_ip(parts, state);
     refuse_if_locked(state, ip).await?;
     let outcome = if token.starts_with(api_tokens::PREFIX) {
         api_token(state, token).await.map(Principal::Token)
