@@ -78,6 +78,25 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub webhooks: WebhookSettings,
     pub rate_limits: RateLimitSettings,
+    pub tokens: TokenSettings,
+    pub lockout: LockoutSettings,
+}
+
+/// API tokens' lifetimes, in days.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenSettings {
+    /// A new token's lifetime when its creator names none.
+    pub lifetime_days: u32,
+    /// The longest lifetime a creator may ask for.
+    pub max_lifetime_days: u32,
+}
+
+/// Brute-force lockout per client IP (see `crate::lockout`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LockoutSettings {
+    pub max_failures: u32,
+    pub window_secs: u64,
+    pub lockout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -382,6 +401,23 @@ impl Settings {
             ));
         }
         self.webhooks.validate()?;
+        let tokens = &self.tokens;
+        if tokens.max_lifetime_days == 0
+            || tokens.lifetime_days == 0
+            || tokens.lifetime_days > tokens.max_lifetime_days
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tokens.lifetime_days ({}) must be 1 to tokens.max_lifetime_days ({})",
+                tokens.lifetime_days, tokens.max_lifetime_days
+            )));
+        }
+        let lockout = &self.lockout;
+        if lockout.max_failures == 0 || lockout.window_secs == 0 || lockout.lockout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "lockout.max_failures, lockout.window_secs and lockout.lockout_secs must be at least 1"
+                    .into(),
+            ));
+        }
         let security = &self.security;
         let current = &security.encryption_current_key_id;
         if current.is_empty() {

@@ -6,6 +6,7 @@
 //! that this crate implements.
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod bus;
 pub mod configuration;
 pub mod crypto;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod kb_ingest;
 pub mod llm;
 pub mod llm_resolver;
+pub mod lockout;
 pub mod net_guard;
 pub mod rate_limit;
 pub mod seed;

@@ -28,6 +28,7 @@ use crate::http::{self, AppContext, AppState};
 use crate::kb_ingest::IngestWorker;
 use crate::llm;
 use crate::llm_resolver::PgLlmResolver;
+use crate::lockout::Lockout;
 use crate::seed::{self, SeededDemo};
 use crate::telemetry;
 use crate::tokens::TokenSigner;
@@ -181,6 +182,7 @@ impl Application {
         let state = Arc::new(AppContext {
             limiter,
             widget_sessions: WidgetSessions::new(bus.clone()),
+            lockout: Lockout::new(bus.clone(), settings.lockout.clone()),
             settings,
             store,
             bus,

@@ -7,6 +7,7 @@
 //! the same thing underneath: the pool connects as a role that cannot bypass it.
 
 pub mod agents;
+pub mod api_tokens;
 pub mod bootstrap;
 pub mod chat;
 pub mod conversations;
@@ -36,7 +37,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 20] = [
+pub const TENANT_TABLES: [&str; 21] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -57,6 +58,7 @@ pub const TENANT_TABLES: [&str; 20] = [
     "outbox_events",
     "bookings",
     "quote_requests",
+    "api_tokens",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("{0}")]
     Forbidden(String),
+    /// An API token without the scope a route needs.
+    #[error("this API token lacks the scope {0}")]
+    MissingScope(&'static str),
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -27,6 +30,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too many failed authentications from this client (brute-force lockout).
+    #[error("too many failed sign-in attempts; try again later")]
+    LockedOut { retry_after_secs: u64 },
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
     #[error("too many requests; try again in {} s", retry_after_secs(.0))]
@@ -80,11 +86,12 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::MissingScope(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,10 +105,12 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden(_) => "forbidden",
+            Self::MissingScope(_) => "insufficient_scope",
             Self::NotFound => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::LockedOut { .. } => "locked_out",
             Self::Unavailable(_) => "unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
@@ -133,6 +142,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after_secs(decision)),
             );
             RateHeaders::insert(decision, headers);
+        }
+        if let Self::LockedOut { retry_after_secs } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
         }
         response
     }

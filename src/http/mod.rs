@@ -28,6 +28,7 @@ use crate::bus::RedisBus;
 use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::Store;
+use crate::lockout::Lockout;
 use crate::tokens::TokenSigner;
 use crate::widget_sessions::WidgetSessions;
 
@@ -44,6 +45,7 @@ pub struct AppContext {
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
     pub limiter: crate::rate_limit::RateLimiter,
+    pub lockout: Lockout,
 }
 
 impl AppContext {

@@ -158,6 +158,16 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
         .execute(&mut *tx)
         .await
         .unwrap();
+    sqlx::query(
+        "INSERT INTO api_tokens (id, tenant_id, name, scopes, token_hash, last_four, created_by, expires_at)
+         SELECT $1, $2, 'seed', '{leads:read}', sha256($1::text::bytea), 'abcd', id, now() + interval '1 day'
+         FROM tenant_users WHERE tenant_id = $2 LIMIT 1",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 

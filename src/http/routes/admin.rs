@@ -1,21 +1,19 @@
 //! `/api/v1/admin`: the site operator's API. Its own login and token purpose;
 //! a tenant user's token is refused here.
 
-use std::net::SocketAddr;
-
 use agentry_actors::{OperatorId, Secret, TenantId};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{authenticate, session_expiry, LoginRequest, TokenResponse};
+use super::auth::{authenticate, guard_login, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{operators, sessions};
 use crate::http::error::{ApiError, RateHeaders};
-use crate::http::extract::{ApiJson, IdPath, Operator};
+use crate::http::extract::{ApiJson, ClientIp, IdPath, Operator};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
@@ -30,17 +28,20 @@ pub fn router() -> Router<AppState> {
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
-    let client = state.client_ip(peer, &headers).to_string();
+    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let limited = state.limit(Tier::Admin, &client).await?;
     let store = &state.store;
-    let candidate = authenticate(
-        request,
-        |email| async move { operators::find_login(store, &email).await },
-        |candidate| &candidate.password_hash,
+    let candidate = guard_login(
+        &state,
+        ip,
+        authenticate(
+            request,
+            |email| async move { operators::find_login(store, &email).await },
+            |candidate| &candidate.password_hash,
+        ),
     )
     .await?;
     let expires_at = session_expiry(&state);

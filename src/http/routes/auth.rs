@@ -1,10 +1,8 @@
 //! Dashboard sign-in: email and password for a short-lived, revocable bearer token.
 
 use agentry_actors::{Secret, TenantId, UserId};
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
@@ -12,11 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::verify_password;
 use std::future::Future;
+use std::net::IpAddr;
 
 use crate::db::{sessions, tenants, DbError};
 use crate::domain::Email;
 use crate::http::error::{ApiError, RateHeaders};
-use crate::http::extract::{ApiJson, TenantUser};
+use crate::http::extract::{refuse_if_locked, ApiJson, ClientIp, TenantUser};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
@@ -43,18 +42,21 @@ pub struct TokenResponse {
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
     // Counted before the password hash: a flood stops here, cheaply.
-    let client = state.client_ip(peer, &headers).to_string();
+    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let limited = state.limit(Tier::Auth, &client).await?;
     let store = &state.store;
-    let candidate = authenticate(
-        request,
-        |email| async move { tenants::find_login(store, &email).await },
-        |candidate| &candidate.password_hash,
+    let candidate = guard_login(
+        &state,
+        ip,
+        authenticate(
+            request,
+            |email| async move { tenants::find_login(store, &email).await },
+            |candidate| &candidate.password_hash,
+        ),
     )
     .await?;
     let tenant = TenantId::from_uuid(candidate.tenant_id);
@@ -89,6 +91,21 @@ where
         return Err(ApiError::InvalidCredentials);
     }
     candidate.ok_or(ApiError::InvalidCredentials)
+}
+
+/// Runs a password check under the brute-force lockout: refused while the
+/// client is locked out (before any Argon2 work), and a wrong password counts.
+pub(super) async fn guard_login<T>(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    attempt: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    refuse_if_locked(state, ip).await?;
+    let outcome = attempt.await;
+    if matches!(outcome, Err(ApiError::InvalidCredentials)) {
+        state.lockout.record_failure(ip).await;
+    }
+    outcome
 }
 
 /// When a session signed in now expires (dashboard and operator alike).

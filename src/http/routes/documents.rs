@@ -1,5 +1,6 @@
 //! `/api/v1/agents/{agent_id}/documents`: an agent's knowledge base.
 //! Uploads are stored as pending and ingested asynchronously by any instance.
+//! API tokens may add documents with `knowledge:write`.
 
 use agentry_actors::knowledge::ContentType;
 use agentry_actors::AgentId;
@@ -10,9 +11,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api_tokens::Scope;
 use crate::db::knowledge::{self, Document};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, IdPair, IdPath, TenantUser};
+use crate::http::extract::{ApiJson, IdPair, IdPath, Principal, TenantUser};
 use crate::http::AppState;
 use crate::kb_ingest::{self, IngestJob};
 
@@ -49,11 +51,11 @@ async fn list(
 
 async fn create(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     IdPath(agent): IdPath<AgentId>,
     ApiJson(body): ApiJson<NewDocument>,
 ) -> Result<(StatusCode, Json<Document>), ApiError> {
-    user.require_manager()?;
+    caller.require(Scope::KnowledgeWrite)?;
     let title = body.title.trim();
     if title.is_empty() || title.chars().count() > 300 {
         return Err(ApiError::Invalid(
@@ -71,13 +73,13 @@ async fn create(
             "content must be at most {max} characters"
         )));
     }
-    let mut tx = state.store.tenant(user.tenant).await?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let document =
         knowledge::create_document(&mut tx, agent, title, content_type.as_str(), &body.content)
             .await?;
     tx.commit().await?;
     let job = IngestJob {
-        tenant: user.tenant,
+        tenant: caller.tenant(),
         agent,
         document: document.id,
     };

@@ -1,6 +1,6 @@
 //! `/api/v1/leads`: the people a tenant's agents met. Any user of the tenant
 //! may read, add and annotate leads: they are the team's daily work, not
-//! configuration.
+//! configuration. API tokens need `leads:read` or `leads:write`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::api_tokens::Scope;
 use crate::db::leads::{self, Booking, Contact, Lead, LeadPage, QuoteRequest};
 use crate::db::outbox;
 use crate::domain::{check_text, parse_name, parse_phone, Email};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, IdPath, TenantUser};
+use crate::http::extract::{ApiJson, IdPath, Principal};
 use crate::http::listing::{into_page, page_limit};
 use crate::http::AppState;
 
@@ -47,12 +48,13 @@ struct LeadList {
 
 async fn list(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<LeadList>, ApiError> {
+    caller.require(Scope::LeadsRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
-    let mut tx = state.store.tenant(user.tenant).await?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = leads::list(
         &mut tx,
         LeadPage {
@@ -79,9 +81,10 @@ struct CreateLead {
 
 async fn create(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     ApiJson(body): ApiJson<CreateLead>,
 ) -> Result<(StatusCode, Json<Lead>), ApiError> {
+    caller.require(Scope::LeadsWrite)?;
     let name = body
         .name
         .as_deref()
@@ -109,7 +112,7 @@ async fn create(
         email: email.as_ref().map(Email::as_str),
         phone: phone.as_deref(),
     };
-    let mut tx = state.store.tenant(user.tenant).await?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let lead = leads::create(&mut tx, &contact, &body.notes, None).await?;
     outbox::append(&mut tx, "lead.created", &json!({ "lead": lead })).await?;
     tx.commit().await?;
@@ -127,10 +130,11 @@ struct LeadDetail {
 
 async fn show(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     IdPath(id): IdPath<Uuid>,
 ) -> Result<Json<LeadDetail>, ApiError> {
-    let mut tx = state.store.tenant(user.tenant).await?;
+    caller.require(Scope::LeadsRead)?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let lead = leads::get(&mut tx, id).await?;
     let (bookings, quote_requests) = leads::requests_of(&mut tx, id).await?;
     Ok(Json(LeadDetail {
@@ -148,12 +152,13 @@ struct UpdateLead {
 
 async fn update(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     IdPath(id): IdPath<Uuid>,
     ApiJson(body): ApiJson<UpdateLead>,
 ) -> Result<Json<Lead>, ApiError> {
+    caller.require(Scope::LeadsWrite)?;
     check_text("notes", &body.notes, MAX_NOTES_CHARS).map_err(ApiError::Invalid)?;
-    let mut tx = state.store.tenant(user.tenant).await?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let lead = leads::update_notes(&mut tx, id, &body.notes).await?;
     outbox::append(&mut tx, "lead.updated", &json!({ "lead": lead })).await?;
     tx.commit().await?;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod api_tokens;
 pub mod auth;
 pub mod conversations;
 pub mod documents;
@@ -31,6 +32,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(leads::router())
         .merge(webhook_endpoints::router())
         .merge(webhook_deliveries::router())
+        .merge(api_tokens::router())
         .nest("/admin", admin::router())
 }
 

@@ -1,7 +1,8 @@
 //! `/api/v1/webhook-deliveries`: every attempt to deliver a tenant's events,
 //! newest first, and redelivery of one event to one endpoint. Any user of
 //! the tenant may read the record; redelivering sends data out again, so it
-//! is for managers, like endpoint changes.
+//! is for managers, like endpoint changes. API tokens need `webhooks:read`
+//! to list and `webhooks:write` to redeliver.
 
 use agentry_actors::ports::StreamBus;
 use axum::extract::rejection::QueryRejection;
@@ -13,11 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api_tokens::Scope;
 use crate::db::outbox::{self, EVENTS};
 use crate::db::webhook_deliveries::{self, Delivery, DeliveryFilter};
 use crate::db::{webhook_endpoints, DbError};
 use crate::http::error::ApiError;
-use crate::http::extract::{IdPath, TenantUser};
+use crate::http::extract::{IdPath, Principal};
 use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::routes::webhook_endpoints::EVENT_TYPES;
 use crate::http::AppState;
@@ -92,9 +94,10 @@ struct DeliveryList {
 
 async fn list(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DeliveryList>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
     check_one_of("event_type", query.event_type.as_deref(), &EVENT_TYPES)?;
@@ -107,7 +110,7 @@ async fn list(
             ));
         }
     }
-    let mut tx = state.store.tenant(user.tenant).await?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = webhook_deliveries::list(
         &mut tx,
         DeliveryFilter {
@@ -146,11 +149,11 @@ struct Redelivery {
 /// A manual redelivery is one attempt: if it fails it is not retried.
 async fn redeliver(
     State(state): State<AppState>,
-    user: TenantUser,
+    caller: Principal,
     IdPath(id): IdPath<Uuid>,
 ) -> Result<(StatusCode, Json<Redelivery>), ApiError> {
-    user.require_manager()?;
-    let mut tx = state.store.tenant(user.tenant).await?;
+    caller.require(Scope::WebhooksWrite)?;
+    let mut tx = state.store.tenant(caller.tenant()).await?;
     let delivery = webhook_deliveries::get(&mut tx, id).await?;
     let endpoint = match webhook_endpoints::get(&mut tx, delivery.endpoint_id).await {
         Ok(endpoint) => endpoint,
