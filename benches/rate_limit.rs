@@ -36,6 +36,7 @@ fn settings() -> RateLimitSettings {
         provider_webhooks: 100,
         widget_sessions: 30,
         widget_messages: 60,
+        api_tokens: 120,
         fail_closed: vec!["auth".into()],
     }
 }

@@ -262,6 +262,7 @@ pub struct RateLimitSettings {
     pub provider_webhooks: u32,
     pub widget_sessions: u32,
     pub widget_messages: u32,
+    pub api_tokens: u32,
     pub fail_closed: Vec<String>,
 }
 

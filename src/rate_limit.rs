@@ -144,10 +144,11 @@ pub enum Tier {
     ProviderWebhooks,
     WidgetSessions,
     WidgetMessages,
+    ApiTokens,
 }
 
 impl Tier {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Auth,
         Self::Admin,
         Self::Chat,
@@ -156,6 +157,7 @@ impl Tier {
         Self::ProviderWebhooks,
         Self::WidgetSessions,
         Self::WidgetMessages,
+        Self::ApiTokens,
     ];
 
     /// The tier's name in config, keys and metrics.
@@ -169,6 +171,7 @@ impl Tier {
             Self::ProviderWebhooks => "provider_webhooks",
             Self::WidgetSessions => "widget_sessions",
             Self::WidgetMessages => "widget_messages",
+            Self::ApiTokens => "api_tokens",
         }
     }
 
@@ -182,6 +185,7 @@ impl Tier {
             Self::ProviderWebhooks => settings.provider_webhooks,
             Self::WidgetSessions => settings.widget_sessions,
             Self::WidgetMessages => settings.widget_messages,
+            Self::ApiTokens => settings.api_tokens,
         };
         Limit { per_minute }
     }
@@ -552,6 +556,7 @@ mod tests {
             provider_webhooks: 3,
             widget_sessions: 3,
             widget_messages: 3,
+            api_tokens: 3,
             fail_closed: fail_closed.iter().map(|t| t.to_string()).collect(),
         }
     }

@@ -222,6 +222,7 @@ pub async fn start(
         ("AGENTRY__RATE_LIMITS__STANDARD", RAISED),
         ("AGENTRY__RATE_LIMITS__WIDGET_SESSIONS", RAISED),
         ("AGENTRY__RATE_LIMITS__WIDGET_MESSAGES", RAISED),
+        ("AGENTRY__RATE_LIMITS__API_TOKENS", RAISED),
     ];
 
     // `operator create` creates the database and migrates it, like `serve` would.

@@ -18,6 +18,7 @@ use crate::api_tokens::{self, Scope};
 use crate::db::api_tokens as db_api_tokens;
 use crate::db::sessions;
 use crate::db::tenants::Role;
+use crate::rate_limit::Tier;
 use crate::tokens::{TokenError, TokenPurpose};
 
 /// A JSON body whose every rejection is a JSON 4xx.
@@ -239,6 +240,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         dashboard(state, token).await.map(Principal::User)
     };
     match outcome {
+        // Automation gets its own burst throttle per token.
+        Ok(Principal::Token(token)) => {
+            state
+                .limit(Tier::ApiTokens, &token.token_id.to_string())
+                .await?;
+            Ok(Principal::Token(token))
+        }
         Ok(principal) => Ok(principal),
         Err(Refusal::Counted) => {
             state.lockout.record_failure(ip).await;

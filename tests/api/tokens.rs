@@ -602,3 +602,32 @@ async fn last_used(conn: &mut sqlx::PgConnection) -> Option<chrono::DateTime<chr
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn each_api_token_has_its_own_burst_throttle() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.rate_limits.enabled = true;
+        settings.rate_limits.api_tokens = 2;
+        settings.rate_limits.auth = 100;
+    })
+    .await;
+    let tenant = app.create_tenant("Throttled Co").await;
+    let (_, first) = create_token(&app, &tenant.token, &["leads:read"]).await;
+    let (_, second) = create_token(&app, &tenant.token, &["leads:read"]).await;
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(app.get("/api/v1/leads", &first).await.status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses, [200, 200, 429]);
+    let other = app.get("/api/v1/leads", &second).await;
+    assert_eq!(other.status(), 200, "another token, its own budget");
+    let dashboard = app.get("/api/v1/leads", &tenant.token).await;
+    assert_eq!(
+        dashboard.status(),
+        200,
+        "dashboard logins are not this tier"
+    );
+}
