@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod json_body;
 pub mod listing;
 pub mod middleware;
 pub mod routes;

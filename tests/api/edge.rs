@@ -211,3 +211,182 @@ async fn unknown_paths_wrong_methods_and_bad_ids_are_json_errors() {
     )
     .await;
 }
+
+/// One body rule for every route: objects only, no NUL anywhere, length
+/// limits on every string, and messages that name fields, not Rust types.
+#[tokio::test]
+async fn every_body_is_an_object_without_nul_and_errors_name_fields() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Rules Co").await;
+    let agent = app.create_agent(&tenant.token, "Rules").await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let widget = app.create_widget(&tenant.token, &agent_id).await;
+    let public_key = widget["public_key"].as_str().unwrap().to_owned();
+    let send = |method: Method, path: String, token: Option<String>, body: String| {
+        let request = app
+            .request(method, &path, token.as_deref())
+            .header("content-type", "application/json")
+            .header("origin", crate::helpers::WIDGET_ORIGIN)
+            .body(body);
+        async move { request.send().await.unwrap() }
+    };
+    let token = Some(tenant.token.clone());
+    let agent_path = format!("/api/v1/agents/{agent_id}");
+    // (method, path, token, body, the field path the message must name)
+    let cases = [
+        (
+            Method::POST,
+            "/api/widget/session".to_owned(),
+            None,
+            json!([public_key]).to_string(),
+            "JSON object",
+        ),
+        (
+            Method::POST,
+            "/api/widget/session".to_owned(),
+            None,
+            json!(public_key).to_string(),
+            "JSON object",
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            token.clone(),
+            json!(["Arrayed", "p"]).to_string(),
+            "JSON object",
+        ),
+        (
+            Method::PATCH,
+            agent_path.clone(),
+            token.clone(),
+            json!({ "profile": [] }).to_string(),
+            "profile: expected an object, found an array",
+        ),
+        (
+            Method::PATCH,
+            agent_path.clone(),
+            token.clone(),
+            json!({ "profile": { "directives": [] } }).to_string(),
+            "profile.directives",
+        ),
+        (
+            Method::POST,
+            "/api/widget/session".to_owned(),
+            None,
+            json!({ "public_key": "pk_\u{0}" }).to_string(),
+            "public_key: must not contain NUL",
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            token.clone(),
+            json!({ "name": "x", "system_prompt": "a\u{0}b" }).to_string(),
+            "system_prompt: must not contain NUL",
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            token.clone(),
+            json!({ "name": "x", "profile": { "facts": ["ok", "b\u{0}d"] } }).to_string(),
+            "profile.facts[1]: must not contain NUL",
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            token.clone(),
+            "{\"name\":\"x\",\"na\\u0000me\":\"y\"}".to_owned(),
+            "NUL",
+        ),
+        (
+            Method::POST,
+            format!("{agent_path}/documents"),
+            token.clone(),
+            json!({ "title": "t\u{0}", "content": "c" }).to_string(),
+            "title: must not contain NUL",
+        ),
+        (
+            Method::POST,
+            format!("{agent_path}/documents"),
+            token.clone(),
+            json!({ "title": "t", "content": "c\u{0}" }).to_string(),
+            "content: must not contain NUL",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/llm".to_owned(),
+            token.clone(),
+            json!({ "provider": "openai", "model": "m\u{0}" }).to_string(),
+            "model: must not contain NUL",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/llm".to_owned(),
+            token.clone(),
+            json!({ "provider": "openai", "model": "m".repeat(1_001) }).to_string(),
+            "model: must be at most 1000 characters",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/llm".to_owned(),
+            token.clone(),
+            json!({ "provider": "azure", "model": "m", "azure_deployment": "d".repeat(200_000) })
+                .to_string(),
+            "azure_deployment: must be at most 1000",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/llm".to_owned(),
+            token.clone(),
+            json!({ "provider": "azure", "model": "m", "azure_api_version": "v".repeat(1_001) })
+                .to_string(),
+            "azure_api_version: must be at most 1000",
+        ),
+        (
+            Method::POST,
+            "/api/widget/session".to_owned(),
+            None,
+            json!({ "public_key": 7 }).to_string(),
+            "public_key: expected a string, found an integer",
+        ),
+        (
+            Method::POST,
+            "/api/widget/session".to_owned(),
+            None,
+            json!({}).to_string(),
+            "public_key: is required",
+        ),
+    ];
+    for (method, path, token, body, names) in cases {
+        let context = format!(
+            "{method} {path} {}",
+            body.chars().take(80).collect::<String>()
+        );
+        let error = assert_error(send(method, path, token, body).await, 422, "invalid").await;
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{context}: {message}");
+        assert!(!message.contains("struct"), "{context}: {message}");
+        assert!(!message.contains("Request"), "{context}: {message}");
+    }
+    // A NUL in a widget message is refused at the edge too (it was a 503).
+    let visitor_token =
+        crate::helpers::widget_session(&app, &public_key, crate::helpers::WIDGET_ORIGIN).await;
+    let error = assert_error(
+        send(
+            Method::POST,
+            "/api/widget/messages".into(),
+            Some(visitor_token),
+            json!({ "text": "hi\u{0}" }).to_string(),
+        )
+        .await,
+        422,
+        "invalid",
+    )
+    .await;
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("text:"));
+    // The refused PATCH left the profile alone.
+    let shown = crate::helpers::body(app.get(&agent_path, &tenant.token).await).await;
+    assert_eq!(shown["profile"]["brand"], "Rules");
+}
