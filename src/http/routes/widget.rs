@@ -203,10 +203,14 @@ impl FromRequestParts<AppState> for Visitor {
             .await
             .map_err(|_| ApiError::Unavailable("the session store"))?
             .ok_or(ApiError::Unauthorized)?;
+        // A widget token is only good on a page the widget allows: without an
+        // Origin (not a browser, or a stolen token replayed by a script) the
+        // widget's origin list could not be enforced, so the call is refused.
+        let origin = origin_of(&parts.headers).ok_or_else(origin_refused)?;
         Ok(Self {
             session_id,
             session,
-            origin: origin_of(&parts.headers),
+            origin: Some(origin),
         })
     }
 }
