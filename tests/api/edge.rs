@@ -390,3 +390,69 @@ async fn every_body_is_an_object_without_nul_and_errors_name_fields() {
     let shown = crate::helpers::body(app.get(&agent_path, &tenant.token).await).await;
     assert_eq!(shown["profile"]["brand"], "Rules");
 }
+
+/// Token-bearing API responses are never cached; a refused preflight varies by Origin.
+#[tokio::test]
+async fn api_responses_are_no_store_and_refused_preflights_vary_by_origin() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Cache Co").await;
+    let agent = app.create_agent(&tenant.token, "Cache").await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let widget = app.create_widget(&tenant.token, &agent_id).await;
+    let origin = crate::helpers::WIDGET_ORIGIN;
+    let visitor =
+        crate::helpers::widget_session(&app, widget["public_key"].as_str().unwrap(), origin).await;
+    let no_store = |response: &reqwest::Response, context: &str| {
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{context}"
+        );
+    };
+    let login = app.login(&tenant.email, &tenant.password).await;
+    assert_eq!(login.status(), 200);
+    no_store(&login, "login");
+    no_store(
+        &app.get(&format!("/api/v1/agents/{agent_id}"), &tenant.token)
+            .await,
+        "agent",
+    );
+    let session = app
+        .request(Method::POST, "/api/widget/session", None)
+        .header("origin", origin)
+        .json(&json!({ "public_key": widget["public_key"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 201);
+    no_store(&session, "widget session");
+    let transcript = app
+        .request(Method::GET, "/api/widget/messages", Some(&visitor))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(transcript.status(), 200);
+    no_store(&transcript, "transcript");
+    no_store(
+        &app.client
+            .get(app.url("/api/v1/agents"))
+            .send()
+            .await
+            .unwrap(),
+        "401",
+    );
+
+    let refused = app
+        .request(Method::OPTIONS, "/api/widget/session", None)
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["vary"], "Origin");
+}

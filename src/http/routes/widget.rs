@@ -81,7 +81,14 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
                 headers.insert(header::VARY, HeaderValue::from_static("Origin"));
                 response
             }
-            _ => ApiError::Forbidden("origin not allowed".into()).into_response(),
+            _ => {
+                // The refusal depends on Origin too: a cache must not serve it to another origin.
+                let mut response = ApiError::Forbidden("origin not allowed".into()).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("Origin"));
+                response
+            }
         };
     }
     let mut response = next.run(request).await;
