@@ -77,6 +77,13 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub llm: LlmSettings,
     pub webhooks: WebhookSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus scrape endpoint has a listener of its own, so the public port never serves it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MetricsSettings {
+    pub bind: SocketAddr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -224,6 +231,13 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Requests other than chat turns that take longer get 408.
     pub request_timeout_secs: u64,
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after the first byte of a later request) is closed.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with nothing in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -6,6 +6,7 @@ pub mod json_body;
 pub mod listing;
 pub mod middleware;
 pub mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -456,3 +456,126 @@ async fn api_responses_are_no_store_and_refused_preflights_vary_by_origin() {
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.headers()["vary"], "Origin");
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Reads until the server closes the socket; false if it stays open for `wait`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Sockets that send a partial request head (slowloris) or sit idle on
+/// keep-alive are closed after their timeouts, so they stop holding fds.
+#[tokio::test]
+async fn partial_headers_and_idle_keep_alive_are_closed_after_their_timeouts() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|settings| {
+        settings.http.header_read_timeout_secs = 1;
+        settings.http.idle_timeout_secs = 3;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let before = open_fds();
+    let started = Instant::now();
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+            .await
+            .unwrap();
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = open_fds();
+    for socket in &mut sockets {
+        assert!(
+            closed_within(socket, Duration::from_secs(5)).await,
+            "a partial request head is closed after header_read_timeout_secs"
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    drop(sockets);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = open_fds();
+    eprintln!("fds (client and server sockets in this process): before {before}, 300 slow sockets open {open}, after the timeout {after}");
+    assert!(
+        open >= before + 500,
+        "both ends of 300 sockets were open: {open}"
+    );
+    // A few more for the database pool and Redis, which may grow meanwhile.
+    assert!(
+        after < before + 50,
+        "the server closed its ends: {after} vs {before}"
+    );
+
+    // Keep-alive: a served connection may idle past header_read_timeout_secs,
+    // and is closed after idle_timeout_secs.
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: idle\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 2048];
+    use tokio::io::AsyncReadExt;
+    let read = socket.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+    assert!(
+        !closed_within(&mut socket, Duration::from_millis(1_800)).await,
+        "idle keep-alive is not cut by the header timeout"
+    );
+    assert!(
+        closed_within(&mut socket, Duration::from_secs(4)).await,
+        "idle keep-alive is closed after idle_timeout_secs"
+    );
+}
+
+/// Beyond max_connections the server stops accepting until one closes.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|settings| {
+        settings.http.max_connections = 2;
+        settings.http.header_read_timeout_secs = 30;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    assert!(
+        client.get(app.url("/healthz")).send().await.is_err(),
+        "a third connection is not served while two are held"
+    );
+    drop(held);
+    let response = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
