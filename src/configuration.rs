@@ -185,6 +185,8 @@ pub struct LlmSettings {
 pub struct WidgetSettings {
     pub session_ttl_secs: u64,
     pub max_message_chars: usize,
+    /// How long a CORS preflight's "some widget allows this origin" answer is reused.
+    pub origin_cache_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -179,6 +179,9 @@ impl Application {
 
         let state = Arc::new(AppContext {
             widget_sessions: WidgetSessions::new(bus.clone()),
+            origin_cache: http::origin_cache::OriginCache::new(Duration::from_secs(
+                settings.widget.origin_cache_ttl_secs,
+            )),
             settings,
             store,
             bus,

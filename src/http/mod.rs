@@ -5,6 +5,7 @@ pub mod extract;
 pub mod json_body;
 pub mod listing;
 pub mod middleware;
+pub mod origin_cache;
 pub mod routes;
 pub mod server;
 
@@ -44,6 +45,7 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
+    pub origin_cache: origin_cache::OriginCache,
 }
 
 fn timeout(seconds: u64) -> TimeoutLayer {

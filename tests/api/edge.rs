@@ -579,3 +579,58 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+fn origin_lookups(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with("agentry_cors_origin_lookups_total"))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0, |value| value.parse::<f64>().unwrap() as u64)
+}
+
+/// Preflights reuse the per-origin answer instead of asking every tenant's
+/// widgets each time; a widget change on the instance is seen at once.
+#[tokio::test]
+async fn preflights_are_answered_from_the_origin_cache() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("Preflight Co").await;
+    let agent_id = app.create_agent(&tenant.token, "Preflight").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let widget = app.create_widget(&tenant.token, &agent_id).await;
+    let preflight = |origin: &'static str| {
+        let request = app
+            .request(Method::OPTIONS, "/api/widget/session", None)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST");
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let allowed = crate::helpers::WIDGET_ORIGIN;
+    let evil = "https://evil.example.com";
+    let before = origin_lookups(&app.metrics_text().await);
+    for _ in 0..20 {
+        assert_eq!(preflight(allowed).await, 204);
+        assert_eq!(preflight(evil).await, 403);
+    }
+    assert_eq!(
+        origin_lookups(&app.metrics_text().await) - before,
+        2,
+        "one lookup per origin, not per preflight"
+    );
+    // The origin is removed: the next preflight from it is refused.
+    let path = format!(
+        "/api/v1/agents/{agent_id}/widgets/{}",
+        widget["id"].as_str().unwrap()
+    );
+    let updated = app
+        .patch_json(
+            &path,
+            &tenant.token,
+            &json!({ "allowed_origins": ["https://other.example.com"] }),
+        )
+        .await;
+    assert_eq!(updated.status(), 200);
+    assert_eq!(preflight(allowed).await, 403);
+    assert_eq!(preflight("https://other.example.com").await, 204);
+}

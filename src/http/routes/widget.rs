@@ -55,9 +55,10 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
             let Ok(text) = origin.to_str() else {
                 return false;
             };
-            widgets::origin_allowed_anywhere(&state.store, text)
+            state
+                .origin_cache
+                .allowed_anywhere(&state.store, text)
                 .await
-                .unwrap_or(false)
         }
     };
     if request.method() == Method::OPTIONS {
