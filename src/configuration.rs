@@ -80,6 +80,13 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub tokens: TokenSettings,
     pub lockout: LockoutSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus scrape endpoint has a listener of its own, so the public port never serves it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MetricsSettings {
+    pub bind: SocketAddr,
 }
 
 /// API tokens' lifetimes, in days.
@@ -198,6 +205,8 @@ pub struct LlmSettings {
 pub struct WidgetSettings {
     pub session_ttl_secs: u64,
     pub max_message_chars: usize,
+    /// How long a CORS preflight's "some widget allows this origin" answer is reused.
+    pub origin_cache_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -244,6 +253,13 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Requests other than chat turns that take longer get 408.
     pub request_timeout_secs: u64,
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after the first byte of a later request) is closed.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with nothing in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,

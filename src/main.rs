@@ -271,7 +271,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let public_url = settings.http.public_url.clone();
     let app = Application::build(settings).await?;
     let address = app.local_addr()?;
-    tracing::info!(%address, %profile, "agentry listening");
+    let metrics = app.metrics_addr()?;
+    tracing::info!(%address, %metrics, %profile, "agentry listening");
     if let Some(demo) = &app.seeded_demo {
         println!(
             "\nDemo tenant \"{}\" created.\n  Dashboard API login: POST {public_url}/api/v1/auth/login  email {}  password {}\n  Operator login:      POST {public_url}/api/v1/admin/auth/login  email {}  password {}\n  Widget public key:   {}\n",

@@ -1,7 +1,7 @@
 //! Builds the application from settings: the same function serves `agentry
 //! serve` and the integration tests' `spawn_app`.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use agentry_actors::llm::Embedder;
 use agentry_actors::pipeline::ChatPipeline;
 use agentry_actors::resident::ResidentNamespaces;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -36,6 +35,7 @@ use crate::widget_sessions::WidgetSessions;
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: TcpListener,
     state: AppState,
     workers: Vec<JoinHandle<()>>,
     stop_workers: watch::Sender<bool>,
@@ -82,6 +82,9 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .await
             .with_context(|| format!("could not listen on {}", settings.http.bind))?;
+        let metrics_listener = TcpListener::bind(settings.metrics.bind)
+            .await
+            .with_context(|| format!("metrics: could not listen on {}", settings.metrics.bind))?;
 
         // Models and embedders, the tenants' and the deployment's, are reached
         // through the SSRF guard; self-hosted ones (Ollama, vLLM) often speak
@@ -183,6 +186,9 @@ impl Application {
             limiter,
             widget_sessions: WidgetSessions::new(bus.clone()),
             lockout: Lockout::new(bus.clone(), settings.lockout.clone()),
+            origin_cache: http::origin_cache::OriginCache::new(Duration::from_secs(
+                settings.widget.origin_cache_ttl_secs,
+            )),
             settings,
             store,
             bus,
@@ -193,6 +199,7 @@ impl Application {
         });
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             workers,
             stop_workers,
@@ -202,6 +209,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served (`metrics.bind`).
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics_listener.local_addr()
     }
 
     pub fn state(&self) -> AppState {
@@ -214,21 +226,36 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
-        // Streamed replies are many small writes: without TCP_NODELAY each waits
-        // for the peer's delayed ACK (up to 40 ms a turn).
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
+        // One shutdown signal for both listeners.
+        let (stop_serving, serving_stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_serving.send(true);
         });
-        // Connect info gives the visitor IP kept (only) in the widget session for abuse control.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")?;
+        let stopped = |mut receiver: watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+        let metrics_server = tokio::spawn(
+            axum::serve(
+                self.metrics_listener,
+                http::routes::health::metrics_router(self.state.clone()),
+            )
+            .with_graceful_shutdown(stopped(serving_stopped.clone()))
+            .into_future(),
+        );
+        let http_settings = &self.state.settings.http;
+        let limits = http::server::ServerLimits {
+            header_read_timeout: Duration::from_secs(http_settings.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(http_settings.idle_timeout_secs),
+            max_connections: http_settings.max_connections,
+        };
+        // Handlers get the peer address (ConnectInfo) as with axum::serve.
+        http::server::serve(self.listener, router, limits, serving_stopped)
+            .await
+            .context("HTTP server")?;
+        if let Ok(Err(error)) = metrics_server.await {
+            tracing::warn!(%error, "metrics listener stopped");
+        }
         // Turns still running (a visitor's stream outlives its request) finish first.
         let drain = Duration::from_secs(self.state.settings.chat.drain_secs);
         let unfinished = self.state.pipeline.drain(drain).await;

@@ -111,10 +111,11 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
     let mut notes = Vec::new();
 
     let self_started = args.base_urls.is_empty();
-    let (bases, agentry, pg_database) = if self_started {
+    let (bases, metrics_bases, agentry, pg_database) = if self_started {
         let started = server::start(args, &run_id, resources).await?;
         (
             vec![started.base],
+            vec![started.metrics],
             AgentryProcesses::Pid(started.pid),
             started.database,
         )
@@ -122,8 +123,15 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         notes.push(
             "CPU of agentry is every process named `agentry` on this machine; PostgreSQL and Redis CPU and transactions include any other clients they had during the window".to_owned(),
         );
+        if args.metrics_urls.is_empty() {
+            notes.push(
+                "no server-side latency: pass --metrics-url for each instance's metrics listener"
+                    .to_owned(),
+            );
+        }
         (
             args.base_urls.clone(),
+            args.metrics_urls.clone(),
             AgentryProcesses::ByName,
             pg::database_of(&args.database_url)?,
         )
@@ -153,9 +161,9 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
             None
         }
     };
-    // One scrape per instance, however often its URL was given.
+    // One scrape per instance (its metrics listener), however often its URL was given.
     let mut instances: Vec<BaseUrl> = Vec::new();
-    for base in &bases {
+    for base in &metrics_bases {
         if !instances.contains(base) {
             instances.push(base.clone());
         }

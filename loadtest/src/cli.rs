@@ -32,6 +32,12 @@ pub struct ChatArgs {
     #[arg(long = "base-url", value_name = "URL", value_parser = BaseUrl::parse)]
     pub base_urls: Vec<BaseUrl>,
 
+    /// The metrics listener (`metrics.bind`) of each --base-url instance, for
+    /// the server-side latency figures; /metrics is not on the public port.
+    /// Without it (and with --base-url) those figures are left out.
+    #[arg(long = "metrics-url", value_name = "URL", value_parser = BaseUrl::parse)]
+    pub metrics_urls: Vec<BaseUrl>,
+
     /// Knowledge-base documents to seed.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub docs: u32,

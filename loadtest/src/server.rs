@@ -44,6 +44,8 @@ struct Inner {
 /// The started server.
 pub struct Started {
     pub base: BaseUrl,
+    /// Its metrics listener.
+    pub metrics: BaseUrl,
     pub pid: u32,
     pub database: String,
 }
@@ -208,7 +210,10 @@ pub async fn start(
     // far beyond the run's rate rather than turned off, when limits are on.
     const RAISED: &str = "10000000";
     let limits_on = if args.rate_limits { "true" } else { "false" };
+    let metrics_port = free_loopback_port()?;
+    let metrics_bind = format!("127.0.0.1:{metrics_port}");
     let env = [
+        ("AGENTRY__METRICS__BIND", metrics_bind.as_str()),
         ("DATABASE_URL", database_url.as_str()),
         ("REDIS_URL", args.redis_url.as_str()),
         ("AGENTRY__DEMO__SEED", "false"),
@@ -276,6 +281,7 @@ pub async fn start(
     wait_ready(&base, resources, &log).await?;
     Ok(Started {
         base,
+        metrics: BaseUrl::loopback(metrics_port),
         pid,
         database,
     })

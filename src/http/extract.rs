@@ -4,7 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use agentry_actors::{OperatorId, TenantId, UserId};
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::json_body;
 use super::AppState;
 use crate::api_tokens::{self, Scope};
 use crate::db::api_tokens as db_api_tokens;
@@ -21,34 +23,53 @@ use crate::db::tenants::Role;
 use crate::rate_limit::Tier;
 use crate::tokens::{TokenError, TokenPurpose};
 
-/// A JSON body whose every rejection is a JSON 4xx.
+/// A JSON body whose every rejection is a JSON 4xx; every body passes the
+/// rules of [`super::json_body`] (objects only, no NUL, length limits).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/json".into(),
+            ));
         }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+        json_body::parse(&bytes).map(Self).map_err(|error| {
+            if error.syntax {
+                ApiError::BadRequest(error.to_string())
+            } else {
+                ApiError::Invalid(error.to_string())
+            }
+        })
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-        }
-        JsonRejection::JsonSyntaxError(error) => {
-            ApiError::BadRequest(format!("malformed JSON: {}", error.body_text()))
-        }
-        JsonRejection::JsonDataError(error) => ApiError::Invalid(error.body_text()),
-        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge
-        }
-        other => ApiError::BadRequest(other.body_text()),
-    }
+/// `application/json` or any `application/*+json`, as axum's `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// One id from the path; a malformed id names no resource, so it is a 404.

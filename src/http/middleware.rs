@@ -24,9 +24,18 @@ pub fn is_embeddable_path(path: &str) -> bool {
 }
 
 pub async fn security_headers(request: Request, next: Next) -> Response {
-    let embeddable = is_embeddable_path(request.uri().path());
+    let path = request.uri().path();
+    let embeddable = is_embeddable_path(path);
+    let api = path.starts_with("/api/");
     let mut response = next.run(request).await;
     apply_security_headers(response.headers_mut(), embeddable);
+    if api {
+        // API responses carry tokens (logins, widget sessions), transcripts and
+        // system prompts: no browser or proxy cache may keep any of them.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
 

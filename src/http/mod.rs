@@ -3,9 +3,12 @@
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod json_body;
 pub mod listing;
 pub mod middleware;
+pub mod origin_cache;
 pub mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +49,7 @@ pub struct AppContext {
     pub widget_sessions: WidgetSessions,
     pub limiter: crate::rate_limit::RateLimiter,
     pub lockout: Lockout,
+    pub origin_cache: origin_cache::OriginCache,
 }
 
 impl AppContext {

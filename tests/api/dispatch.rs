@@ -457,15 +457,7 @@ async fn the_relay_and_dispatcher_report_backlog_gauges_outcomes_latency_and_lat
     .await;
     // The gauges refresh every second.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for expected in [
         "agentry_outbox_backlog ",
         "agentry_outbox_oldest_age_seconds ",

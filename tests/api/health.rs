@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helpers::{body, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -50,7 +50,19 @@ async fn metrics_count_requests_per_route_with_a_latency_histogram() {
     app.get(&format!("/api/v1/agents/{agent_id}"), &tenant.token)
         .await;
 
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    // The public port does not serve it; the metrics listener does.
+    assert_error(
+        app.client.get(app.url("/metrics")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.metrics_address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()

@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
+    /// `http://host:port` of the metrics listener (`/metrics` is not on `address`).
+    pub metrics_address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub store: Store,
@@ -65,6 +67,7 @@ pub async fn spawn_app_on(
         .await
         .expect("application builds");
     let address = format!("http://{}", app.local_addr().expect("bound address"));
+    let metrics_address = format!("http://{}", app.metrics_addr().expect("metrics address"));
     let store = Store::new(app.state().store.pool().clone());
     let state = app.state();
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -79,6 +82,7 @@ pub async fn spawn_app_on(
     });
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -140,6 +144,18 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// The metrics listener's exposition text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.metrics_address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "metrics scrape");
+        response.text().await.unwrap()
     }
 
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {

@@ -13,15 +13,7 @@ use crate::chat_support::{
 use crate::helpers::{assert_error, body, spawn_app_on, spawn_app_with};
 
 async fn restarts(app: &crate::helpers::TestApp, actor: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find(|line| {
             line.starts_with("agentry_actor_restarts_total")
@@ -59,6 +51,7 @@ async fn a_crash_in_one_tenants_session_is_restarted_and_never_reaches_another_t
         app.client
             .get(app.url("/api/widget/messages"))
             .bearer_auth(&second_visitor)
+            .header("origin", crate::chat_support::ORIGIN)
             .send()
             .await
             .unwrap(),

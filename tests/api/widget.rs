@@ -429,9 +429,9 @@ async fn actual_responses_name_only_allowed_origins_and_never_a_wildcard() {
             ok(201),
             allowed,
         ));
-        // Requests without Origin (not a browser) may use a token; with a wrong one they may not.
+        // A token is refused without an Origin (not a browser) as with a wrong one.
         let with_token = |status: u16| {
-            if origin == Some(EVIL_ORIGIN) {
+            if origin != Some(WIDGET_ORIGIN) {
                 403
             } else {
                 status
@@ -1732,6 +1732,29 @@ async fn changing_or_deleting_the_widget_takes_effect_on_live_sessions_at_once()
     assert_eq!(updated.status(), 200);
     assert_error(transcript(WIDGET_ORIGIN).await, 403, "forbidden").await;
     assert_eq!(transcript("https://other.example.com").await.status(), 200);
+    // Leaving the Origin out does not get around the widget's list.
+    let no_origin = app
+        .client
+        .get(app.url("/api/widget/messages"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(no_origin, 403, "forbidden").await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/widget/messages",
+            Some(json!({ "text": "hi" })),
+        ),
+        (Method::POST, "/api/widget/session/end", None),
+    ] {
+        let mut request = app.request(method, path, Some(&token));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        assert_error(request.send().await.unwrap(), 403, "forbidden").await;
+    }
 
     // The widget is deleted: its sessions end.
     assert_eq!(app.delete(&widget_path, &tenant.token).await.status(), 204);

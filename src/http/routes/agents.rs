@@ -123,5 +123,7 @@ async fn remove(
     let mut tx = state.store.tenant(user.tenant).await?;
     agents::delete(&mut tx, agent).await?;
     tx.commit().await?;
+    // Its widgets went with it.
+    state.origin_cache.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,5 @@
-//! Liveness, readiness and the Prometheus scrape endpoint.
+//! Liveness and readiness on the public listener; the Prometheus scrape
+//! endpoint on its own (`metrics_router`).
 
 use std::time::Duration;
 
@@ -17,7 +18,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// The metrics listener's router: `/metrics` only (see `metrics.bind`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// The process is up and serving.

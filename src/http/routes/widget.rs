@@ -56,9 +56,10 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
             let Ok(text) = origin.to_str() else {
                 return false;
             };
-            widgets::origin_allowed_anywhere(&state.store, text)
+            state
+                .origin_cache
+                .allowed_anywhere(&state.store, text)
                 .await
-                .unwrap_or(false)
         }
     };
     if request.method() == Method::OPTIONS {
@@ -82,7 +83,14 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
                 headers.insert(header::VARY, HeaderValue::from_static("Origin"));
                 response
             }
-            _ => ApiError::Forbidden("origin not allowed".into()).into_response(),
+            _ => {
+                // The refusal depends on Origin too: a cache must not serve it to another origin.
+                let mut response = ApiError::Forbidden("origin not allowed".into()).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("Origin"));
+                response
+            }
         };
     }
     let mut response = next.run(request).await;
@@ -214,10 +222,14 @@ impl FromRequestParts<AppState> for Visitor {
             .await
             .map_err(|_| ApiError::Unavailable("the session store"))?
             .ok_or(ApiError::Unauthorized)?;
+        // A widget token is only good on a page the widget allows: without an
+        // Origin (not a browser, or a stolen token replayed by a script) the
+        // widget's origin list could not be enforced, so the call is refused.
+        let origin = origin_of(&parts.headers).ok_or_else(origin_refused)?;
         Ok(Self {
             session_id,
             session,
-            origin: origin_of(&parts.headers),
+            origin: Some(origin),
         })
     }
 }

@@ -78,6 +78,7 @@ async fn create(
     let mut tx = state.store.tenant(user.tenant).await?;
     let widget = widgets::create(&mut tx, agent, &new_widget_public_key(), &origins).await?;
     tx.commit().await?;
+    state.origin_cache.invalidate();
     Ok((StatusCode::CREATED, Json(widget)))
 }
 
@@ -101,6 +102,7 @@ async fn update(
     let mut tx = state.store.tenant(user.tenant).await?;
     let widget = widgets::set_origins(&mut tx, agent, widget, &origins).await?;
     tx.commit().await?;
+    state.origin_cache.invalidate();
     Ok(Json(widget))
 }
 
@@ -113,5 +115,6 @@ async fn remove(
     let mut tx = state.store.tenant(user.tenant).await?;
     widgets::delete(&mut tx, agent, widget).await?;
     tx.commit().await?;
+    state.origin_cache.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
