@@ -1765,3 +1765,45 @@ async fn changing_or_deleting_the_widget_takes_effect_on_live_sessions_at_once()
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_same_origin_get_without_origin_counts_as_this_servers_own_page() {
+    // Browsers send no Origin on a same-origin GET (the demo page reading its
+    // transcript); Sec-Fetch-Site says where it came from.
+    let app = spawn_app().await;
+    let own = url::Url::parse(&app.settings.http.public_url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let site = site(&app, "Own Page Co").await;
+    let token = widget_session(&app, &site.public_key, WIDGET_ORIGIN).await;
+    let transcript = |same_origin: bool| {
+        let request = app.request(Method::GET, "/api/widget/messages", Some(&token));
+        match same_origin {
+            true => request.header("sec-fetch-site", "same-origin"),
+            false => request,
+        }
+    };
+    assert_eq!(
+        transcript(true).send().await.unwrap().status(),
+        403,
+        "a customer's widget does not allow this server's own origin"
+    );
+    let allowed = app
+        .patch_json(
+            &format!(
+                "/api/v1/agents/{}/widgets/{}",
+                site.agent_id, site.widget_id
+            ),
+            &site.tenant.token,
+            &json!({ "allowed_origins": [WIDGET_ORIGIN, own] }),
+        )
+        .await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(transcript(true).send().await.unwrap().status(), 200);
+    assert_eq!(
+        transcript(false).send().await.unwrap().status(),
+        403,
+        "no Origin and no same-origin mark: not a page at all"
+    );
+}

@@ -225,13 +225,32 @@ impl FromRequestParts<AppState> for Visitor {
         // A widget token is only good on a page the widget allows: without an
         // Origin (not a browser, or a stolen token replayed by a script) the
         // widget's origin list could not be enforced, so the call is refused.
-        let origin = origin_of(&parts.headers).ok_or_else(origin_refused)?;
+        let origin = page_origin(&parts.headers, state).ok_or_else(origin_refused)?;
         Ok(Self {
             session_id,
             session,
             origin: Some(origin),
         })
     }
+}
+
+/// The origin of the page calling: its `Origin` header, or, for a request
+/// the browser marks same-origin (`Sec-Fetch-Site`), this server's own public
+/// origin: browsers send no Origin on a same-origin GET, such as the demo
+/// page reading its transcript. It is then checked against the widget's list
+/// like any other, so a customer's widget still refuses it.
+fn page_origin(headers: &HeaderMap, state: &AppState) -> Option<HeaderValue> {
+    if let Some(origin) = origin_of(headers) {
+        return Some(origin);
+    }
+    let same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin");
+    if !same_origin {
+        return None;
+    }
+    let own = url::Url::parse(&state.settings.http.public_url).ok()?;
+    HeaderValue::from_str(&own.origin().ascii_serialization()).ok()
 }
 
 fn origin_refused() -> ApiError {
@@ -243,8 +262,6 @@ impl Visitor {
         self.origin.as_ref().and_then(|o| o.to_str().ok())
     }
 
-    /// The widget as it is now, not as it was when the session began: deleting
-    /// it ends its sessions, and removing an origin shuts that origin out at once.
     /// Counts a turn against the widget's tier for this client IP and the
     /// chat tier for this session (each turn is an LLM call billed to the
     /// tenant); the headers are those of the tighter of the two.
@@ -270,6 +287,8 @@ impl Visitor {
         })
     }
 
+    /// The widget as it is now, not as it was when the session began: deleting
+    /// it ends its sessions, and removing an origin shuts that origin out at once.
     async fn check_widget(&self, state: &AppState) -> Result<(), ApiError> {
         let mut tx = state.store.tenant(self.session.tenant).await?;
         let allowed_origins = widgets::allowed_origins(&mut tx, self.session.widget)
