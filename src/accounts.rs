@@ -33,6 +33,42 @@ pub async fn hash_password(password: Secret<String>) -> Result<String, AccountEr
     .map_err(|e| AccountError::Hashing(e.to_string()))?
 }
 
+/// Bounds the password checks running at once, so a flood of logins queues
+/// briefly and is then refused instead of taking every CPU and 19 MiB per
+/// check.
+pub struct PasswordGate {
+    slots: tokio::sync::Semaphore,
+    wait: std::time::Duration,
+}
+
+/// No password-check slot came free in time.
+#[derive(Debug)]
+pub struct GateBusy;
+
+impl PasswordGate {
+    /// `slots` 0 means one per CPU.
+    pub fn new(slots: usize, wait: std::time::Duration) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            slots: tokio::sync::Semaphore::new(if slots == 0 { cpus } else { slots }),
+            wait,
+        }
+    }
+
+    /// [`verify_password`] once a slot is free.
+    pub async fn verify(
+        &self,
+        password: Secret<String>,
+        stored_hash: Option<String>,
+    ) -> Result<bool, GateBusy> {
+        let _slot = tokio::time::timeout(self.wait, self.slots.acquire())
+            .await
+            .map_err(|_| GateBusy)?
+            .map_err(|_| GateBusy)?;
+        Ok(verify_password(password, stored_hash).await)
+    }
+}
+
 /// Verifies a password against a stored hash. With no stored hash (unknown
 /// user) it still does the work, so response time does not reveal which emails exist.
 pub async fn verify_password(password: Secret<String>, stored_hash: Option<String>) -> bool {

@@ -308,6 +308,10 @@ pub struct RedisSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct AuthSettings {
     pub dashboard_token_ttl_secs: u64,
+    /// Password checks at once (0: one per CPU).
+    pub max_concurrent_hashes: usize,
+    /// How long a login waits for a password-check slot before a 503.
+    pub hash_queue_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

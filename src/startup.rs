@@ -182,8 +182,13 @@ impl Application {
             crate::rate_limit::RateLimiter::start(bus.clone(), settings.rate_limits.clone())
                 .await
                 .context("starting the rate limiter")?;
+        let password_gate = crate::accounts::PasswordGate::new(
+            settings.auth.max_concurrent_hashes,
+            Duration::from_millis(settings.auth.hash_queue_timeout_ms),
+        );
         let state = Arc::new(AppContext {
             limiter,
+            password_gate,
             widget_sessions: WidgetSessions::new(bus.clone()),
             lockout: Lockout::new(bus.clone(), settings.lockout.clone()),
             origin_cache: http::origin_cache::OriginCache::new(Duration::from_secs(

@@ -135,6 +135,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Self::Unavailable(_) = &self {
+            // Everything unavailable here is brief: a queue, a reconnect.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::RateLimited(decision) = &self {
             let headers = response.headers_mut();
             headers.insert(

@@ -48,6 +48,7 @@ pub struct AppContext {
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
     pub limiter: crate::rate_limit::RateLimiter,
+    pub password_gate: crate::accounts::PasswordGate,
     pub lockout: Lockout,
     pub origin_cache: origin_cache::OriginCache,
 }

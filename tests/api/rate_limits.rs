@@ -238,3 +238,30 @@ async fn the_highest_limit_still_decides_in_redis() {
         assert!(remaining > 59_000_000, "{remaining}");
     }
 }
+
+#[tokio::test]
+async fn a_login_flood_queues_briefly_for_a_password_check_then_gets_503() {
+    let app = spawn_app_with(|settings| {
+        settings.auth.max_concurrent_hashes = 1;
+        settings.auth.hash_queue_timeout_ms = 10;
+    })
+    .await;
+    let tenant = app.create_tenant("Flooded Login Co").await;
+    let logins =
+        futures_util::future::join_all((0..16).map(|_| app.login(&tenant.email, &tenant.password)))
+            .await;
+    let mut admitted = 0;
+    let mut refused = 0;
+    for response in logins {
+        match response.status().as_u16() {
+            200 => admitted += 1,
+            503 => {
+                assert_eq!(header(&response, "retry-after").as_deref(), Some("1"));
+                refused += 1;
+            }
+            other => panic!("a login answered {other}"),
+        }
+    }
+    assert!(admitted >= 1, "the slot kept working");
+    assert!(refused >= 1, "the rest did not all wait for it");
+}

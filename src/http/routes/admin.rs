@@ -38,6 +38,7 @@ async fn login(
         &state,
         ip,
         authenticate(
+            &state.password_gate,
             request,
             |email| async move { operators::find_login(store, &email).await },
             |candidate| &candidate.password_hash,

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::verify_password;
+use crate::accounts::PasswordGate;
 use std::future::Future;
 use std::net::IpAddr;
 
@@ -53,6 +53,7 @@ async fn login(
         &state,
         ip,
         authenticate(
+            &state.password_gate,
             request,
             |email| async move { tenants::find_login(store, &email).await },
             |candidate| &candidate.password_hash,
@@ -75,6 +76,7 @@ async fn login(
 /// Finds the account a login names and checks its password. A malformed or
 /// unknown email costs the same time and gets the same answer as a wrong password.
 pub(super) async fn authenticate<T, Fut>(
+    gate: &PasswordGate,
     request: LoginRequest,
     find: impl FnOnce(Email) -> Fut,
     password_hash: impl Fn(&T) -> &String,
@@ -87,7 +89,11 @@ where
         Err(_) => None,
     };
     let stored_hash = candidate.as_ref().map(|c| password_hash(c).clone());
-    if !verify_password(request.password, stored_hash).await {
+    let matches = gate
+        .verify(request.password, stored_hash)
+        .await
+        .map_err(|_| ApiError::Unavailable("password checking"))?;
+    if !matches {
         return Err(ApiError::InvalidCredentials);
     }
     candidate.ok_or(ApiError::InvalidCredentials)
