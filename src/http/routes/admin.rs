@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{authenticate, guard_login, session_expiry, LoginRequest, TokenResponse};
+use super::auth::{check_login, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
 use crate::db::{operators, sessions};
@@ -31,18 +31,14 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
-    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let limited = state.limit(Tier::Admin, &client).await?;
     let store = &state.store;
-    let candidate = guard_login(
+    let (limited, candidate) = check_login(
         &state,
         ip,
-        authenticate(
-            &state.password_gate,
-            request,
-            |email| async move { operators::find_login(store, &email).await },
-            |candidate| &candidate.password_hash,
-        ),
+        Tier::Admin,
+        request,
+        |email| async move { operators::find_login(store, &email).await },
+        |candidate| &candidate.password_hash,
     )
     .await?;
     let expires_at = session_expiry(&state);

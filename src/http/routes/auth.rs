@@ -45,19 +45,14 @@ async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<(RateHeaders, Json<TokenResponse>), ApiError> {
-    // Counted before the password hash: a flood stops here, cheaply.
-    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let limited = state.limit(Tier::Auth, &client).await?;
     let store = &state.store;
-    let candidate = guard_login(
+    let (limited, candidate) = check_login(
         &state,
         ip,
-        authenticate(
-            &state.password_gate,
-            request,
-            |email| async move { tenants::find_login(store, &email).await },
-            |candidate| &candidate.password_hash,
-        ),
+        Tier::Auth,
+        request,
+        |email| async move { tenants::find_login(store, &email).await },
+        |candidate| &candidate.password_hash,
     )
     .await?;
     let tenant = TenantId::from_uuid(candidate.tenant_id);
@@ -73,9 +68,33 @@ async fn login(
     Ok((limited, Json(TokenResponse { token, expires_at })))
 }
 
+/// A login's checks, in order: its rate-limit tier (before the password
+/// hash: a flood stops here, cheaply), the lockout, then the password.
+pub(super) async fn check_login<T, Fut>(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    tier: Tier,
+    request: LoginRequest,
+    find: impl FnOnce(Email) -> Fut,
+    password_hash: impl Fn(&T) -> &String,
+) -> Result<(RateHeaders, T), ApiError>
+where
+    Fut: Future<Output = Result<Option<T>, DbError>>,
+{
+    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let limited = state.limit(tier, &client).await?;
+    let candidate = guard_login(
+        state,
+        ip,
+        authenticate(&state.password_gate, request, find, password_hash),
+    )
+    .await?;
+    Ok((limited, candidate))
+}
+
 /// Finds the account a login names and checks its password. A malformed or
 /// unknown email costs the same time and gets the same answer as a wrong password.
-pub(super) async fn authenticate<T, Fut>(
+async fn authenticate<T, Fut>(
     gate: &PasswordGate,
     request: LoginRequest,
     find: impl FnOnce(Email) -> Fut,
@@ -101,7 +120,7 @@ where
 
 /// Runs a password check under the brute-force lockout: refused while the
 /// client is locked out (before any Argon2 work), and a wrong password counts.
-pub(super) async fn guard_login<T>(
+async fn guard_login<T>(
     state: &AppState,
     ip: Option<IpAddr>,
     attempt: impl Future<Output = Result<T, ApiError>>,
