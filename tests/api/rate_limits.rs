@@ -265,3 +265,38 @@ async fn a_login_flood_queues_briefly_for_a_password_check_then_gets_503() {
     assert!(admitted >= 1, "the slot kept working");
     assert!(refused >= 1, "the rest did not all wait for it");
 }
+
+#[tokio::test]
+async fn uploads_are_limited_per_tenant() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.upload = 2;
+    })
+    .await;
+    let site = site(&app, "Uploads Co").await;
+    let path = format!("/api/v1/agents/{}/documents", site.agent_id);
+    let upload = |title: &'static str| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&site.tenant.token)
+            .json(&json!({ "title": title, "content": "Open 9 to 5." }))
+            .send()
+    };
+    let first = upload("One").await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        header(&first, "x-ratelimit-remaining").as_deref(),
+        Some("1")
+    );
+    assert_eq!(upload("Two").await.unwrap().status(), 201);
+    assert_eq!(upload("Three").await.unwrap().status(), 429);
+    let other = crate::chat_support::site(&app, "Other Uploads Co").await;
+    let theirs = app
+        .post_json(
+            &format!("/api/v1/agents/{}/documents", other.agent_id),
+            Some(&other.tenant.token),
+            &json!({ "title": "Mine", "content": "Closed on Sundays." }),
+        )
+        .await;
+    assert_eq!(theirs.status(), 201, "another tenant, its own budget");
+}

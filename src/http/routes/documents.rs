@@ -13,10 +13,11 @@ use uuid::Uuid;
 
 use crate::api_tokens::Scope;
 use crate::db::knowledge::{self, Document};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, IdPair, IdPath, Principal, TenantUser};
 use crate::http::AppState;
 use crate::kb_ingest::{self, IngestJob};
+use crate::rate_limit::Tier;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,8 +55,12 @@ async fn create(
     caller: Principal,
     IdPath(agent): IdPath<AgentId>,
     ApiJson(body): ApiJson<NewDocument>,
-) -> Result<(StatusCode, Json<Document>), ApiError> {
+) -> Result<(StatusCode, RateHeaders, Json<Document>), ApiError> {
     caller.require(Scope::KnowledgeWrite)?;
+    // Each upload is chunked and embedded: counted per tenant.
+    let limited = state
+        .limit(Tier::Upload, &caller.tenant().to_string())
+        .await?;
     let title = body.title.trim();
     if title.is_empty() || title.chars().count() > 300 {
         return Err(ApiError::Invalid(
@@ -87,7 +92,7 @@ async fn create(
     if let Err(error) = kb_ingest::enqueue(&state.bus, &job).await {
         tracing::warn!(%error, "could not enqueue a document for ingestion; the sweep will retry");
     }
-    Ok((StatusCode::CREATED, Json(document)))
+    Ok((StatusCode::CREATED, limited, Json(document)))
 }
 
 async fn remove(
