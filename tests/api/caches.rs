@@ -35,9 +35,7 @@ impl RecordingLlm {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let address = crate::helpers::serve_locally(router).await;
         Self {
             base_url: format!("http://{address}/v1"),
             requests,

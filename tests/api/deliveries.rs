@@ -14,13 +14,13 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{body, spawn_app, TestApp, TestTenant};
+use crate::helpers::{body, serve_locally, spawn_app, TestApp, TestTenant};
 
 /// What the receiver saw: headers and body of each request.
-type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+pub type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
 /// A receiver answering the given statuses in turn (the last one from then on).
-async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
+pub async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let router = axum::Router::new().route(
@@ -35,10 +35,7 @@ async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (format!("http://{address}/hook"), seen)
+    (format!("http://{}/hook", serve_locally(router).await), seen)
 }
 
 async fn endpoint_for(app: &TestApp, tenant: &TestTenant, url: &str) -> (Uuid, String) {

@@ -29,6 +29,14 @@ pub struct TestApp {
     drop_database: bool,
 }
 
+/// Serves `router` on a free loopback port for the rest of the test; its address.
+pub async fn serve_locally(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    address
+}
+
 /// Settings for the test profile, honouring DATABASE_URL and REDIS_URL from the environment.
 pub fn test_settings() -> Settings {
     let mut env: HashMap<String, String> = std::env::vars()

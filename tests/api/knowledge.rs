@@ -412,9 +412,7 @@ async fn fake_embeddings() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let address = crate::helpers::serve_locally(router).await;
     (format!("http://{address}/v1"), embedded)
 }
 

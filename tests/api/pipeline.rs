@@ -377,9 +377,7 @@ async fn a_turn_may_take_longer_than_the_request_timeout_when_its_own_timeout_al
                 .into_response()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let address = crate::helpers::serve_locally(router).await;
     use_stand_in(&app, &setup, &format!("http://{address}/v1")).await;
     let token = visitor_token(&app, &setup.public_key).await;
     let started = std::time::Instant::now();

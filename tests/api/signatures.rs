@@ -5,13 +5,12 @@
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentry::webhook_signing::{signing_key, SignatureHeaders};
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use crate::deliveries::{receiver, Seen};
 use crate::dispatch::{commit_events, eventually};
 use crate::helpers::{body, spawn_app};
 
@@ -95,48 +94,26 @@ fn the_official_standard_webhooks_library_verifies_our_signatures_also_during_a_
     assert!(!verified(&python, &[old], body, &stale));
 }
 
-/// A receiver keeping each request's body and signature headers as sent.
-async fn capturing_receiver() -> (String, Arc<Mutex<Vec<(String, SignatureHeaders)>>>) {
-    let captured: Arc<Mutex<Vec<(String, SignatureHeaders)>>> = Arc::default();
-    let keep = captured.clone();
-    let router = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let keep = keep.clone();
-            async move {
-                let header = |name: &str| {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                let signed = SignatureHeaders {
-                    webhook_id: header("webhook-id"),
-                    webhook_timestamp: header("webhook-timestamp"),
-                    webhook_signature: header("webhook-signature"),
-                    x_agentry_signature: header("x-agentry-signature"),
-                };
-                keep.lock().unwrap().push((body, signed));
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (
-        format!("http://127.0.0.1:{}/hook", address.port()),
-        captured,
-    )
-}
-
-async fn next_delivery(
-    captured: &Mutex<Vec<(String, SignatureHeaders)>>,
-    count: usize,
-) -> (String, SignatureHeaders) {
+/// The `nth` (1-based) request `seen` got: its body and signature headers as sent.
+async fn next_delivery(seen: &Seen, nth: usize) -> (String, SignatureHeaders) {
     eventually(Duration::from_secs(10), "a delivery", || async {
-        captured.lock().unwrap().get(count - 1).cloned()
+        let seen = seen.lock().unwrap();
+        seen.get(nth - 1).map(|(headers, body)| {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let signed = SignatureHeaders {
+                webhook_id: header("webhook-id"),
+                webhook_timestamp: header("webhook-timestamp"),
+                webhook_signature: header("webhook-signature"),
+                x_agentry_signature: header("x-agentry-signature"),
+            };
+            (body.clone(), signed)
+        })
     })
     .await
 }
@@ -149,7 +126,7 @@ async fn real_deliveries_verify_with_the_secrets_the_api_returned_across_a_rotat
     };
     let app = spawn_app().await;
     let tenant = app.create_tenant("Signed Co").await;
-    let (url, captured) = capturing_receiver().await;
+    let (url, captured) = receiver(vec![200]).await;
     let created = body(
         app.post_json(
             "/api/v1/webhook-endpoints",
