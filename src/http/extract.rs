@@ -210,7 +210,12 @@ pub fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
         .map(|ConnectInfo(address)| state.client_ip(*address, &parts.headers))
 }
 
-/// The client's IP as a handler argument (logins).
+/// A client IP as a rate-limit subject (`unknown` only off a socket, as in unit tests).
+pub fn ip_subject(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// The client's IP as a handler argument (logins, widget calls).
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use crate::db::{sessions, tenants, DbError};
 use crate::domain::Email;
 use crate::http::error::{ApiError, RateHeaders};
-use crate::http::extract::{refuse_if_locked, ApiJson, ClientIp, TenantUser};
+use crate::http::extract::{ip_subject, refuse_if_locked, ApiJson, ClientIp, TenantUser};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
@@ -81,8 +81,7 @@ pub(super) async fn check_login<T, Fut>(
 where
     Fut: Future<Output = Result<Option<T>, DbError>>,
 {
-    let client = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let limited = state.limit(tier, &client).await?;
+    let limited = state.limit(tier, &ip_subject(ip)).await?;
     let candidate = guard_login(
         state,
         ip,

@@ -6,13 +6,13 @@
 //! tenant or agent ids, no prompt, no configuration.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use agentry_actors::chat_session::{TurnError, TurnEvent, TurnRequest};
 use agentry_actors::ports::{MessageRole, StoreError, StoredReply, TurnChannel};
 use agentry_actors::{AgentId, ConversationId, TenantId, WidgetId};
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::db::{chat, widgets};
 use crate::http::error::{ApiError, RateHeaders};
-use crate::http::extract::{signed_session, ApiJson};
+use crate::http::extract::{ip_subject, signed_session, ApiJson, ClientIp};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
@@ -135,17 +135,16 @@ struct SessionResponse {
 
 async fn create_session(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SessionRequest>,
 ) -> Result<Response, ApiError> {
     // Counted before the widget is looked up: a flood of forged-Origin
     // sessions costs neither a query nor a session.
-    let client = state.client_ip(peer, &headers);
     let limited = state
         .limit(
             Tier::WidgetSessions,
-            &format!("{client}:{}", body.public_key.trim()),
+            &format!("{}:{}", ip_subject(ip), body.public_key.trim()),
         )
         .await?;
     let widget = widgets::find_by_public_key(&state.store, body.public_key.trim())
@@ -179,7 +178,8 @@ async fn create_session(
         agent,
         widget: widget_id,
         conversation: ConversationId::new(),
-        visitor_ip: Some(peer.ip().to_string()),
+        // The address the limits key on: behind a trusted proxy, the client's.
+        visitor_ip: ip.map(|ip| ip.to_string()),
         expires_at,
     };
     state
@@ -268,14 +268,12 @@ impl Visitor {
     async fn limit_turn(
         &self,
         state: &AppState,
-        peer: SocketAddr,
-        headers: &HeaderMap,
+        ip: Option<IpAddr>,
     ) -> Result<RateHeaders, ApiError> {
-        let client = state.client_ip(peer, headers);
         let widget = state
             .limit(
                 Tier::WidgetMessages,
-                &format!("{client}:{}", self.session.widget),
+                &format!("{}:{}", ip_subject(ip), self.session.widget),
             )
             .await?;
         let session = state
@@ -398,12 +396,12 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 
 async fn send_message(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     visitor: Visitor,
     headers: HeaderMap,
     ApiJson(body): ApiJson<MessageRequest>,
 ) -> Result<Response, ApiError> {
-    let limited = visitor.limit_turn(&state, peer, &headers).await?;
+    let limited = visitor.limit_turn(&state, ip).await?;
     let text = body.text.trim();
     let max = state.settings.widget.max_message_chars;
     let invalid = if text.is_empty() {
