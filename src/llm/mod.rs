@@ -265,7 +265,10 @@ pub enum LlmConfigError {
 /// a client is built for it: a name is checked again at every connection by
 /// the guard's resolver, but an IP literal never reaches a resolver.
 fn check_endpoint(config: &ProviderConfig, client: &GuardedClient) -> Result<(), LlmConfigError> {
-    let Some(base) = config.resolved_base_url() else {
+    let Some(base) = config
+        .resolved_base_url()
+        .filter(|_| config.kind != ProviderKind::Offline)
+    else {
         return Ok(());
     };
     let url = url::Url::parse(&base)
@@ -284,9 +287,7 @@ pub fn build_provider(
     client: &GuardedClient,
 ) -> Result<Arc<dyn LlmProvider>, LlmConfigError> {
     config.validate()?;
-    if config.kind != ProviderKind::Offline {
-        check_endpoint(config, client)?;
-    }
+    check_endpoint(config, client)?;
     let http = client.http().clone();
     Ok(match config.kind {
         ProviderKind::Offline => Arc::new(OfflineProvider::new()),
@@ -304,9 +305,7 @@ pub fn build_embedder(
     client: &GuardedClient,
 ) -> Result<Arc<dyn Embedder>, LlmConfigError> {
     config.validate()?;
-    if config.kind != ProviderKind::Offline {
-        check_endpoint(config, client)?;
-    }
+    check_endpoint(config, client)?;
     let http = client.http().clone();
     match config.kind {
         ProviderKind::Anthropic | ProviderKind::Offline => {
