@@ -549,7 +549,7 @@ impl LexicalIndex {
             }
         }
         compacted.live = vec![u64::MAX; rows / 64];
-        if rows % 64 != 0 {
+        if !rows.is_multiple_of(64) {
             compacted.live.push((1u64 << (rows % 64)) - 1);
         }
         compacted.live_rows = rows;
