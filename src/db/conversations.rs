@@ -26,6 +26,8 @@ pub struct ConversationPage<'a> {
     pub before: Option<Uuid>,
     pub status: Option<&'a str>,
     pub agent: Option<Uuid>,
+    /// Only conversations with a message containing this text, any case.
+    pub text: Option<&'a str>,
     pub started_after: Option<DateTime<Utc>>,
     pub started_before: Option<DateTime<Utc>>,
     pub limit: i64,
@@ -46,6 +48,10 @@ pub async fn list(
            AND ($4::uuid IS NULL OR agent_id = $4)
            AND ($5::timestamptz IS NULL OR started_at > $5)
            AND ($6::timestamptz IS NULL OR started_at < $6)
+           AND ($8::text IS NULL OR EXISTS (
+                SELECT 1 FROM agent_messages m
+                WHERE m.tenant_id = $1 AND m.conversation_id = conversations.id
+                  AND m.content ILIKE $8 ESCAPE '\\'))
          ORDER BY id DESC LIMIT $7",
     )
     .bind(tenant.as_uuid())
@@ -55,8 +61,23 @@ pub async fn list(
     .bind(page.started_after)
     .bind(page.started_before)
     .bind(page.limit)
+    .bind(page.text.map(contains_pattern))
     .fetch_all(tx.conn())
     .await?)
+}
+
+/// An ILIKE pattern matching `text` anywhere, its wildcards taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// One conversation of the tenant.
@@ -71,4 +92,15 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<ConversationSummary, DbE
     .fetch_optional(tx.conn())
     .await?
     .ok_or(DbError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn a_search_takes_wildcards_literally() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(contains_pattern("oil"), "%oil%");
+    }
 }

@@ -44,11 +44,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
         message: format!("malformed JSON: {error}"),
         syntax: true,
     })?;
+    from_value(&value)
+}
+
+/// Checks an already parsed body (an MCP tool's arguments) into `T`, by the same rules.
+pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, BodyError> {
     if !value.is_object() {
         return Err(BodyError::message("the request body must be a JSON object"));
     }
-    check_strings(&value, &mut Vec::new())?;
-    T::deserialize(Strict(&value))
+    check_strings(value, &mut Vec::new())?;
+    T::deserialize(Strict(value))
 }
 
 /// A body refused: 400 for malformed JSON (`syntax`), else 422 with the field path.

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod json_body;
 pub mod listing;
+pub mod mcp;
 pub mod middleware;
 pub mod origin_cache;
 pub mod routes;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::web::router())
         .nest("/api/v1", routes::api_v1())
+        .merge(mcp::router(state.clone()))
         .layer(timeout(request_timeout))
         .nest(
             "/api/widget",

@@ -297,6 +297,23 @@ impl TestApp {
 }
 
 /// The JSON body of a response.
+/// Creates an API token with `scopes` as the tenant's owner; returns (id, token).
+pub async fn create_token(app: &TestApp, owner: &str, scopes: &[&str]) -> (String, String) {
+    let response = app
+        .post_json(
+            "/api/v1/api-tokens",
+            Some(owner),
+            &json!({ "name": "n8n", "scopes": scopes }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let json = body(response).await;
+    (
+        json["id"].as_str().unwrap().to_owned(),
+        json["token"].as_str().unwrap().to_owned(),
+    )
+}
+
 pub async fn body(response: Response) -> Value {
     let text = response.text().await.expect("body read");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text:?}"))

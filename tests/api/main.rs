@@ -19,6 +19,7 @@ mod isolation;
 mod knowledge;
 mod leads;
 mod lockout;
+mod mcp;
 mod outbox;
 mod pipeline;
 mod rate_limits;

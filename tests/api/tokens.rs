@@ -6,24 +6,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::helpers::{assert_error, body, set_tenant, spawn_app, spawn_app_on, TestApp};
-
-/// Creates a token with `scopes` as the tenant's owner; returns (id, token).
-async fn create_token(app: &TestApp, owner: &str, scopes: &[&str]) -> (String, String) {
-    let response = app
-        .post_json(
-            "/api/v1/api-tokens",
-            Some(owner),
-            &json!({ "name": "n8n", "scopes": scopes }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    let json = body(response).await;
-    (
-        json["id"].as_str().unwrap().to_owned(),
-        json["token"].as_str().unwrap().to_owned(),
-    )
-}
+use crate::helpers::{
+    assert_error, body, create_token, set_tenant, spawn_app, spawn_app_on, TestApp,
+};
 
 async fn status_of(
     app: &TestApp,

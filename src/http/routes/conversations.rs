@@ -1,5 +1,6 @@
 //! `/api/v1/conversations`: a tenant's conversations, and the ones waiting
-//! for a person (`?status=waiting_for_human`), and one with its transcript.
+//! for a person (`?status=waiting_for_human`), found by what was said
+//! (`?q=`), and one with its transcript.
 //! API tokens read them with `conversations:read`.
 
 use agentry_actors::ports::MessageRole;
@@ -10,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,6 +24,8 @@ use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::AppState;
 
 const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
+/// A search phrase, not a document.
+const MAX_SEARCH_CHARS: usize = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,21 +37,29 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize)]
+/// Which conversations to list: the query of `GET /conversations` and the
+/// `search_conversations` MCP tool.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub struct ConversationQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
+    /// Conversations per page, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// `open`, or `waiting_for_human` for those escalated to a person.
     status: Option<String>,
+    /// Only this agent's conversations.
     agent_id: Option<Uuid>,
-    /// Conversations started in this window (automation polls by time).
+    /// Only conversations with a message containing this text (case-insensitive).
+    q: Option<String>,
+    /// Only conversations started after this time (RFC 3339).
     started_after: Option<DateTime<Utc>>,
+    /// Only conversations started before this time (RFC 3339).
     started_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
-struct ConversationList {
+pub struct ConversationList {
     conversations: Vec<ConversationSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
@@ -56,10 +68,19 @@ struct ConversationList {
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<ConversationQuery>, QueryRejection>,
 ) -> Result<Json<ConversationList>, ApiError> {
-    caller.require(Scope::ConversationsRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    list_conversations(&state, &caller, query).await.map(Json)
+}
+
+/// Newest first, a page at a time.
+pub async fn list_conversations(
+    state: &AppState,
+    caller: &Principal,
+    query: ConversationQuery,
+) -> Result<ConversationList, ApiError> {
+    caller.require(Scope::ConversationsRead)?;
     let limit = page_limit(query.limit)?;
     check_one_of("status", query.status.as_deref(), &STATUSES)?;
     if let (Some(after), Some(before)) = (query.started_after, query.started_before) {
@@ -69,6 +90,12 @@ async fn list(
             ));
         }
     }
+    let text = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if text.is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
+        return Err(ApiError::BadRequest(format!(
+            "q must be at most {MAX_SEARCH_CHARS} characters"
+        )));
+    }
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = conversations::list(
         &mut tx,
@@ -76,6 +103,7 @@ async fn list(
             before: query.cursor,
             status: query.status.as_deref(),
             agent: query.agent_id,
+            text,
             started_after: query.started_after,
             started_before: query.started_before,
             limit: limit + 1,
@@ -83,10 +111,10 @@ async fn list(
     )
     .await?;
     let (conversations, next_cursor) = into_page(rows, limit, |row| row.id);
-    Ok(Json(ConversationList {
+    Ok(ConversationList {
         conversations,
         next_cursor,
-    }))
+    })
 }
 
 /// A message of a transcript.
@@ -99,19 +127,27 @@ struct TranscriptMessage {
 }
 
 #[derive(Serialize)]
-struct ConversationDetail {
+pub struct ConversationDetail {
     #[serde(flatten)]
     conversation: ConversationSummary,
     /// The visitor's and the assistant's messages, oldest first.
     messages: Vec<TranscriptMessage>,
 }
 
-/// One conversation with its transcript, read in one snapshot.
 async fn show(
     State(state): State<AppState>,
     caller: Principal,
     IdPath(id): IdPath<Uuid>,
 ) -> Result<Json<ConversationDetail>, ApiError> {
+    get_conversation(&state, &caller, id).await.map(Json)
+}
+
+/// One conversation with its transcript, read in one snapshot.
+pub async fn get_conversation(
+    state: &AppState,
+    caller: &Principal,
+    id: Uuid,
+) -> Result<ConversationDetail, ApiError> {
     caller.require(Scope::ConversationsRead)?;
     let mut tx = state.store.tenant_snapshot(caller.tenant()).await?;
     let conversation = conversations::get(&mut tx, id).await?;
@@ -125,10 +161,10 @@ async fn show(
             created_at: message.created_at,
         })
         .collect();
-    Ok(Json(ConversationDetail {
+    Ok(ConversationDetail {
         conversation,
         messages,
-    }))
+    })
 }
 
 /// Ends the visitor's widget session behind a conversation, on every instance at once.

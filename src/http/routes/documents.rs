@@ -27,10 +27,11 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewDocument {
-    title: String,
-    content: String,
-    content_type: Option<String>,
+pub struct NewDocument {
+    pub title: String,
+    pub content: String,
+    /// `text` (default), `markdown` or `html`.
+    pub content_type: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +57,17 @@ async fn create(
     IdPath(agent): IdPath<AgentId>,
     ApiJson(body): ApiJson<NewDocument>,
 ) -> Result<(StatusCode, RateHeaders, Json<Document>), ApiError> {
+    let (limited, document) = add_document(&state, &caller, agent, body).await?;
+    Ok((StatusCode::CREATED, limited, Json(document)))
+}
+
+/// Stores the document as pending and queues its ingestion.
+pub async fn add_document(
+    state: &AppState,
+    caller: &Principal,
+    agent: AgentId,
+    body: NewDocument,
+) -> Result<(RateHeaders, Document), ApiError> {
     caller.require(Scope::KnowledgeWrite)?;
     // Each upload is chunked and embedded: counted per tenant.
     let limited = state
@@ -92,7 +104,7 @@ async fn create(
     if let Err(error) = kb_ingest::enqueue(&state.bus, &job).await {
         tracing::warn!(%error, "could not enqueue a document for ingestion; the sweep will retry");
     }
-    Ok((StatusCode::CREATED, limited, Json(document)))
+    Ok((limited, document))
 }
 
 async fn remove(

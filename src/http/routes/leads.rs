@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -29,18 +30,22 @@ pub fn router() -> Router<AppState> {
         .route("/leads/{lead_id}", get(show).patch(update))
 }
 
-#[derive(Deserialize)]
+/// Which leads to list: the query of `GET /leads` and the `list_leads` MCP tool.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub struct LeadQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
+    /// Leads per page, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// Only leads created after this time (RFC 3339).
     created_after: Option<DateTime<Utc>>,
+    /// Only leads created before this time (RFC 3339).
     created_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
-struct LeadList {
+pub struct LeadList {
     leads: Vec<Lead>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
@@ -49,10 +54,19 @@ struct LeadList {
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<LeadQuery>, QueryRejection>,
 ) -> Result<Json<LeadList>, ApiError> {
-    caller.require(Scope::LeadsRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    list_leads(&state, &caller, query).await.map(Json)
+}
+
+/// Newest first, a page at a time.
+pub async fn list_leads(
+    state: &AppState,
+    caller: &Principal,
+    query: LeadQuery,
+) -> Result<LeadList, ApiError> {
+    caller.require(Scope::LeadsRead)?;
     let limit = page_limit(query.limit)?;
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = leads::list(
@@ -66,15 +80,20 @@ async fn list(
     )
     .await?;
     let (leads, next_cursor) = into_page(rows, limit, |row| row.id);
-    Ok(Json(LeadList { leads, next_cursor }))
+    Ok(LeadList { leads, next_cursor })
 }
 
-#[derive(Deserialize)]
+/// A lead added by hand or by automation: `POST /leads` and `create_lead`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateLead {
+pub struct CreateLead {
+    /// The person's name.
     name: Option<String>,
+    /// An email address; a lead needs an email or a phone.
     email: Option<String>,
+    /// A phone number, E.164 or national (read as US without a country code).
     phone: Option<String>,
+    /// Free-text notes, up to 10,000 characters.
     #[serde(default)]
     notes: String,
 }
@@ -84,6 +103,16 @@ async fn create(
     caller: Principal,
     ApiJson(body): ApiJson<CreateLead>,
 ) -> Result<(StatusCode, Json<Lead>), ApiError> {
+    let lead = create_lead(&state, &caller, body).await?;
+    Ok((StatusCode::CREATED, Json(lead)))
+}
+
+/// Stores the lead and its `lead.created` event in one unit of work.
+pub async fn create_lead(
+    state: &AppState,
+    caller: &Principal,
+    body: CreateLead,
+) -> Result<Lead, ApiError> {
     caller.require(Scope::LeadsWrite)?;
     let name = body
         .name
@@ -116,12 +145,12 @@ async fn create(
     let lead = leads::create(&mut tx, &contact, &body.notes, None).await?;
     outbox::append(&mut tx, "lead.created", &json!({ "lead": lead })).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(lead)))
+    Ok(lead)
 }
 
 /// A lead with what it asked for.
 #[derive(Serialize)]
-struct LeadDetail {
+pub struct LeadDetail {
     #[serde(flatten)]
     lead: Lead,
     bookings: Vec<Booking>,
@@ -133,15 +162,23 @@ async fn show(
     caller: Principal,
     IdPath(id): IdPath<Uuid>,
 ) -> Result<Json<LeadDetail>, ApiError> {
+    get_lead(&state, &caller, id).await.map(Json)
+}
+
+pub async fn get_lead(
+    state: &AppState,
+    caller: &Principal,
+    id: Uuid,
+) -> Result<LeadDetail, ApiError> {
     caller.require(Scope::LeadsRead)?;
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let lead = leads::get(&mut tx, id).await?;
     let (bookings, quote_requests) = leads::requests_of(&mut tx, id).await?;
-    Ok(Json(LeadDetail {
+    Ok(LeadDetail {
         lead,
         bookings,
         quote_requests,
-    }))
+    })
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -33,17 +34,24 @@ pub fn router() -> Router<AppState> {
     )
 }
 
-#[derive(Deserialize)]
+/// Which delivery attempts to list: the query of `GET /webhook-deliveries`
+/// and the `list_webhook_deliveries` MCP tool.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub struct DeliveryQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
+    /// Attempts per page, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// Only attempts at this endpoint.
     endpoint_id: Option<Uuid>,
+    /// Only attempts of this event type (`lead.created`, ...).
     event_type: Option<String>,
-    /// success, retrying, failed or blocked.
+    /// `success`, `retrying`, `failed` or `blocked`.
     state: Option<String>,
+    /// Only attempts made after this time (RFC 3339).
     created_after: Option<DateTime<Utc>>,
+    /// Only attempts made before this time (RFC 3339).
     created_before: Option<DateTime<Utc>>,
 }
 
@@ -86,7 +94,7 @@ impl From<Delivery> for DeliveryView {
 }
 
 #[derive(Serialize)]
-struct DeliveryList {
+pub struct DeliveryList {
     deliveries: Vec<DeliveryView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
@@ -95,10 +103,19 @@ struct DeliveryList {
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<DeliveryQuery>, QueryRejection>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    caller.require(Scope::WebhooksRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    list_deliveries(&state, &caller, query).await.map(Json)
+}
+
+/// Newest first, a page at a time.
+pub async fn list_deliveries(
+    state: &AppState,
+    caller: &Principal,
+    query: DeliveryQuery,
+) -> Result<DeliveryList, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
     let limit = page_limit(query.limit)?;
     check_one_of("event_type", query.event_type.as_deref(), &EVENT_TYPES)?;
     let states = DeliveryState::ALL.map(DeliveryState::label);
@@ -125,10 +142,10 @@ async fn list(
     )
     .await?;
     let (deliveries, next_cursor) = into_page(rows, limit, |row| row.id);
-    Ok(Json(DeliveryList {
+    Ok(DeliveryList {
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
         next_cursor,
-    }))
+    })
 }
 
 #[derive(Serialize)]
