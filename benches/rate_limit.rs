@@ -38,6 +38,7 @@ fn settings() -> RateLimitSettings {
         widget_messages: 60,
         api_tokens: 120,
         fail_closed: vec!["auth".into()],
+        overrides_refresh_secs: 5,
     }
 }
 

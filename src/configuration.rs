@@ -280,6 +280,8 @@ pub struct RateLimitSettings {
     pub widget_messages: u32,
     pub api_tokens: u32,
     pub fail_closed: Vec<String>,
+    /// How often each instance reloads the per-tenant overrides.
+    pub overrides_refresh_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

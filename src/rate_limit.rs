@@ -15,19 +15,24 @@
 //! requests share round trips instead of paying one each in series. When
 //! Redis cannot be reached a shard decides with the same math on its own
 //! clock (one instance's view: a degraded limit, logged and counted), or
-//! refuses outright for tiers that fail closed.
+//! refuses outright for tiers that fail closed. An operator can raise or
+//! lower a tier for one tenant ([`overrides`]).
+
+pub mod overrides;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry_actors::TenantId;
 use fred::prelude::*;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::bus::RedisBus;
 use crate::configuration::RateLimitSettings;
+pub use overrides::TierOverrides;
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
 /// The highest limit a tier may have: one request a microsecond.
@@ -134,7 +139,7 @@ return {1, string.format('%d', next_tat), string.format('%d', now)}
 "#;
 
 /// The tiers, each its own limit per minute in `[rate_limits]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
     Auth,
     Admin,
@@ -173,6 +178,17 @@ impl Tier {
             Self::WidgetMessages => "widget_messages",
             Self::ApiTokens => "api_tokens",
         }
+    }
+
+    pub fn parse(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tier| tier.label() == label)
+    }
+
+    /// Whether an operator can set the tier per tenant: it counts requests
+    /// within one tenant (auth and admin count per client IP before any
+    /// tenant is known).
+    pub fn per_tenant(self) -> bool {
+        !matches!(self, Self::Auth | Self::Admin)
     }
 
     pub fn limit(self, settings: &RateLimitSettings) -> Limit {
@@ -399,6 +415,7 @@ pub struct RateLimiter {
     shards: Arc<Vec<ActorRef<ShardMsg>>>,
     bus: RedisBus,
     settings: Arc<RateLimitSettings>,
+    overrides: Arc<TierOverrides>,
 }
 
 impl RateLimiter {
@@ -415,19 +432,37 @@ impl RateLimiter {
             shards: Arc::new(refs),
             bus,
             settings: Arc::new(settings),
+            overrides: Arc::default(),
         })
     }
 
-    /// Decides one request of `subject` in `tier`; `None` when limits are off.
-    pub async fn check(&self, tier: Tier, subject: &str) -> Option<Decision> {
+    /// The per-tenant limits this limiter applies (see [`overrides`]).
+    pub fn overrides(&self) -> &Arc<TierOverrides> {
+        &self.overrides
+    }
+
+    /// Decides one request of `subject` in `tier`, at the limit an operator
+    /// set for `tenant` if any; `None` when limits are off.
+    pub async fn check(
+        &self,
+        tier: Tier,
+        tenant: Option<TenantId>,
+        subject: &str,
+    ) -> Option<Decision> {
         if !self.settings.enabled {
             return None;
         }
+        let limit = tenant
+            .and_then(|tenant| self.overrides.per_minute(tier, tenant))
+            .map_or_else(
+                || tier.limit(&self.settings),
+                |per_minute| Limit { per_minute },
+            );
         Some(
             self.decide(Ask {
                 tier: tier.label(),
                 key: self.key(tier.label(), subject),
-                limit: tier.limit(&self.settings),
+                limit,
                 when_unavailable: tier.when_unavailable(&self.settings),
             })
             .await,
@@ -558,6 +593,7 @@ mod tests {
             widget_messages: 3,
             api_tokens: 3,
             fail_closed: fail_closed.iter().map(|t| t.to_string()).collect(),
+            overrides_refresh_secs: 5,
         }
     }
 
@@ -572,11 +608,17 @@ mod tests {
         })
         .unwrap();
         let limiter = RateLimiter::start(bus, settings(&["auth"])).await.unwrap();
-        let login = limiter.check(Tier::Auth, "198.51.100.1").await.unwrap();
+        let login = limiter
+            .check(Tier::Auth, None, "198.51.100.1")
+            .await
+            .unwrap();
         assert!(!login.allowed && login.unchecked, "{login:?}");
         let mut outcomes = Vec::new();
         for _ in 0..4 {
-            let decision = limiter.check(Tier::Standard, "tenant-1").await.unwrap();
+            let decision = limiter
+                .check(Tier::Standard, None, "tenant-1")
+                .await
+                .unwrap();
             outcomes.push((decision.allowed, decision.unchecked));
         }
         assert_eq!(

@@ -137,7 +137,23 @@ impl Application {
             consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
             recover_after: Duration::from_secs(settings.knowledge.recover_after_secs),
         };
-        let mut workers = vec![tokio::spawn(ingest.run(workers_stopped.clone()))];
+        let limiter =
+            crate::rate_limit::RateLimiter::start(bus.clone(), settings.rate_limits.clone())
+                .await
+                .context("starting the rate limiter")?;
+        let overrides = limiter.overrides().clone();
+        overrides
+            .refresh(&store)
+            .await
+            .context("loading the rate-limit overrides")?;
+        let mut workers = vec![
+            tokio::spawn(ingest.run(workers_stopped.clone())),
+            tokio::spawn(overrides.refresh_every(
+                store.clone(),
+                Duration::from_secs(settings.rate_limits.overrides_refresh_secs.max(1)),
+                workers_stopped.clone(),
+            )),
+        ];
         if let Some((listener, address)) = echo {
             // Verifies signatures only when this start seeded the endpoint (the
             // secret is shown once); otherwise it prints deliveries unchecked.
@@ -178,10 +194,6 @@ impl Application {
             );
         }
 
-        let limiter =
-            crate::rate_limit::RateLimiter::start(bus.clone(), settings.rate_limits.clone())
-                .await
-                .context("starting the rate limiter")?;
         let password_gate = crate::accounts::PasswordGate::new(
             settings.auth.max_concurrent_hashes,
             Duration::from_millis(settings.auth.hash_queue_timeout_ms),

@@ -66,9 +66,10 @@ pub struct ChatArgs {
     #[arg(long)]
     pub sse: bool,
 
-    /// Decide every request's rate limits in Redis, with every tier raised
-    /// so that none refuses: the cost of limiting, not its effect. Without
-    /// it the server it starts runs with limits off.
+    /// Decide every request's rate limits in Redis, with the load-test
+    /// tenant's tiers raised by the operator API so that none refuses: the
+    /// cost of limiting, not its effect. Without it the server it starts
+    /// runs with limits off.
     #[arg(long)]
     pub rate_limits: bool,
 

@@ -15,6 +15,17 @@ use crate::corpus::Corpus;
 /// The Origin every visitor request carries, allowed by the seeded widget.
 pub const ORIGIN: &str = "http://loadtest.local";
 
+/// The tiers counted within a tenant, which an operator can raise for one.
+const RAISED_TIERS: [&str; 6] = [
+    "chat",
+    "upload",
+    "standard",
+    "widget_sessions",
+    "widget_messages",
+    "api_tokens",
+];
+const RAISED_PER_MINUTE: u32 = 10_000_000;
+
 pub struct Seeded {
     pub public_key: String,
     pub documents: usize,
@@ -95,7 +106,30 @@ pub async fn seed(
             })),
         )
         .await?;
-    expect(step, StatusCode::CREATED, created)?;
+    let tenant_id = string_field(
+        step,
+        &expect(step, StatusCode::CREATED, created)?,
+        "tenant_id",
+    )?;
+
+    // Every visitor comes from this one client IP, so the tenant's tiers are
+    // raised far beyond the run's rate (the defaults stay as they are): with
+    // limits on, each request is still decided in Redis, but none is refused.
+    let step = "raising the tenant's rate limits (PUT /api/v1/admin/tenants/{id}/rate-limits)";
+    let raised: serde_json::Map<String, Value> = RAISED_TIERS
+        .iter()
+        .map(|tier| ((*tier).to_owned(), json!(RAISED_PER_MINUTE)))
+        .collect();
+    let limits = http
+        .call(
+            Method::PUT,
+            &format!("/api/v1/admin/tenants/{tenant_id}/rate-limits"),
+            Some(&operator),
+            None,
+            Some(&json!({ "overrides": raised })),
+        )
+        .await?;
+    expect(step, StatusCode::OK, limits)?;
 
     let step = "tenant login (POST /api/v1/auth/login)";
     let login = http

@@ -206,9 +206,8 @@ pub async fn start(
     let database = format!("agentry_load_{run_id}");
     let prefix = format!("agentry-load-{run_id}");
     let database_url = pg::with_database(&args.database_url, &database)?;
-    // Every turn comes from this one client IP: the per-IP tiers are raised
-    // far beyond the run's rate rather than turned off, when limits are on.
-    const RAISED: &str = "10000000";
+    // With limits on, the tiers stay at their defaults: the seeding raises
+    // the load-test tenant's own tiers through the operator API.
     let limits_on = if args.rate_limits { "true" } else { "false" };
     let metrics_port = free_loopback_port()?;
     let metrics_bind = format!("127.0.0.1:{metrics_port}");
@@ -220,14 +219,6 @@ pub async fn start(
         ("AGENTRY__REDIS__PREFIX", prefix.as_str()),
         ("AGENTRY__LOG__FILTER", "warn"),
         ("AGENTRY__RATE_LIMITS__ENABLED", limits_on),
-        ("AGENTRY__RATE_LIMITS__AUTH", RAISED),
-        ("AGENTRY__RATE_LIMITS__ADMIN", RAISED),
-        ("AGENTRY__RATE_LIMITS__CHAT", RAISED),
-        ("AGENTRY__RATE_LIMITS__UPLOAD", RAISED),
-        ("AGENTRY__RATE_LIMITS__STANDARD", RAISED),
-        ("AGENTRY__RATE_LIMITS__WIDGET_SESSIONS", RAISED),
-        ("AGENTRY__RATE_LIMITS__WIDGET_MESSAGES", RAISED),
-        ("AGENTRY__RATE_LIMITS__API_TOKENS", RAISED),
     ];
 
     // `operator create` creates the database and migrates it, like `serve` would.

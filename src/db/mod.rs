@@ -16,6 +16,7 @@ pub mod leads;
 pub mod llm_configs;
 pub mod operators;
 pub mod outbox;
+pub mod rate_limits;
 pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
@@ -37,7 +38,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 21] = [
+pub const TENANT_TABLES: [&str; 22] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -59,6 +60,7 @@ pub const TENANT_TABLES: [&str; 21] = [
     "bookings",
     "quote_requests",
     "api_tokens",
+    "tenant_rate_limits",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -53,7 +53,10 @@ fn retry_after_secs(decision: &crate::rate_limit::Decision) -> u64 {
 pub struct RateHeaders(pub Option<crate::rate_limit::Decision>);
 
 impl RateHeaders {
-    fn insert(decision: &crate::rate_limit::Decision, headers: &mut axum::http::HeaderMap) {
+    pub(crate) fn insert(
+        decision: &crate::rate_limit::Decision,
+        headers: &mut axum::http::HeaderMap,
+    ) {
         let reset = decision.reset_after;
         let reset_secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
         for (name, value) in [

@@ -266,14 +266,18 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         dashboard(state, token).await.map(Principal::User)
     };
     match outcome {
-        // Automation gets its own burst throttle per token.
-        Ok(Principal::Token(token)) => {
+        Ok(principal) => {
+            // Automation gets its own burst throttle per token; the
+            // dashboard's users share their tenant's standard tier.
+            let (tier, subject) = match &principal {
+                Principal::Token(token) => (Tier::ApiTokens, token.token_id.to_string()),
+                Principal::User(user) => (Tier::Standard, user.tenant.to_string()),
+            };
             state
-                .limit(Tier::ApiTokens, &token.token_id.to_string())
+                .limit_request(parts, tier, Some(principal.tenant()), &subject)
                 .await?;
-            Ok(Principal::Token(token))
+            Ok(principal)
         }
-        Ok(principal) => Ok(principal),
         Err(Refusal::Counted) => {
             state.lockout.record_failure(ip).await;
             Err(ApiError::Unauthorized)
@@ -381,6 +385,11 @@ impl FromRequestParts<AppState> for Operator {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // The operator realm's tier, per client IP, before any lookup.
+        let ip = client_ip(parts, state);
+        state
+            .limit_request(parts, Tier::Admin, None, &ip_subject(ip))
+            .await?;
         let session_id = signed_session(parts, state, TokenPurpose::Operator)?;
         let session = sessions::find_operator(&state.store, session_id)
             .await?

@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP behaviour: security headers, per-route metrics, and
 //! JSON bodies for errors produced outside handlers (405, 413, panics).
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -9,7 +10,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::error_response;
+use super::error::{error_response, RateHeaders};
+use crate::rate_limit::Decision;
 
 const STRICT_CSP: &str =
     "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
@@ -21,6 +23,35 @@ const EMBEDDABLE_CSP: &str =
 /// Paths served to third-party websites through the embeddable widget.
 pub fn is_embeddable_path(path: &str) -> bool {
     path == "/widget.js" || path.starts_with("/widget/") || path.starts_with("/api/widget/")
+}
+
+/// Where an extractor leaves the decision of the tier it counted (see
+/// [`super::AppContext::limit_request`]), for [`rate_headers`] to send.
+#[derive(Clone, Default)]
+pub struct RateSlot(Arc<Mutex<Option<Decision>>>);
+
+impl RateSlot {
+    pub fn fill(&self, decision: Decision) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(decision);
+    }
+
+    fn take(&self) -> Option<Decision> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Sends the `X-RateLimit-*` headers of a request admitted by an
+/// extractor's tier, unless the handler already sent those of its own.
+pub async fn rate_headers(mut request: Request, next: Next) -> Response {
+    let slot = RateSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if !response.headers().contains_key("x-ratelimit-limit") {
+        if let Some(decision) = slot.take() {
+            RateHeaders::insert(&decision, response.headers_mut());
+        }
+    }
+    response
 }
 
 pub async fn security_headers(request: Request, next: Next) -> Response {

@@ -60,15 +60,36 @@ impl AppContext {
     pub async fn limit(
         &self,
         tier: crate::rate_limit::Tier,
+        tenant: Option<agentry_actors::TenantId>,
         subject: &str,
     ) -> Result<error::RateHeaders, error::ApiError> {
-        match self.limiter.check(tier, subject).await {
+        match self.limiter.check(tier, tenant, subject).await {
             Some(decision) if decision.unchecked => {
                 Err(error::ApiError::Unavailable("rate limiting"))
             }
             Some(decision) if !decision.allowed => Err(error::ApiError::RateLimited(decision)),
             decision => Ok(error::RateHeaders(decision)),
         }
+    }
+
+    /// Counts a request that an extractor admits (a tier for the whole API,
+    /// not one route's): a 429 or 503 refuses it; an admitted request's
+    /// headers are sent by [`middleware::rate_headers`] unless the handler
+    /// sends those of a tighter tier.
+    pub async fn limit_request(
+        &self,
+        parts: &axum::http::request::Parts,
+        tier: crate::rate_limit::Tier,
+        tenant: Option<agentry_actors::TenantId>,
+        subject: &str,
+    ) -> Result<(), error::ApiError> {
+        let error::RateHeaders(decision) = self.limit(tier, tenant, subject).await?;
+        if let (Some(decision), Some(slot)) =
+            (decision, parts.extensions.get::<middleware::RateSlot>())
+        {
+            slot.fill(decision);
+        }
+        Ok(())
     }
 
     /// The client's address (see [`client_ip`]).
@@ -110,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::rate_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

@@ -191,6 +191,33 @@ async fn the_app_role_with_no_tenant_set_sees_no_rows() {
         second_data.agent_id.parse().unwrap(),
     )
     .await;
+    // Rate-limit overrides are an operator's to write, not a tenant's.
+    let operator = app.operator_token().await;
+    for tenant in [first.id, second.id] {
+        let set = app
+            .client
+            .put(app.url(&format!("/api/v1/admin/tenants/{tenant}/rate-limits")))
+            .bearer_auth(&operator)
+            .json(&json!({ "overrides": { "chat": 100 } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 200);
+    }
+    let mut tx = conn.begin().await.unwrap();
+    set_tenant(&mut tx, first.id).await;
+    let raised_itself =
+        sqlx::query("UPDATE tenant_rate_limits SET per_minute = 60000000 WHERE tenant_id = $1")
+            .bind(first.id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(
+        raised_itself.rows_affected(),
+        0,
+        "a tenant cannot raise its own limits"
+    );
+    tx.rollback().await.unwrap();
 
     // The owner sees both tenants' rows in every table...
     let mut owner = app.owner_connection().await;

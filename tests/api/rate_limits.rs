@@ -2,14 +2,18 @@
 //! client IP behind (and not behind) trusted proxies, and one limit for
 //! several instances.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use agentry::configuration::Settings;
 use reqwest::Response;
 use serde_json::{json, Value};
 
 use crate::chat_support::{say, site, visitor_token, ORIGIN};
-use crate::helpers::{spawn_app_on, spawn_app_with, TestApp};
+use crate::cluster::ServerProcess;
+use crate::dispatch::eventually;
+use crate::helpers::{
+    assert_error, body, create_token, spawn_app, spawn_app_on, spawn_app_with, TestApp,
+};
 
 fn limits_on(settings: &mut Settings) {
     settings.rate_limits.enabled = true;
@@ -299,4 +303,272 @@ async fn uploads_are_limited_per_tenant() {
         )
         .await;
     assert_eq!(theirs.status(), 201, "another tenant, its own budget");
+}
+
+#[tokio::test]
+async fn three_server_processes_on_one_redis_admit_exactly_the_limit_between_them() {
+    const LIMIT: u32 = 60;
+    let app = spawn_app().await;
+    let site = site(&app, "Processes Co").await;
+    let limit = LIMIT.to_string();
+    let servers: Vec<(ServerProcess, String)> = (0..3)
+        .map(|_| {
+            let port = free_loopback_port();
+            let bind = format!("127.0.0.1:{port}");
+            let server = ServerProcess::start(
+                &app,
+                &[
+                    ("AGENTRY__HTTP__BIND", bind.as_str()),
+                    ("AGENTRY__RATE_LIMITS__ENABLED", "true"),
+                    ("AGENTRY__RATE_LIMITS__WIDGET_SESSIONS", limit.as_str()),
+                ],
+            );
+            (server, format!("http://{bind}"))
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    for (_, base) in &servers {
+        eventually(
+            Duration::from_secs(30),
+            "the server process to be ready",
+            || async {
+                let ready = client.get(format!("{base}/readyz")).send().await;
+                ready
+                    .is_ok_and(|response| response.status() == 200)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    let started = Instant::now();
+    let statuses: Vec<u16> = futures_util::future::join_all((0..600).map(|n| {
+        let request = client
+            .post(format!("{}/api/widget/session", servers[n % 3].1))
+            .header("origin", ORIGIN)
+            .json(&json!({ "public_key": site.public_key }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    let took = started.elapsed();
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    let admitted = statuses.iter().filter(|s| **s == 201).count() as u64;
+    // As in-process: the limit, plus the one a second GCRA gives back.
+    let refilled = took.as_secs();
+    assert!(
+        (u64::from(LIMIT)..=u64::from(LIMIT) + refilled).contains(&admitted),
+        "{admitted} admitted in {took:?}"
+    );
+    if refilled == 0 {
+        assert_eq!(admitted, u64::from(LIMIT));
+    }
+    for (n, (_, base)) in servers.iter().enumerate() {
+        let served = statuses
+            .iter()
+            .skip(n)
+            .step_by(3)
+            .filter(|s| **s == 201)
+            .count();
+        assert!(served > 0, "{base} admitted none: the load was not shared");
+    }
+}
+
+/// A loopback port free a moment ago, for a server process to bind.
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn set_overrides(app: &TestApp, operator: &str, tenant: &str, overrides: Value) -> Response {
+    app.client
+        .put(app.url(&format!("/api/v1/admin/tenants/{tenant}/rate-limits")))
+        .bearer_auth(operator)
+        .json(&json!({ "overrides": overrides }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Admits sessions of `public_key` until the first 429; how many got in.
+async fn sessions_until_refused(app: &TestApp, public_key: &str, at_most: usize) -> usize {
+    for admitted in 0..at_most {
+        let status = new_session(app, public_key, None).await.status();
+        if status == 429 {
+            return admitted;
+        }
+        assert_eq!(status, 201);
+    }
+    at_most
+}
+
+#[tokio::test]
+async fn an_operator_raises_one_tenants_tier_on_every_instance_and_the_others_keep_the_default() {
+    let configure = |settings: &mut Settings| {
+        limits_on(settings);
+        settings.rate_limits.widget_sessions = 2;
+        settings.rate_limits.admin = 1_000;
+        settings.rate_limits.overrides_refresh_secs = 1;
+    };
+    let first = spawn_app_with(configure).await;
+    let prefix = first.settings.redis.prefix.clone();
+    let second = spawn_app_on(
+        &first.database,
+        |settings| {
+            configure(settings);
+            settings.redis.prefix = prefix.clone();
+        },
+        false,
+    )
+    .await;
+    let raised = site(&first, "Raised Co").await;
+    let plain = site(&first, "Plain Co").await;
+    let operator = first.operator_token().await;
+    let tenant = raised.tenant.id.to_string();
+
+    let set = set_overrides(&first, &operator, &tenant, json!({ "widget_sessions": 5 })).await;
+    assert_eq!(set.status(), 200);
+    let shown = body(
+        first
+            .get(
+                &format!("/api/v1/admin/tenants/{tenant}/rate-limits"),
+                &operator,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(shown["overrides"], json!({ "widget_sessions": 5 }));
+    assert_eq!(shown["effective"]["widget_sessions"], 5);
+    assert_eq!(shown["effective"]["chat"], first.settings.rate_limits.chat);
+    assert!(shown["effective"].get("auth").is_none(), "{shown}");
+
+    // At once here; the other instance within its refresh interval.
+    assert_eq!(
+        sessions_until_refused(&first, &raised.public_key, 10).await,
+        5
+    );
+    assert_eq!(
+        sessions_until_refused(&first, &plain.public_key, 10).await,
+        2
+    );
+    let fresh = site(&first, "Fresh Co").await;
+    let moved = set_overrides(
+        &first,
+        &operator,
+        &fresh.tenant.id.to_string(),
+        json!({ "widget_sessions": 4 }),
+    )
+    .await;
+    assert_eq!(moved.status(), 200);
+    eventually(
+        Duration::from_secs(5),
+        "the second instance's refresh",
+        || async {
+            second
+                .state
+                .limiter
+                .overrides()
+                .tenant_of_widget_key(&fresh.public_key)
+        },
+    )
+    .await;
+    assert_eq!(
+        sessions_until_refused(&second, &fresh.public_key, 10).await,
+        4
+    );
+
+    // An empty set restores the defaults.
+    let cleared = set_overrides(&first, &operator, &tenant, json!({})).await;
+    assert_eq!(body(cleared).await["effective"]["widget_sessions"], 2);
+
+    for (overrides, field) in [
+        (json!({ "auth": 100 }), "overrides.auth"),
+        (json!({ "chats": 100 }), "overrides.chats"),
+        (json!({ "chat": 0 }), "overrides.chat"),
+        (json!({ "chat": 60_000_001 }), "overrides.chat"),
+    ] {
+        let refused = set_overrides(&first, &operator, &tenant, overrides).await;
+        let error = assert_error(refused, 422, "invalid").await;
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(field),
+            "{error}"
+        );
+    }
+    let nobody = set_overrides(
+        &first,
+        &operator,
+        &uuid::Uuid::new_v4().to_string(),
+        json!({ "chat": 100 }),
+    )
+    .await;
+    assert_eq!(nobody.status(), 404);
+    let tenant_user = set_overrides(
+        &first,
+        &raised.tenant.token,
+        &tenant,
+        json!({ "chat": 100 }),
+    )
+    .await;
+    assert_eq!(tenant_user.status(), 401, "a tenant cannot raise itself");
+}
+
+#[tokio::test]
+async fn the_dashboard_api_counts_per_tenant_and_tokens_and_operators_have_their_own_tiers() {
+    let app = spawn_app_with(|settings| {
+        limits_on(settings);
+        settings.rate_limits.standard = 3;
+        settings.rate_limits.api_tokens = 2;
+        settings.rate_limits.admin = 4;
+    })
+    .await;
+    let tenant = app.create_tenant("Standard Co").await;
+    let other = app.create_tenant("Other Standard Co").await;
+    // One request of the three created the token below.
+    let (_, token) = create_token(&app, &tenant.token, &["leads:read"]).await;
+    for remaining in ["1", "0"] {
+        let response = app.get("/api/v1/agents", &tenant.token).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-ratelimit-limit").as_deref(), Some("3"));
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
+    }
+    let refused = app.get("/api/v1/leads", &tenant.token).await;
+    assert_eq!(refused.status(), 429);
+    assert!(header(&refused, "retry-after").is_some());
+    assert_eq!(app.get("/api/v1/agents", &other.token).await.status(), 200);
+
+    // The tenant's token is throttled on its own, with headers on success too.
+    let automated = app.get("/api/v1/leads", &token).await;
+    assert_eq!(automated.status(), 200);
+    assert_eq!(
+        header(&automated, "x-ratelimit-limit").as_deref(),
+        Some("2")
+    );
+    assert_eq!(app.get("/api/v1/leads", &token).await.status(), 200);
+    assert_eq!(app.get("/api/v1/leads", &token).await.status(), 429);
+
+    // The operator realm: its login and its API share one tier per client IP.
+    let operator = app.operator_token().await;
+    let listed = app.get("/api/v1/admin/tenants", &operator).await;
+    assert_eq!(listed.status(), 200);
+    assert_eq!(header(&listed, "x-ratelimit-limit").as_deref(), Some("4"));
+    assert_eq!(
+        app.get("/api/v1/admin/tenants", &operator).await.status(),
+        200
+    );
+    assert_eq!(
+        app.get("/api/v1/admin/tenants", &operator).await.status(),
+        200
+    );
+    assert_eq!(
+        app.get("/api/v1/admin/tenants", &operator).await.status(),
+        429
+    );
 }

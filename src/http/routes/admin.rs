@@ -1,6 +1,8 @@
 //! `/api/v1/admin`: the site operator's API. Its own login and token purpose;
 //! a tenant user's token is refused here.
 
+use std::collections::BTreeMap;
+
 use agentry_actors::{OperatorId, Secret, TenantId};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::auth::{check_login, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
 use crate::db::tenants::{self, Tenant};
-use crate::db::{operators, sessions};
+use crate::db::{operators, rate_limits, sessions};
 use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, ClientIp, IdPath, Operator};
 use crate::http::AppState;
-use crate::rate_limit::Tier;
+use crate::rate_limit::{Tier, MAX_PER_MINUTE};
 use crate::tokens::TokenPurpose;
 
 pub fn router() -> Router<AppState> {
@@ -24,6 +26,10 @@ pub fn router() -> Router<AppState> {
         .route("/auth/logout", post(logout))
         .route("/tenants", get(list_tenants).post(create_tenant))
         .route("/tenants/{tenant_id}", get(show_tenant))
+        .route(
+            "/tenants/{tenant_id}/rate-limits",
+            get(show_rate_limits).put(set_rate_limits),
+        )
 }
 
 async fn login(
@@ -109,4 +115,97 @@ async fn create_tenant(
         AccountError::Hashing(detail) => ApiError::Internal(detail),
     })?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A tenant's rate-limit tiers, per minute.
+#[derive(Serialize)]
+struct TenantRateLimits {
+    tenant_id: TenantId,
+    /// The tiers an operator set for this tenant.
+    overrides: BTreeMap<String, u32>,
+    /// Every tier counted within the tenant, at the limit it gets: its
+    /// override, else the default from `[rate_limits]`.
+    effective: BTreeMap<&'static str, u32>,
+}
+
+impl TenantRateLimits {
+    fn new(state: &AppState, tenant_id: TenantId, overrides: BTreeMap<String, u32>) -> Self {
+        let effective = Tier::ALL
+            .into_iter()
+            .filter(|tier| tier.per_tenant())
+            .map(|tier| {
+                let default = tier.limit(&state.settings.rate_limits).per_minute;
+                let limit = overrides.get(tier.label()).copied().unwrap_or(default);
+                (tier.label(), limit)
+            })
+            .collect();
+        Self {
+            tenant_id,
+            overrides,
+            effective,
+        }
+    }
+}
+
+async fn show_rate_limits(
+    State(state): State<AppState>,
+    operator: Operator,
+    IdPath(tenant): IdPath<TenantId>,
+) -> Result<Json<TenantRateLimits>, ApiError> {
+    let mut tx = state.store.operator(operator.operator).await?;
+    tenants::get_for_operator(&mut tx, tenant).await?;
+    let overrides = rate_limits::of_tenant(&mut tx, tenant).await?;
+    Ok(Json(TenantRateLimits::new(&state, tenant, overrides)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRateLimits {
+    /// Tier name to requests per minute; tiers left out get the default again.
+    overrides: BTreeMap<String, u32>,
+}
+
+/// Replaces the tenant's overrides; every instance applies them within
+/// `rate_limits.overrides_refresh_secs`, this one at once.
+async fn set_rate_limits(
+    State(state): State<AppState>,
+    operator: Operator,
+    IdPath(tenant): IdPath<TenantId>,
+    ApiJson(body): ApiJson<SetRateLimits>,
+) -> Result<Json<TenantRateLimits>, ApiError> {
+    for (name, per_minute) in &body.overrides {
+        match Tier::parse(name) {
+            Some(tier) if tier.per_tenant() => {}
+            Some(_) => {
+                return Err(ApiError::Invalid(format!(
+                    "overrides.{name}: counted per client IP before any tenant is known, so it has no per-tenant limit"
+                )))
+            }
+            None => {
+                let tiers: Vec<&str> = Tier::ALL
+                    .into_iter()
+                    .filter(|tier| tier.per_tenant())
+                    .map(Tier::label)
+                    .collect();
+                return Err(ApiError::Invalid(format!(
+                    "overrides.{name}: not a tier; the tiers are {}",
+                    tiers.join(", ")
+                )));
+            }
+        }
+        if !(1..=MAX_PER_MINUTE).contains(per_minute) {
+            return Err(ApiError::Invalid(format!(
+                "overrides.{name} must be 1 to {MAX_PER_MINUTE} per minute"
+            )));
+        }
+    }
+    let mut tx = state.store.operator(operator.operator).await?;
+    tenants::get_for_operator(&mut tx, tenant).await?;
+    rate_limits::replace(&mut tx, tenant, operator.operator, &body.overrides).await?;
+    tx.commit().await.map_err(crate::db::DbError::from)?;
+    tracing::info!(%tenant, overrides = ?body.overrides, "rate-limit overrides set");
+    if let Err(error) = state.limiter.overrides().refresh(&state.store).await {
+        tracing::warn!(%error, "rate-limit overrides not reloaded here; the next refresh will");
+    }
+    Ok(Json(TenantRateLimits::new(&state, tenant, body.overrides)))
 }

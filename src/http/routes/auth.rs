@@ -81,7 +81,7 @@ pub(super) async fn check_login<T, Fut>(
 where
     Fut: Future<Output = Result<Option<T>, DbError>>,
 {
-    let limited = state.limit(tier, &ip_subject(ip)).await?;
+    let limited = state.limit(tier, None, &ip_subject(ip)).await?;
     let candidate = guard_login(
         state,
         ip,

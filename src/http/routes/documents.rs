@@ -71,7 +71,11 @@ pub async fn add_document(
     caller.require(Scope::KnowledgeWrite)?;
     // Each upload is chunked and embedded: counted per tenant.
     let limited = state
-        .limit(Tier::Upload, &caller.tenant().to_string())
+        .limit(
+            Tier::Upload,
+            Some(caller.tenant()),
+            &caller.tenant().to_string(),
+        )
         .await?;
     let title = body.title.trim();
     if title.is_empty() || title.chars().count() > 300 {

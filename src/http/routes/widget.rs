@@ -141,13 +141,16 @@ async fn create_session(
 ) -> Result<Response, ApiError> {
     // Counted before the widget is looked up: a flood of forged-Origin
     // sessions costs neither a query nor a session.
+    let public_key = body.public_key.trim();
+    let owner = state.limiter.overrides().tenant_of_widget_key(public_key);
     let limited = state
         .limit(
             Tier::WidgetSessions,
-            &format!("{}:{}", ip_subject(ip), body.public_key.trim()),
+            owner,
+            &format!("{}:{public_key}", ip_subject(ip)),
         )
         .await?;
-    let widget = widgets::find_by_public_key(&state.store, body.public_key.trim())
+    let widget = widgets::find_by_public_key(&state.store, public_key)
         .await?
         .ok_or(ApiError::NotFound)?;
     let origin = origin_of(&headers);
@@ -273,11 +276,16 @@ impl Visitor {
         let widget = state
             .limit(
                 Tier::WidgetMessages,
+                Some(self.session.tenant),
                 &format!("{}:{}", ip_subject(ip), self.session.widget),
             )
             .await?;
         let session = state
-            .limit(Tier::Chat, &self.session_id.to_string())
+            .limit(
+                Tier::Chat,
+                Some(self.session.tenant),
+                &self.session_id.to_string(),
+            )
             .await?;
         Ok(match (widget.0, session.0) {
             (Some(a), Some(b)) if a.remaining < b.remaining => RateHeaders(Some(a)),
