@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod templates;
 pub mod text_tools;
 pub mod tokens;
+pub mod twilio;
 pub mod webhook_delivery;
 pub mod webhook_dispatch;
 pub mod webhook_echo;
