@@ -38,6 +38,18 @@ impl TierOverrides {
         self.read().widget_keys.get(public_key).copied()
     }
 
+    /// A widget created on this instance counts at its tenant's overridden
+    /// widget-session tier at once, not from the next reload on.
+    pub fn widget_added(&self, tenant: TenantId, public_key: &str) {
+        if self.per_minute(Tier::WidgetSessions, tenant).is_some() {
+            self.snapshot
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .widget_keys
+                .insert(public_key.to_owned(), tenant);
+        }
+    }
+
     /// Reloads every override; on failure the previous ones stay in force.
     pub async fn refresh(&self, store: &Store) -> Result<(), DbError> {
         let mut snapshot = Snapshot::default();

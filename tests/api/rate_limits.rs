@@ -456,6 +456,15 @@ async fn an_operator_raises_one_tenants_tier_on_every_instance_and_the_others_ke
         sessions_until_refused(&first, &plain.public_key, 10).await,
         2
     );
+    let later = first
+        .create_widget(&raised.tenant.token, &raised.agent_id)
+        .await;
+    let later_key = later["public_key"].as_str().unwrap();
+    assert_eq!(
+        sessions_until_refused(&first, later_key, 10).await,
+        5,
+        "a widget made after the override counts at it at once"
+    );
     let fresh = site(&first, "Fresh Co").await;
     let moved = set_overrides(
         &first,

@@ -79,6 +79,10 @@ async fn create(
     let widget = widgets::create(&mut tx, agent, &new_widget_public_key(), &origins).await?;
     tx.commit().await?;
     state.origin_cache.invalidate();
+    state
+        .limiter
+        .overrides()
+        .widget_added(user.tenant, &widget.public_key);
     Ok((StatusCode::CREATED, Json(widget)))
 }
 
