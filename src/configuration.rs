@@ -81,6 +81,35 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub lockout: LockoutSettings,
     pub metrics: MetricsSettings,
+    pub twilio: TwilioSettings,
+}
+
+/// The SMS and voice channels (Twilio webhooks and REST API).
+#[derive(Clone, Debug, Deserialize)]
+pub struct TwilioSettings {
+    /// The public base URL Twilio calls (behind the load balancer); its
+    /// signatures cover this URL, not the Host header a request arrives with.
+    pub public_base_url: String,
+    /// Refuse (403) an inbound request without a valid `X-Twilio-Signature`.
+    /// Only a development setup may turn it off; production refuses to start so.
+    pub verify_signatures: bool,
+    /// Twilio gives up on a webhook after 15 s: a reply not ready by then is
+    /// sent later through the REST API.
+    pub webhook_timeout_secs: u64,
+    /// A reply is cut to this many SMS segments, at a sentence boundary.
+    pub max_sms_segments: usize,
+    /// Twilio's REST API (tests point it at a local receiver).
+    pub api_base_url: String,
+    /// How long a caller may stay silent before the call ends.
+    pub gather_timeout_secs: u32,
+    /// Answered to HELP when the tenant set no help text.
+    pub default_help_text: String,
+    /// Said when a call is answered, when the tenant set no greeting.
+    pub default_greeting: String,
+    /// How often each instance looks for queued replies to send.
+    pub outbound_poll_ms: u64,
+    /// Attempts to send a queued reply before it is marked failed.
+    pub outbound_max_attempts: u32,
 }
 
 /// The Prometheus scrape endpoint has a listener of its own, so the public port never serves it.
@@ -424,6 +453,28 @@ impl Settings {
             ));
         }
         self.webhooks.validate()?;
+        let twilio = &self.twilio;
+        if !twilio.verify_signatures && self.profile == Profile::Production {
+            return Err(ConfigError::Invalid(
+                "production refuses twilio.verify_signatures = false: unsigned requests would act for any tenant".into(),
+            ));
+        }
+        if url::Url::parse(&twilio.public_base_url).is_err() {
+            return Err(ConfigError::Invalid(
+                "twilio.public_base_url must be an absolute URL (AGENTRY__TWILIO__PUBLIC_BASE_URL)"
+                    .into(),
+            ));
+        }
+        if !(1..=10).contains(&twilio.max_sms_segments) {
+            return Err(ConfigError::Invalid(
+                "twilio.max_sms_segments must be 1 to 10".into(),
+            ));
+        }
+        if !(1..=14).contains(&twilio.webhook_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "twilio.webhook_timeout_secs must be 1 to 14 (Twilio waits 15 s)".into(),
+            ));
+        }
         let tokens = &self.tokens;
         if tokens.max_lifetime_days == 0
             || tokens.lifetime_days == 0
@@ -634,6 +685,24 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("token_key is missing"), "{err}");
+    }
+
+    #[test]
+    fn only_development_may_accept_unsigned_twilio_requests() {
+        let unsigned = ("AGENTRY__TWILIO__VERIFY_SIGNATURES", "false");
+        let err = Settings::load_from(env(&[("AGENTRY_ENV", "production"), unsigned])).unwrap_err();
+        assert!(
+            err.to_string().contains("twilio.verify_signatures"),
+            "{err}"
+        );
+        let development = Settings::load_from(env(&[unsigned])).unwrap();
+        assert!(!development.twilio.verify_signatures);
+        assert!(
+            Settings::load_from(env(&[]))
+                .unwrap()
+                .twilio
+                .verify_signatures
+        );
     }
 
     #[test]

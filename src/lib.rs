@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod net_guard;
 pub mod rate_limit;
 pub mod seed;
+pub mod sms_sender;
 pub mod startup;
 pub mod telemetry;
 pub mod templates;

@@ -154,6 +154,13 @@ impl Application {
                 workers_stopped.clone(),
             )),
         ];
+        let sms_sender = crate::sms_sender::SmsSender::new(
+            store.clone(),
+            keyring.clone(),
+            settings.twilio.clone(),
+        )
+        .context("HTTP client for Twilio")?;
+        workers.push(tokio::spawn(sms_sender.run(workers_stopped.clone())));
         if let Some((listener, address)) = echo {
             // Verifies signatures only when this start seeded the endpoint (the
             // secret is shown once); otherwise it prints deliveries unchecked.

@@ -589,6 +589,7 @@ async fn run_turn(
     let message = VisitorMessage {
         text: &request.text,
         scrubbed: (!scrubbed.counts.is_empty()).then_some(scrubbed.text.as_str()),
+        pii: scrubbed.counts,
     };
     let opened = deps
         .chat
@@ -696,10 +697,20 @@ async fn run_turn(
             reply.say(&settings.apology, events);
         }
     }
+    // The caller hears the reply as it is; a channel that stores its
+    // transcript scrubbed keeps the reply scrubbed too.
+    let told = reply.cleaned;
+    let (content, pii) = if request.channel.stores_scrubbed() {
+        let stored = settings.scrubber.scrub(&told);
+        (stored.text, stored.counts)
+    } else {
+        (told.clone(), Default::default())
+    };
     let record = TurnRecord {
         agent,
         reply_seq: opened.slot.reply_seq,
-        content: reply.cleaned,
+        content,
+        pii,
         provider: provider
             .as_ref()
             .map_or("none", |p| p.provider())
@@ -709,7 +720,7 @@ async fn run_turn(
         embedding: retrieved.embedding,
         guardrail_removals: reply.state.removals,
     };
-    let stored = deps
+    let mut stored = deps
         .chat
         .finish_turn(tenant, request.conversation, record)
         .await?;
@@ -719,5 +730,6 @@ async fn run_turn(
         &stored.content,
         opened.slot.reply_seq,
     );
+    stored.content = told;
     Ok(stored)
 }

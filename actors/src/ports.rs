@@ -137,6 +137,10 @@ pub enum TurnChannel {
         session: uuid::Uuid,
         origin: Option<String>,
     },
+    /// A text message to one of the tenant's numbers.
+    Sms,
+    /// A caller's speech on a phone call.
+    Voice,
 }
 
 impl TurnChannel {
@@ -144,7 +148,15 @@ impl TurnChannel {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Widget { .. } => "widget",
+            Self::Sms => "sms",
+            Self::Voice => "voice",
         }
+    }
+
+    /// Whether every line of the transcript is stored scrubbed, whatever the
+    /// agent's profile says: a call's transcript is, both sides of it.
+    pub fn stores_scrubbed(&self) -> bool {
+        matches!(self, Self::Voice)
     }
 }
 
@@ -172,8 +184,10 @@ pub struct CacheVersions {
 pub struct VisitorMessage<'a> {
     pub text: &'a str,
     /// The text with its personal data replaced, when it held any: stored
-    /// instead of `text` when the agent's profile asks for it.
+    /// instead of `text` when the agent's profile (or the channel) asks for it.
     pub scrubbed: Option<&'a str>,
+    /// What the scrub replaced, for the audit row of a line stored scrubbed.
+    pub pii: crate::pii::PiiCounts,
 }
 
 /// A turn whose visitor message is stored.
@@ -224,12 +238,15 @@ pub struct TurnRecord {
     pub embedding: Option<EmbeddingUsage>,
     /// What the guardrails removed from the reply, per rule (never the text).
     pub guardrail_removals: crate::guardrail_finalizer::Removals,
+    /// What the scrub replaced in `content`, when the channel stores replies scrubbed.
+    pub pii: crate::pii::PiiCounts,
 }
 
 /// The stored reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredReply {
     pub id: uuid::Uuid,
+    /// What the visitor was told (a call's transcript stores it scrubbed).
     pub content: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

@@ -163,7 +163,8 @@ async fn ensure_app_role(
              agentry_claim_outbox(integer), agentry_mark_outbox_published(uuid[]),
              agentry_outbox_backlog(), agentry_republish_unsettled(timestamptz),
              agentry_pending_webhook_retries(timestamptz, integer),
-             agentry_find_api_token(bytea), agentry_rate_limit_overrides() TO {role};",
+             agentry_find_api_token(bytea), agentry_rate_limit_overrides(),
+             agentry_find_phone_number(text), agentry_claim_sms_outbound(integer, interval) TO {role};",
         database = quote_ident(&database),
     ))
     .execute(&mut conn)

@@ -6,6 +6,7 @@
 //! statement's own transaction.
 
 use agentry_actors::llm::ChatMessage;
+use agentry_actors::pii::PiiCounts;
 use agentry_actors::ports::{
     AgentBrief, CacheVersions, ChatStore, MessageRole, OpenedTurn, StoreError, StoredReply,
     TurnChannel, TurnRecord, TurnSlot, Versioned, VisitorMessage,
@@ -156,11 +157,14 @@ impl ChatStore for PgChatStore {
         channel: &TurnChannel,
         message: VisitorMessage<'_>,
     ) -> Result<OpenedTurn, StoreError> {
-        let TurnChannel::Widget {
-            widget,
-            session,
-            origin,
-        } = channel;
+        let (widget, session, origin) = match channel {
+            TurnChannel::Widget {
+                widget,
+                session,
+                origin,
+            } => (Some(widget.as_uuid()), Some(*session), origin.as_deref()),
+            TurnChannel::Sms | TurnChannel::Voice => (None, None, None),
+        };
         // One statement outside an explicit transaction: one round trip, one commit.
         let (outcome, visitor_seq, agent_version, llm_version, namespace_version, scrubbed): (
             String,
@@ -170,18 +174,19 @@ impl ChatStore for PgChatStore {
             Option<i64>,
             Option<bool>,
         ) = sqlx::query_as(
-            "SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(tenant.as_uuid())
         .bind(agent.as_uuid())
         .bind(conversation.as_uuid())
         .bind(channel.label())
-        .bind(widget.as_uuid())
+        .bind(widget)
         .bind(session)
-        .bind(origin.as_deref())
+        .bind(origin)
         .bind(Uuid::now_v7())
         .bind(message.text)
         .bind(message.scrubbed)
+        .bind(pii_json(&message.pii))
         .fetch_one(self.store.pool())
         .await
         .map_err(unavailable)?;
@@ -220,7 +225,7 @@ impl ChatStore for PgChatStore {
     ) -> Result<StoredReply, StoreError> {
         let id = Uuid::now_v7();
         let created_at: DateTime<Utc> =
-            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(tenant.as_uuid())
                 .bind(record.agent.as_uuid())
                 .bind(conversation.as_uuid())
@@ -228,6 +233,7 @@ impl ChatStore for PgChatStore {
                 .bind(record.reply_seq)
                 .bind(&record.content)
                 .bind(usage::usage_rows(&record))
+                .bind(pii_json(&record.pii))
                 .fetch_one(self.store.pool())
                 .await
                 .map_err(unavailable)?;
@@ -237,4 +243,14 @@ impl ChatStore for PgChatStore {
             created_at,
         })
     }
+}
+
+/// `{"phone": 1, ...}`: what a scrub replaced, for its audit rows (counts only).
+fn pii_json(counts: &PiiCounts) -> serde_json::Value {
+    serde_json::Value::Object(
+        counts
+            .iter()
+            .map(|(kind, n)| (kind.as_str().to_owned(), serde_json::Value::from(n)))
+            .collect(),
+    )
 }

@@ -20,6 +20,7 @@ pub mod rate_limits;
 pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
+pub mod twilio;
 pub mod usage;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
@@ -38,7 +39,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 22] = [
+pub const TENANT_TABLES: [&str; 27] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -61,6 +62,11 @@ pub const TENANT_TABLES: [&str; 22] = [
     "quote_requests",
     "api_tokens",
     "tenant_rate_limits",
+    "phone_numbers",
+    "tenant_twilio_configs",
+    "sms_suppressions",
+    "sms_outbound",
+    "sms_delivery_statuses",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -53,6 +53,7 @@ mod tests {
             },
             embedding,
             guardrail_removals: Default::default(),
+            pii: Default::default(),
         }
     }
 

@@ -120,6 +120,12 @@ pub fn router(state: AppState) -> Router {
         .merge(mcp::router(state.clone()))
         .layer(timeout(request_timeout))
         .nest(
+            "/api/twilio",
+            // Answered within twilio.webhook_timeout_secs by the handlers themselves.
+            routes::twilio_hooks::router()
+                .layer(timeout(state.settings.twilio.webhook_timeout_secs + 5)),
+        )
+        .nest(
             "/api/widget",
             routes::widget::router(state.clone()).layer(timeout(turn_timeout.max(request_timeout))),
         )

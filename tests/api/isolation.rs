@@ -168,6 +168,30 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
     .execute(&mut *tx)
     .await
     .unwrap();
+    // The SMS and voice channels' tables; a number unique to this tenant.
+    let number = format!("+1415{:07}", tenant.as_u128() % 10_000_000);
+    sqlx::query(
+        "INSERT INTO phone_numbers (id, tenant_id, number, agent_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(&number)
+    .bind(agent)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tenant_twilio_configs (tenant_id, account_sid, auth_token_sealed) VALUES ($1, 'AC0123456789abcdef0123456789abcdef', '\\x00')")
+        .bind(tenant)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO sms_suppressions (tenant_id, sender, keyword) VALUES ($1, '+16505550100', 'STOP')")
+        .bind(tenant)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO sms_outbound (id, tenant_id, conversation_id, from_number, to_number, body) VALUES ($1, $2, $3, $4, '+16505550100', 'Hi')")
+        .bind(Uuid::now_v7()).bind(tenant).bind(conversation).bind(&number)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO sms_delivery_statuses (id, tenant_id, message_sid, status) VALUES ($1, $2, 'SM1', 'delivered')")
+        .bind(Uuid::now_v7()).bind(tenant)
+        .execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
 }
 

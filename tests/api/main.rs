@@ -29,6 +29,7 @@ mod seed;
 mod signatures;
 mod tokens;
 mod tools;
+mod twilio;
 mod webhook_bench;
 mod webhook_endpoints;
 mod widget;

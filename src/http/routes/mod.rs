@@ -9,6 +9,8 @@ pub mod documents;
 pub mod health;
 pub mod leads;
 pub mod llm_config;
+pub mod phone_numbers;
+pub mod twilio_hooks;
 pub mod web;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
@@ -33,6 +35,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(webhook_endpoints::router())
         .merge(webhook_deliveries::router())
         .merge(api_tokens::router())
+        .merge(phone_numbers::router())
         .nest("/admin", admin::router())
 }
 

@@ -1,0 +1,447 @@
+//! `/api/twilio/*`: what Twilio calls for a tenant's numbers. Every request
+//! names its tenant by one of the tenant's numbers and is signed with that
+//! tenant's auth token (`X-Twilio-Signature` over the public URL and the
+//! parameters); an unsigned or wrongly signed one is 403 before anything is
+//! read or written for it.
+//!
+//! - `POST /sms`: compliance keywords (STOP, START, HELP and synonyms) first,
+//!   answered even to a suppressed sender; then a chat turn on channel `sms`,
+//!   one conversation per number and sender, answered with `<Message>` cut to
+//!   whole SMS segments. A reply later than `twilio.webhook_timeout_secs` is
+//!   answered with empty TwiML and sent through the REST API instead.
+//! - `POST /sms/status`: delivery statuses of those later replies.
+//! - `POST /voice`, `/voice/gather`, `/voice/status`: a call's greeting, each
+//!   caller utterance as a turn on channel `voice` (transcript scrubbed),
+//!   `<Dial>` to the tenant's number when the agent escalates, and the end of
+//!   the call.
+
+use std::time::Duration;
+
+use agentry_actors::chat_session::TurnRequest;
+use agentry_actors::pipeline::TurnHandle;
+use agentry_actors::ports::TurnChannel;
+use agentry_actors::{AgentId, ConversationId, TenantId};
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use crate::db::twilio::{self, CalledNumber, OutboundSms};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::rate_limit::Tier;
+use crate::twilio::sms_text::{self, Keyword};
+use crate::twilio::twiml::{Response as TwiML, SpeechTimeout};
+use crate::twilio::{signature, speech};
+
+pub const OPTED_OUT: &str = "You have been unsubscribed and will receive no more messages from this number. Reply START to resubscribe.";
+pub const OPTED_IN: &str =
+    "You have been resubscribed and will receive messages again. Reply STOP to unsubscribe.";
+const GOODBYE: &str = "Thank you for calling. Goodbye.";
+const CONNECTING: &str = "Connecting you now.";
+const TOO_SLOW: &str = "Sorry, that is taking me too long. Could you say that again?";
+const UNAVAILABLE: &str = "Sorry, I can't answer right now. Please try again later.";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sms", post(sms))
+        .route("/sms/status", post(sms_status))
+        .route("/voice", post(voice))
+        .route("/voice/gather", post(voice_gather))
+        .route("/voice/status", post(voice_status))
+}
+
+/// A request Twilio signed for one of a tenant's numbers.
+struct Inbound {
+    params: Vec<(String, String)>,
+    number: CalledNumber,
+}
+
+impl Inbound {
+    /// Checks, in order: the form, the number (`number_field`: `To` for what
+    /// reaches the tenant, `From` for its own outbound messages), the
+    /// signature, and the tenant's tier for provider webhooks.
+    async fn verify(
+        state: &AppState,
+        uri: &OriginalUri,
+        headers: &HeaderMap,
+        body: &Bytes,
+        number_field: &str,
+    ) -> Result<Self, ApiError> {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected Content-Type: application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let called = param(&params, number_field)
+            .ok_or_else(|| ApiError::BadRequest(format!("{number_field} is missing")))?;
+        let number = twilio::find_called(&state.store, called)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let settings = &state.settings.twilio;
+        if settings.verify_signatures {
+            check_signature(state, uri, headers, &params, &number)?;
+        }
+        let tenant = number.tenant();
+        state
+            .limit(Tier::ProviderWebhooks, Some(tenant), &tenant.to_string())
+            .await?;
+        Ok(Self { params, number })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        param(&self.params, name)
+    }
+
+    fn require(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::BadRequest(format!("{name} is missing")))
+    }
+
+    fn tenant(&self) -> TenantId {
+        self.number.tenant()
+    }
+
+    fn agent(&self) -> AgentId {
+        self.number.agent()
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn check_signature(
+    state: &AppState,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    number: &CalledNumber,
+) -> Result<(), ApiError> {
+    let refused = |why: &str| ApiError::Forbidden(format!("Twilio signature refused: {why}"));
+    let sealed = number
+        .auth_token_sealed
+        .as_deref()
+        .ok_or_else(|| refused("the number's tenant has no Twilio credentials"))?;
+    let token = state
+        .keyring
+        .open_string(&twilio::auth_token_owner(number.tenant()), sealed)
+        .map_err(|error| ApiError::Internal(format!("opening a Twilio auth token: {error}")))?;
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| refused("X-Twilio-Signature is missing"))?;
+    // The URL Twilio signed is the public one, rebuilt from configuration:
+    // behind the load balancer, Host and scheme are not what Twilio called.
+    let path = uri
+        .0
+        .path_and_query()
+        .map_or_else(|| uri.0.path(), |pq| pq.as_str());
+    let url = signature::public_url(&state.settings.twilio.public_base_url, path);
+    if signature::verify(token.expose(), &url, params, given) {
+        Ok(())
+    } else {
+        metrics::counter!("agentry_twilio_signature_refusals_total").increment(1);
+        Err(refused("it does not match"))
+    }
+}
+
+fn twiml(response: TwiML) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        )],
+        response.to_xml(),
+    )
+        .into_response()
+}
+
+async fn sms(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let (from, to) = (inbound.require("From")?, inbound.require("To")?);
+    if !sms_text::is_e164(from) {
+        return Err(ApiError::BadRequest("From must be an E.164 number".into()));
+    }
+    let text = inbound.get("Body").unwrap_or("");
+    let tenant = inbound.tenant();
+    let mut tx = state.store.tenant(tenant).await?;
+
+    // Compliance first: acknowledged whatever the suppression list says.
+    if let Some(keyword) = sms_text::keyword(text) {
+        let answer = match keyword {
+            Keyword::OptOut => {
+                twilio::suppress(&mut tx, from, &text.trim().to_ascii_uppercase()).await?;
+                OPTED_OUT.to_owned()
+            }
+            Keyword::OptIn => {
+                twilio::unsuppress(&mut tx, from).await?;
+                OPTED_IN.to_owned()
+            }
+            Keyword::Help => twilio::get_config(&mut tx)
+                .await?
+                .and_then(|config| config.help_text)
+                .unwrap_or_else(|| state.settings.twilio.default_help_text.clone()),
+        };
+        tx.commit().await?;
+        metrics::counter!("agentry_sms_keywords_total", "keyword" => keyword_label(keyword))
+            .increment(1);
+        return Ok(twiml(TwiML::new().message(&answer)));
+    }
+    if twilio::is_suppressed(&mut tx, from).await? {
+        // Opted out: no reply on any path until START.
+        return Ok(twiml(TwiML::new()));
+    }
+    let text = clip(text.trim(), state.settings.widget.max_message_chars);
+    if text.is_empty() {
+        return Ok(twiml(TwiML::new()));
+    }
+    let conversation =
+        twilio::channel_conversation(&mut tx, inbound.agent(), "sms", &format!("{to}:{from}"))
+            .await?;
+    tx.commit().await?;
+
+    let handle = submit(&state, &inbound, conversation, TurnChannel::Sms, text)?;
+    let deadline = Duration::from_secs(state.settings.twilio.webhook_timeout_secs);
+    let max_segments = state.settings.twilio.max_sms_segments;
+    let mut reply = handle.reply;
+    match tokio::time::timeout(deadline, &mut reply).await {
+        Ok(Ok(Ok(stored))) => Ok(twiml(
+            TwiML::new().message(&sms_text::fit(&stored.content, max_segments)),
+        )),
+        Ok(outcome) => {
+            if let Ok(Err(error)) = outcome {
+                tracing::warn!(%error, "SMS turn failed");
+            }
+            Ok(twiml(TwiML::new().message(UNAVAILABLE)))
+        }
+        Err(_) => {
+            // Twilio stops waiting soon: the reply goes out through the REST
+            // API once it is ready, from a queue any instance sends from.
+            metrics::counter!("agentry_sms_late_replies_total").increment(1);
+            let (ours, sender) = (to.to_owned(), from.to_owned());
+            tokio::spawn(async move {
+                let outcome = match reply.await {
+                    Ok(Ok(stored)) => {
+                        let body = sms_text::fit(&stored.content, max_segments);
+                        queue_reply(&state, tenant, conversation, &ours, &sender, &body).await
+                    }
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("the turn was dropped".into()),
+                };
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "late SMS reply not queued");
+                }
+            });
+            Ok(twiml(TwiML::new()))
+        }
+    }
+}
+
+/// Queues `body` from the tenant's number `from` to the sender `to`.
+async fn queue_reply(
+    state: &AppState,
+    tenant: TenantId,
+    conversation: ConversationId,
+    from: &str,
+    to: &str,
+    body: &str,
+) -> Result<(), String> {
+    let queued = async {
+        let mut tx = state.store.tenant(tenant).await?;
+        twilio::enqueue_outbound(
+            &mut tx,
+            &OutboundSms {
+                conversation,
+                from,
+                to,
+                body,
+            },
+        )
+        .await?;
+        tx.commit().await
+    };
+    queued.await.map_err(|error| error.to_string())
+}
+
+fn keyword_label(keyword: Keyword) -> &'static str {
+    match keyword {
+        Keyword::OptOut => "opt_out",
+        Keyword::OptIn => "opt_in",
+        Keyword::Help => "help",
+    }
+}
+
+/// At most `max` characters, cut on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+fn submit(
+    state: &AppState,
+    inbound: &Inbound,
+    conversation: ConversationId,
+    channel: TurnChannel,
+    text: &str,
+) -> Result<TurnHandle, ApiError> {
+    state
+        .pipeline
+        .submit(TurnRequest {
+            tenant: inbound.tenant(),
+            agent: inbound.agent(),
+            conversation,
+            channel,
+            text: text.to_owned(),
+        })
+        .map_err(|_| ApiError::Unavailable("the assistant"))
+}
+
+async fn sms_status(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // A status of one of the tenant's own messages: the tenant's number is `From`.
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, "From").await?;
+    let sid = inbound.require("MessageSid")?;
+    let status = inbound
+        .get("MessageStatus")
+        .or_else(|| inbound.get("SmsStatus"))
+        .ok_or_else(|| ApiError::BadRequest("MessageStatus is missing".into()))?;
+    let mut tx = state.store.tenant(inbound.tenant()).await?;
+    twilio::record_status(&mut tx, sid, status, inbound.get("ErrorCode")).await?;
+    tx.commit().await?;
+    Ok(twiml(TwiML::new()))
+}
+
+/// The next `<Gather>` of a call: `say`, then listen; silence says goodbye.
+fn listen(state: &AppState, say: &str) -> TwiML {
+    let action = signature::public_url(
+        &state.settings.twilio.public_base_url,
+        "/api/twilio/voice/gather",
+    );
+    TwiML::new()
+        .gather_speech(
+            &action,
+            state.settings.twilio.gather_timeout_secs,
+            SpeechTimeout::Auto,
+            say,
+        )
+        .say(GOODBYE)
+        .hangup()
+}
+
+async fn voice(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    inbound.require("CallSid")?;
+    let mut tx = state.store.tenant(inbound.tenant()).await?;
+    let greeting = twilio::get_config(&mut tx)
+        .await?
+        .and_then(|config| config.voice_greeting)
+        .unwrap_or_else(|| state.settings.twilio.default_greeting.clone());
+    metrics::counter!("agentry_voice_calls_total").increment(1);
+    Ok(twiml(listen(&state, &greeting)))
+}
+
+async fn voice_gather(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let call = inbound.require("CallSid")?;
+    let speech_text = clip(
+        inbound.get("SpeechResult").unwrap_or("").trim(),
+        state.settings.widget.max_message_chars,
+    );
+    if speech_text.is_empty() {
+        return Ok(twiml(TwiML::new().say(GOODBYE).hangup()));
+    }
+    let tenant = inbound.tenant();
+    let mut tx = state.store.tenant(tenant).await?;
+    let conversation =
+        twilio::channel_conversation(&mut tx, inbound.agent(), "voice", call).await?;
+    tx.commit().await?;
+
+    let handle = submit(
+        &state,
+        &inbound,
+        conversation,
+        TurnChannel::Voice,
+        speech_text,
+    )?;
+    let deadline = Duration::from_secs(state.settings.twilio.webhook_timeout_secs);
+    let reply = match tokio::time::timeout(deadline, handle.reply).await {
+        Ok(Ok(Ok(stored))) => speech::for_speech(&stored.content),
+        Ok(outcome) => {
+            if let Ok(Err(error)) = outcome {
+                tracing::warn!(%error, "voice turn failed");
+            }
+            return Ok(twiml(TwiML::new().say(UNAVAILABLE).hangup()));
+        }
+        // The turn still finishes and is stored; the caller is asked again.
+        Err(_) => return Ok(twiml(listen(&state, TOO_SLOW))),
+    };
+    let mut tx = state.store.tenant(tenant).await?;
+    let escalated = twilio::waits_for_human(&mut tx, conversation).await?;
+    let transfer_to = match escalated {
+        true => twilio::get_config(&mut tx)
+            .await?
+            .and_then(|config| config.escalation_number),
+        false => None,
+    };
+    drop(tx);
+    Ok(twiml(match transfer_to {
+        Some(number) => {
+            metrics::counter!("agentry_voice_transfers_total").increment(1);
+            TwiML::new().say(&reply).say(CONNECTING).dial(&number)
+        }
+        None => listen(&state, &reply),
+    }))
+}
+
+/// The end of a call ends its conversation.
+async fn voice_status(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let call = inbound.require("CallSid")?;
+    let ended = matches!(
+        inbound.get("CallStatus"),
+        Some("completed" | "busy" | "failed" | "no-answer" | "canceled")
+    );
+    if ended {
+        let mut tx = state.store.tenant(inbound.tenant()).await?;
+        twilio::end_channel_conversation(&mut tx, "voice", call).await?;
+        tx.commit().await?;
+    }
+    Ok(twiml(TwiML::new()))
+}
