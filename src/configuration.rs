@@ -82,6 +82,34 @@ pub struct Settings {
     pub lockout: LockoutSettings,
     pub metrics: MetricsSettings,
     pub twilio: TwilioSettings,
+    pub recordings: RecordingSettings,
+}
+
+/// Call recordings: where their sealed audio is kept, and the limits of
+/// fetching, capturing and linking to it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RecordingSettings {
+    /// The local directory, when `url` is empty.
+    pub path: String,
+    /// `s3://bucket/prefix` for an S3-compatible bucket; empty: `path`.
+    pub url: String,
+    pub s3_region: String,
+    /// An S3-compatible service's endpoint (MinIO, R2 ...); empty: AWS.
+    pub s3_endpoint: String,
+    /// Empty: the instance's or task's role.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: Secret<String>,
+    pub s3_allow_http: bool,
+    /// How long a signed link to a recording's audio works.
+    pub link_ttl_secs: u64,
+    /// Largest recording downloaded from Twilio.
+    pub max_fetch_bytes: usize,
+    /// A download must finish within this, inside Twilio's 15 s callback wait.
+    pub fetch_timeout_secs: u64,
+    /// Caller audio kept per media stream (8,000 bytes a second).
+    pub max_stream_bytes: usize,
+    /// A media stream silent this long is ended and what it carried stored.
+    pub stream_idle_secs: u64,
 }
 
 /// The SMS and voice channels (Twilio webhooks and REST API).
@@ -110,6 +138,15 @@ pub struct TwilioSettings {
     pub outbound_poll_ms: u64,
     /// Attempts to send a queued reply before it is marked failed.
     pub outbound_max_attempts: u32,
+    /// Hosts a `RecordingUrl` may name; our Twilio credentials go nowhere else.
+    pub recording_hosts: Vec<String>,
+    /// Recording downloads over plain http, and to loopback (tests only).
+    pub recording_allow_http: bool,
+    pub recording_allow_localhost: bool,
+    /// The voice greeting starts a media stream recording the caller.
+    pub media_streams: bool,
+    /// How long the token in a media stream's URL admits a connection.
+    pub media_token_ttl_secs: u64,
 }
 
 /// The Prometheus scrape endpoint has a listener of its own, so the public port never serves it.
@@ -222,6 +259,35 @@ impl WebhookSettings {
                 .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
         }
+    }
+}
+
+impl RecordingSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        const WEEK_SECS: u64 = 7 * 24 * 3600;
+        if !(1..=WEEK_SECS).contains(&self.link_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "recordings.link_ttl_secs must be 1 s to 7 days".into(),
+            ));
+        }
+        if !(1..=14).contains(&self.fetch_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "recordings.fetch_timeout_secs must be 1 to 14 (Twilio waits 15 s for the callback)"
+                    .into(),
+            ));
+        }
+        if self.max_fetch_bytes == 0 || self.max_stream_bytes == 0 || self.stream_idle_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "recordings.max_fetch_bytes, max_stream_bytes and stream_idle_secs must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.url.trim().is_empty() && self.path.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "recordings.path must name a directory when recordings.url is empty".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -473,6 +539,12 @@ impl Settings {
         if !(1..=14).contains(&twilio.webhook_timeout_secs) {
             return Err(ConfigError::Invalid(
                 "twilio.webhook_timeout_secs must be 1 to 14 (Twilio waits 15 s)".into(),
+            ));
+        }
+        self.recordings.validate()?;
+        if !(1..=3600).contains(&twilio.media_token_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "twilio.media_token_ttl_secs must be 1 to 3600".into(),
             ));
         }
         let tokens = &self.tokens;

@@ -20,6 +20,7 @@ pub mod llm_resolver;
 pub mod lockout;
 pub mod net_guard;
 pub mod rate_limit;
+pub mod recordings;
 pub mod seed;
 pub mod sms_sender;
 pub mod startup;

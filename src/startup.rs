@@ -205,7 +205,10 @@ impl Application {
             settings.auth.max_concurrent_hashes,
             Duration::from_millis(settings.auth.hash_queue_timeout_ms),
         );
+        let recordings = crate::recordings::Recordings::new(&settings, keyring.clone())
+            .context("call recordings (recordings.*, twilio.recording_hosts)")?;
         let state = Arc::new(AppContext {
+            recordings,
             limiter,
             password_gate,
             widget_sessions: WidgetSessions::new(bus.clone()),

@@ -17,6 +17,7 @@ pub mod llm_configs;
 pub mod operators;
 pub mod outbox;
 pub mod rate_limits;
+pub mod recordings;
 pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
@@ -39,7 +40,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 27] = [
+pub const TENANT_TABLES: [&str; 28] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -67,6 +68,7 @@ pub const TENANT_TABLES: [&str; 27] = [
     "sms_suppressions",
     "sms_outbound",
     "sms_delivery_statuses",
+    "call_recordings",
 ];
 
 #[derive(Debug, thiserror::Error)]

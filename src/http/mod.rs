@@ -52,6 +52,7 @@ pub struct AppContext {
     pub password_gate: crate::accounts::PasswordGate,
     pub lockout: Lockout,
     pub origin_cache: origin_cache::OriginCache,
+    pub recordings: crate::recordings::Recordings,
 }
 
 impl AppContext {
@@ -118,11 +119,18 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::web::router())
         .nest("/api/v1", routes::api_v1())
         .merge(mcp::router(state.clone()))
+        .merge(routes::recordings::audio_router())
         .layer(timeout(request_timeout))
         .nest(
             "/api/twilio",
             // Answered within twilio.webhook_timeout_secs by the handlers themselves.
             routes::twilio_hooks::router()
+                .layer(timeout(state.settings.twilio.webhook_timeout_secs + 5)),
+        )
+        .nest(
+            "/ws/twilio",
+            // Bounds the upgrade only: the socket then lives in its own task.
+            routes::twilio_media::router()
                 .layer(timeout(state.settings.twilio.webhook_timeout_secs + 5)),
         )
         .nest(

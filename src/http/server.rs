@@ -11,26 +11,29 @@
 //!
 //! A request in flight (its handler running, or its response, e.g. an SSE
 //! stream, still being written) is bounded by the request timeouts instead.
+//! A connection upgraded to a WebSocket (the media-stream bridge) leaves
+//! HTTP behind: no header or idle deadline applies to it any more (its
+//! handler keeps its own), but it holds its connection slot until it closes.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use axum::Router;
 use futures_util::task::AtomicWaker;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
@@ -77,8 +80,7 @@ pub async fn serve(
         let router = router.clone();
         let stop = shutdown.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer, router, limits, stop).await;
-            drop(permit);
+            serve_connection(stream, permit, peer, router, limits, stop).await;
         });
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
@@ -90,13 +92,14 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    permit: OwnedSemaphorePermit,
     peer: SocketAddr,
     router: Router,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let counts = Arc::new(Counts::default());
-    let io = TimedIo::new(stream, counts.clone(), limits);
+    let io = TimedIo::new(stream, permit, counts.clone(), limits);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // What `into_make_service_with_connect_info` would give handlers.
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -106,6 +109,9 @@ async fn serve_connection(
         let router = router.clone();
         async move {
             let response = router.oneshot(request.map(Body::new)).await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                guard.0.upgraded.store(true, Ordering::SeqCst);
+            }
             // The connection stays busy until the response body is written.
             Ok::<_, std::convert::Infallible>(response.map(|body| {
                 Body::new(GuardedBody {
@@ -122,7 +128,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -152,6 +160,8 @@ struct Counts {
     /// The reader parked while a request was busy: woken when none is, so
     /// the idle deadline starts even if hyper had no reason to read again.
     reader: AtomicWaker,
+    /// Answered 101: the socket belongs to the upgrade's handler now.
+    upgraded: AtomicBool,
 }
 
 /// Counts a request as in flight until its response body is dropped.
@@ -203,6 +213,9 @@ enum Phase {
 /// The socket, with the idle and header deadlines checked on every read.
 struct TimedIo {
     stream: TcpStream,
+    /// The connection's slot under `max_connections`, released with the
+    /// socket (an upgraded one outlives hyper's connection task).
+    _permit: OwnedSemaphorePermit,
     counts: Arc<Counts>,
     /// `counts.started` when last read: a change means a request came and
     /// (if none is busy) went since, even if no read happened meanwhile.
@@ -213,9 +226,15 @@ struct TimedIo {
 }
 
 impl TimedIo {
-    fn new(stream: TcpStream, counts: Arc<Counts>, limits: ServerLimits) -> Self {
+    fn new(
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        counts: Arc<Counts>,
+        limits: ServerLimits,
+    ) -> Self {
         Self {
             stream,
+            _permit: permit,
             counts,
             seen_started: 0,
             limits,
@@ -244,6 +263,9 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.counts.upgraded.load(Ordering::SeqCst) {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
         let started = this.counts.started.load(Ordering::SeqCst);
         let busy = this.counts.busy.load(Ordering::SeqCst) > 0;
         if busy {

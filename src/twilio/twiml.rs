@@ -99,6 +99,18 @@ impl Response {
         self
     }
 
+    /// Forks the caller's audio (the inbound track) to a WebSocket at `url`
+    /// while the document goes on: unlike [`Self::connect_stream`], which
+    /// hands the call to the stream and runs no further verb until it
+    /// closes, the `<Gather>` after this still listens. The stream lasts
+    /// until the call ends, across later documents.
+    pub fn start_stream(mut self, url: &str) -> Self {
+        self.verbs.push_str("<Start>");
+        self = self.empty_element("Stream", &[("url", url), ("track", "inbound_track")]);
+        self.verbs.push_str("</Start>");
+        self
+    }
+
     /// Hands the call or message to the TwiML at `url`; nothing after this
     /// verb runs.
     pub fn redirect(self, url: &str) -> Self {
@@ -163,6 +175,20 @@ mod tests {
 
     fn document(verbs: &str) -> String {
         format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#)
+    }
+
+    #[test]
+    fn a_started_media_stream_forks_the_inbound_track_and_the_document_goes_on() {
+        let xml = Response::new()
+            .start_stream("wss://agentry.example.com/ws/twilio/media/ams_a.b")
+            .say("Hello")
+            .to_xml();
+        assert_eq!(
+            xml,
+            document(
+                r#"<Start><Stream url="wss://agentry.example.com/ws/twilio/media/ams_a.b" track="inbound_track"/></Start><Say>Hello</Say>"#
+            )
+        );
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub fn test_settings() -> Settings {
     Settings::load_from(env).expect("test settings load")
 }
 
+/// Where a test database's call recordings are kept (removed with the database).
+pub fn recordings_dir(database: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("agentry-recordings-{database}"))
+}
+
 fn with_database(settings: &mut Settings, database: &str) {
     let mut url = url::Url::parse(settings.database.url.expose()).expect("database url");
     url.set_path(&format!("/{database}"));
@@ -70,6 +75,8 @@ pub async fn spawn_app_on(
     let mut settings = test_settings();
     with_database(&mut settings, database);
     settings.redis.prefix = format!("agentry-test-{}", Uuid::new_v4().simple());
+    // Instances sharing a database share its recordings, as they would a bucket.
+    settings.recordings.path = recordings_dir(database).to_string_lossy().into_owned();
     configure(&mut settings);
     let app = Application::build(settings.clone())
         .await
@@ -113,6 +120,7 @@ impl Drop for TestApp {
         if !self.drop_database {
             return;
         }
+        let _ = std::fs::remove_dir_all(recordings_dir(&self.database));
         let settings = self.settings.database.clone();
         let database = self.database.clone();
         // Drop runs inside the test's runtime, which cannot block on itself: use a thread.

@@ -10,7 +10,9 @@ pub mod health;
 pub mod leads;
 pub mod llm_config;
 pub mod phone_numbers;
+pub mod recordings;
 pub mod twilio_hooks;
+pub mod twilio_media;
 pub mod web;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
@@ -36,6 +38,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(webhook_deliveries::router())
         .merge(api_tokens::router())
         .merge(phone_numbers::router())
+        .merge(recordings::router())
         .nest("/admin", admin::router())
 }
 

@@ -13,7 +13,14 @@
 //! - `POST /voice`, `/voice/gather`, `/voice/status`: a call's greeting, each
 //!   caller utterance as a turn on channel `voice` (transcript scrubbed),
 //!   `<Dial>` to the tenant's number when the agent escalates, and the end of
-//!   the call.
+//!   the call. With `twilio.media_streams`, the greeting also starts a media
+//!   stream recording the caller (`super::twilio_media`).
+//! - `POST /voice/recording?number=…`: Twilio's recording status callback.
+//!   It carries no `To`, so the tenant's number rides in the callback URL's
+//!   query, which the signature covers. A completed recording is downloaded
+//!   while Twilio waits (at most `recordings.fetch_timeout_secs`), sealed and
+//!   stored; a failed download is logged, counted and answered 503, so it
+//!   shows in Twilio's debugger and is retried where the URL asks Twilio to.
 
 use std::time::Duration;
 
@@ -32,6 +39,9 @@ use crate::db::twilio::{self, CalledNumber, OutboundSms};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::rate_limit::Tier;
+use crate::recordings::fetch::FetchError;
+use crate::recordings::media_stream::is_sid;
+use crate::recordings::{NewAudio, RecordingEvent, Saved, Source};
 use crate::twilio::sms_text::{self, Keyword};
 use crate::twilio::twiml::{Response as TwiML, SpeechTimeout};
 use crate::twilio::{signature, speech};
@@ -51,6 +61,18 @@ pub fn router() -> Router<AppState> {
         .route("/voice", post(voice))
         .route("/voice/gather", post(voice_gather))
         .route("/voice/status", post(voice_status))
+        .route("/voice/recording", post(voice_recording))
+}
+
+/// Where a request names the tenant's number.
+#[derive(Clone, Copy)]
+enum NumberIn {
+    /// A form parameter: `To` for what reaches the tenant, `From` for its
+    /// own outbound messages.
+    Form(&'static str),
+    /// The `number` query parameter of the URL Twilio was given (`%2B` or a
+    /// bare `+`, which form decoding reads as a space); the signature covers it.
+    Query,
 }
 
 /// A request Twilio signed for one of a tenant's numbers.
@@ -60,15 +82,14 @@ struct Inbound {
 }
 
 impl Inbound {
-    /// Checks, in order: the form, the number (`number_field`: `To` for what
-    /// reaches the tenant, `From` for its own outbound messages), the
+    /// Checks, in order: the form, the number (see [`NumberIn`]), the
     /// signature, and the tenant's tier for provider webhooks.
     async fn verify(
         state: &AppState,
         uri: &OriginalUri,
         headers: &HeaderMap,
         body: &Bytes,
-        number_field: &str,
+        number_in: NumberIn,
     ) -> Result<Self, ApiError> {
         let is_form = headers
             .get(header::CONTENT_TYPE)
@@ -80,9 +101,15 @@ impl Inbound {
             ));
         }
         let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        let called = param(&params, number_field)
-            .ok_or_else(|| ApiError::BadRequest(format!("{number_field} is missing")))?;
-        let number = twilio::find_called(&state.store, called)
+        let called = match number_in {
+            NumberIn::Form(field) => param(&params, field)
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::BadRequest(format!("{field} is missing")))?,
+            NumberIn::Query => query_number(uri).ok_or_else(|| {
+                ApiError::BadRequest("the URL's number query parameter is missing".into())
+            })?,
+        };
+        let number = twilio::find_called(&state.store, &called)
             .await?
             .ok_or(ApiError::NotFound)?;
         let settings = &state.settings.twilio;
@@ -112,6 +139,13 @@ impl Inbound {
     fn agent(&self) -> AgentId {
         self.number.agent()
     }
+}
+
+fn query_number(uri: &OriginalUri) -> Option<String> {
+    let query = uri.0.query()?;
+    let (_, value) = form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "number")?;
+    let digits = value.trim().trim_start_matches('+');
+    (!digits.is_empty()).then(|| format!("+{digits}"))
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -173,7 +207,7 @@ async fn sms(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let (from, to) = (inbound.require("From")?, inbound.require("To")?);
     if !sms_text::is_e164(from) {
         return Err(ApiError::BadRequest("From must be an E.164 number".into()));
@@ -321,7 +355,7 @@ async fn sms_status(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // A status of one of the tenant's own messages: the tenant's number is `From`.
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, "From").await?;
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("From")).await?;
     let sid = inbound.require("MessageSid")?;
     let status = inbound
         .get("MessageStatus")
@@ -335,11 +369,16 @@ async fn sms_status(
 
 /// The next `<Gather>` of a call: `say`, then listen; silence says goodbye.
 fn listen(state: &AppState, say: &str) -> TwiML {
+    listen_after(state, TwiML::new(), say)
+}
+
+/// [`listen`], after the verbs already in `response`.
+fn listen_after(state: &AppState, response: TwiML, say: &str) -> TwiML {
     let action = signature::public_url(
         &state.settings.twilio.public_base_url,
         "/api/twilio/voice/gather",
     );
-    TwiML::new()
+    response
         .gather_speech(
             &action,
             state.settings.twilio.gather_timeout_secs,
@@ -356,15 +395,25 @@ async fn voice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
-    inbound.require("CallSid")?;
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
+    let call = inbound.require("CallSid")?;
     let mut tx = state.store.tenant(inbound.tenant()).await?;
     let greeting = twilio::get_config(&mut tx)
         .await?
         .and_then(|config| config.voice_greeting)
         .unwrap_or_else(|| state.settings.twilio.default_greeting.clone());
     metrics::counter!("agentry_voice_calls_total").increment(1);
-    Ok(twiml(listen(&state, &greeting)))
+    let mut response = TwiML::new();
+    if state.settings.twilio.media_streams {
+        if !is_sid(call, "CA") {
+            return Err(ApiError::BadRequest(
+                "CallSid must be CA followed by 32 hex digits".into(),
+            ));
+        }
+        let url = super::twilio_media::stream_url(&state, inbound.tenant(), call);
+        response = response.start_stream(&url);
+    }
+    Ok(twiml(listen_after(&state, response, &greeting)))
 }
 
 async fn voice_gather(
@@ -373,7 +422,7 @@ async fn voice_gather(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let call = inbound.require("CallSid")?;
     let speech_text = clip(
         inbound.get("SpeechResult").unwrap_or("").trim(),
@@ -432,7 +481,7 @@ async fn voice_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, "To").await?;
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let call = inbound.require("CallSid")?;
     let ended = matches!(
         inbound.get("CallStatus"),
@@ -442,6 +491,103 @@ async fn voice_status(
         let mut tx = state.store.tenant(inbound.tenant()).await?;
         twilio::end_channel_conversation(&mut tx, "voice", call).await?;
         tx.commit().await?;
+    }
+    Ok(twiml(TwiML::new()))
+}
+
+/// A recording Twilio made of a call (the tenant turned recording on for the
+/// number, with this route as its recording status callback).
+async fn voice_recording(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Query).await?;
+    // `in-progress`, `absent` (too short or silent) and `failed` carry no file.
+    if inbound.require("RecordingStatus")? != "completed" {
+        return Ok(twiml(TwiML::new()));
+    }
+    let recording_sid = inbound.require("RecordingSid")?;
+    let call_sid = inbound.require("CallSid")?;
+    let recording_url = inbound.require("RecordingUrl")?;
+    if !is_sid(recording_sid, "RE") || !is_sid(call_sid, "CA") {
+        return Err(ApiError::BadRequest(
+            "RecordingSid and CallSid must be Twilio SIDs (RE…, CA…)".into(),
+        ));
+    }
+    let duration_secs = inbound
+        .get("RecordingDuration")
+        .and_then(|secs| secs.trim().parse::<i32>().ok())
+        .filter(|secs| *secs >= 0);
+    let tenant = inbound.tenant();
+    let event = |outcome, detail: Option<&str>| {
+        RecordingEvent {
+            source: Source::Twilio,
+            outcome,
+            detail,
+        }
+        .emit()
+    };
+    let mut tx = state.store.tenant(tenant).await?;
+    if crate::db::recordings::exists(&mut tx, recording_sid).await? {
+        event("duplicate", None);
+        return Ok(twiml(TwiML::new()));
+    }
+    let config = twilio::get_config(&mut tx)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("the tenant has no Twilio credentials".into()))?;
+    // No connection held through the download.
+    drop(tx);
+    if inbound
+        .get("AccountSid")
+        .is_some_and(|sid| sid != config.account_sid)
+    {
+        return Err(ApiError::Forbidden(
+            "AccountSid is not the tenant's Twilio account".into(),
+        ));
+    }
+    let auth_token = state
+        .keyring
+        .open_string(&twilio::auth_token_owner(tenant), &config.auth_token_sealed)
+        .map_err(|error| ApiError::Internal(format!("opening a Twilio auth token: {error}")))?;
+    let audio = match state
+        .recordings
+        .fetcher
+        .fetch(recording_url, &config.account_sid, auth_token.expose())
+        .await
+    {
+        Ok(audio) => audio,
+        Err(error) => {
+            event(error.label(), Some(&error.to_string()));
+            return Err(match error {
+                FetchError::Upstream(_) => ApiError::Unavailable("the recording download"),
+                refused => ApiError::Invalid(refused.to_string()),
+            });
+        }
+    };
+    let saved = state
+        .recordings
+        .save(
+            &state.store,
+            tenant,
+            &NewAudio {
+                call_sid,
+                recording_sid,
+                content_type: "audio/wav",
+                bytes: &audio,
+                duration_secs,
+                source: Source::Twilio,
+            },
+        )
+        .await;
+    match saved {
+        Ok(Saved::Stored(_)) => event("stored", None),
+        Ok(Saved::Duplicate) => event("duplicate", None),
+        Err(error) => {
+            event("store_failed", Some(&error.to_string()));
+            return Err(ApiError::Unavailable("recording storage"));
+        }
     }
     Ok(twiml(TwiML::new()))
 }

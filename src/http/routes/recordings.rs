@@ -1,0 +1,182 @@
+//! Call recordings in the dashboard: `GET /api/v1/recordings` (newest first)
+//! and `/api/v1/recordings/{id}`, each with a `url` to its audio signed for
+//! this response only; and `GET /api/recordings/{id}/audio`, the signed link
+//! itself, which needs no bearer token (an `<audio>` element cannot send one).
+//!
+//! A link names its tenant, recording and expiry and is signed over all
+//! three: it is checked with no database round trip, cannot be moved to
+//! another recording or extended, and a valid link to a recording since
+//! deleted is told apart (404) from a bad one (403).
+
+use agentry_actors::TenantId;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::recordings::{self, Recording};
+use crate::http::error::ApiError;
+use crate::http::extract::{IdPath, TenantUser};
+use crate::http::listing::{into_page, page_limit};
+use crate::http::AppState;
+use crate::rate_limit::Tier;
+use crate::recordings::capability::CapabilityError;
+use crate::recordings::RecordingError;
+
+/// `/api/v1/recordings…`, for signed-in tenant users.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/recordings", get(list))
+        .route("/recordings/{recording_id}", get(show))
+}
+
+/// `/api/recordings/{id}/audio`, for whoever holds a signed link.
+pub fn audio_router() -> Router<AppState> {
+    Router::new().route("/api/recordings/{recording_id}/audio", get(audio))
+}
+
+#[derive(Serialize)]
+struct RecordingView {
+    id: Uuid,
+    conversation_id: Option<Uuid>,
+    call_sid: String,
+    content_type: String,
+    size_bytes: i64,
+    duration_secs: Option<i32>,
+    source: String,
+    created_at: DateTime<Utc>,
+    /// A path to the audio, signed for `recordings.link_ttl_secs`.
+    url: String,
+}
+
+fn view(
+    state: &AppState,
+    tenant: TenantId,
+    recording: Recording,
+    now: DateTime<Utc>,
+) -> RecordingView {
+    RecordingView {
+        url: state.recordings.link(tenant, recording.id, now),
+        id: recording.id,
+        conversation_id: recording.conversation_id,
+        call_sid: recording.call_sid,
+        content_type: recording.content_type,
+        size_bytes: recording.size_bytes,
+        duration_secs: recording.duration_secs,
+        source: recording.source,
+        created_at: recording.created_at,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    /// 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct RecordingList {
+    recordings: Vec<RecordingView>,
+    next_cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: TenantUser,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RecordingList>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let limit = page_limit(query.limit)?;
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let rows = recordings::list(&mut tx, query.cursor, limit + 1).await?;
+    drop(tx);
+    let (rows, next_cursor) = into_page(rows, limit, |row| row.id);
+    let now = Utc::now();
+    Ok(Json(RecordingList {
+        recordings: rows
+            .into_iter()
+            .map(|row| view(&state, user.tenant, row, now))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+) -> Result<Json<RecordingView>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let recording = recordings::get(&mut tx, id).await?;
+    Ok(Json(view(&state, user.tenant, recording, Utc::now())))
+}
+
+#[derive(Deserialize)]
+struct LinkQuery {
+    tenant: Uuid,
+    expires: i64,
+    signature: String,
+}
+
+async fn audio(
+    State(state): State<AppState>,
+    IdPath(id): IdPath<Uuid>,
+    query: Result<Query<LinkQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let refused = |why: &str| ApiError::Forbidden(format!("this recording link {why}"));
+    let Query(link) = query.map_err(|_| refused("is incomplete"))?;
+    let tenant = TenantId::from_uuid(link.tenant);
+    state
+        .recordings
+        .capabilities
+        .verify_link(tenant, id, link.expires, &link.signature, Utc::now())
+        .map_err(|error| match error {
+            CapabilityError::Expired => refused("has expired"),
+            CapabilityError::Invalid => refused("is not valid"),
+        })?;
+    // Links are minted for the tenant's users: their downloads count as theirs.
+    let limited = state
+        .limit(Tier::Standard, Some(tenant), &tenant.to_string())
+        .await?;
+    let mut tx = state.store.tenant(tenant).await?;
+    let recording = recordings::get(&mut tx, id).await?;
+    drop(tx);
+    let audio = state
+        .recordings
+        .audio(tenant, &recording)
+        .await
+        .map_err(|error| match error {
+            RecordingError::Storage(error) => {
+                tracing::warn!(%error, "recording storage unavailable");
+                ApiError::Unavailable("recording storage")
+            }
+            other => ApiError::Internal(format!("recording {id}: {other}")),
+        })?
+        .ok_or(ApiError::NotFound)?;
+    let content_type = HeaderValue::from_str(&recording.content_type)
+        .map_err(|_| ApiError::Internal(format!("recording {id}: bad content type")))?;
+    let length = audio.len();
+    Ok((
+        limited,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("inline"),
+            ),
+        ],
+        Body::from(audio),
+    )
+        .into_response())
+}

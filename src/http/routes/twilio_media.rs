@@ -1,0 +1,231 @@
+//! `GET /ws/twilio/media/{token}` (or `/ws/twilio/media?token=…`): the
+//! media-stream bridge. A call's greeting starts a stream here when
+//! `twilio.media_streams` is on; Twilio connects, speaks the Media Streams
+//! JSON messages, and the caller's audio (the inbound track) is stored as a
+//! sealed μ-law WAV recording when the stream stops.
+//!
+//! The token is minted by the voice route for one call of one tenant and
+//! admits connections for `twilio.media_token_ttl_secs`: without one the
+//! upgrade is 401, with an altered or expired one 403, both JSON and
+//! without upgrading. The greeting puts it in the path because Twilio drops
+//! a `<Stream>` URL's query string.
+
+use std::time::Duration;
+
+use agentry_actors::TenantId;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::rate_limit::Tier;
+use crate::recordings::capability::StreamGrant;
+use crate::recordings::media_stream::{MediaCapture, Step, SAMPLE_RATE};
+use crate::recordings::{wav, NewAudio, RecordingEvent, Saved, Source};
+use crate::twilio::signature;
+
+/// Twilio's messages are a few hundred bytes (20 ms of audio each).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// WebSocket close codes: done, and refused for what the peer sent.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_POLICY: u16 = 1008;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/media", get(by_query))
+        .route("/media/{token}", get(by_path))
+}
+
+/// The `<Stream url>` of a new media stream for `call_sid`: `wss://` when
+/// `twilio.public_base_url` is https, `ws://` when it is http.
+pub fn stream_url(state: &AppState, tenant: TenantId, call_sid: &str) -> String {
+    let twilio = &state.settings.twilio;
+    let expires_at = Utc::now() + chrono::Duration::seconds(twilio.media_token_ttl_secs as i64);
+    let token = state
+        .recordings
+        .capabilities
+        .issue_stream_token(tenant, call_sid, expires_at);
+    let base = &twilio.public_base_url;
+    let ws_base = match (base.strip_prefix("https://"), base.strip_prefix("http://")) {
+        (Some(rest), _) => format!("wss://{rest}"),
+        (None, Some(rest)) => format!("ws://{rest}"),
+        _ => base.clone(),
+    };
+    signature::public_url(&ws_base, &format!("/ws/twilio/media/{token}"))
+}
+
+async fn by_path(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    accept(state, Some(token), upgrade).await
+}
+
+async fn by_query(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let token = query.and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    accept(state, token, upgrade).await
+}
+
+/// The token first: nothing is upgraded for a caller that has none.
+async fn accept(
+    state: AppState,
+    token: Option<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let token = token
+        .filter(|token| !token.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    let grant = state
+        .recordings
+        .capabilities
+        .verify_stream_token(&token, Utc::now())
+        .map_err(|error| {
+            RecordingEvent {
+                source: Source::MediaStream,
+                outcome: "stream_refused",
+                detail: Some(&error.to_string()),
+            }
+            .emit();
+            ApiError::Forbidden(format!("media stream token refused: {error}"))
+        })?;
+    state
+        .limit(
+            Tier::ProviderWebhooks,
+            Some(grant.tenant),
+            &grant.tenant.to_string(),
+        )
+        .await?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "a WebSocket upgrade is expected: {}",
+            rejection.body_text()
+        ))
+    })?;
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| bridge(state, grant, socket)))
+}
+
+/// Reads the stream until `stop`, a close, an error or silence, then
+/// stores what the caller said and closes.
+async fn bridge(state: AppState, grant: StreamGrant, mut socket: WebSocket) {
+    let settings = &state.settings.recordings;
+    let idle = Duration::from_secs(settings.stream_idle_secs);
+    let mut capture = MediaCapture::new(&grant.call_sid, settings.max_stream_bytes);
+    let mut refused = None;
+    loop {
+        let message = match tokio::time::timeout(idle, socket.recv()).await {
+            Err(_) => {
+                tracing::info!(
+                    idle_secs = idle.as_secs(),
+                    "media stream went silent; ending it"
+                );
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                tracing::info!(%error, "media stream connection failed");
+                break;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => match capture.accept(text.as_str()) {
+                Ok(Step::Continue) => {}
+                Ok(Step::Stopped) => break,
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            },
+            Message::Close(_) => break,
+            // Pings are answered by the socket itself; Twilio sends no binary frames.
+            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    if let Some(error) = &refused {
+        RecordingEvent {
+            source: Source::MediaStream,
+            outcome: "stream_refused",
+            detail: Some(&error.to_string()),
+        }
+        .emit();
+    }
+    // Stored before the close, so a peer that waits for it finds the recording.
+    if let Some(captured) = capture.finish() {
+        if captured.dropped_bytes > 0 {
+            RecordingEvent {
+                source: Source::MediaStream,
+                outcome: "truncated",
+                detail: Some(&format!(
+                    "{} bytes past recordings.max_stream_bytes dropped",
+                    captured.dropped_bytes
+                )),
+            }
+            .emit();
+        }
+        if !captured.audio.is_empty() {
+            store(&state, grant.tenant, &captured).await;
+        }
+    }
+    let (code, reason) = match refused {
+        Some(_) => (CLOSE_POLICY, "not a Twilio media stream for this call"),
+        None => (CLOSE_NORMAL, "stream stored"),
+    };
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+}
+
+async fn store(
+    state: &AppState,
+    tenant: TenantId,
+    captured: &crate::recordings::media_stream::Captured,
+) {
+    let wav = wav::mulaw_wav(&captured.audio, SAMPLE_RATE);
+    let duration_secs = i32::try_from(captured.audio.len() / SAMPLE_RATE as usize).ok();
+    let saved = state
+        .recordings
+        .save(
+            &state.store,
+            tenant,
+            &NewAudio {
+                call_sid: &captured.start.call_sid,
+                recording_sid: &captured.start.stream_sid,
+                content_type: "audio/wav",
+                bytes: &wav,
+                duration_secs,
+                source: Source::MediaStream,
+            },
+        )
+        .await;
+    let (outcome, detail) = match saved {
+        Ok(Saved::Stored(_)) => ("stored", None),
+        Ok(Saved::Duplicate) => ("duplicate", None),
+        Err(error) => ("store_failed", Some(error.to_string())),
+    };
+    RecordingEvent {
+        source: Source::MediaStream,
+        outcome,
+        detail: detail.as_deref(),
+    }
+    .emit();
+}

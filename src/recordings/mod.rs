@@ -1,0 +1,225 @@
+//! Call recordings: Twilio's own (downloaded when its recording status
+//! callback says one is ready) and the caller's audio captured from a media
+//! stream. Each is sealed with AES-256-GCM under the keyring, its row bound
+//! in as associated data, then written to the object store; the dashboard
+//! lists them and hands out short-lived signed links to their audio.
+//!
+//! - [`capability`]: the signed links and the media-stream tokens.
+//! - [`fetch`]: downloading a `RecordingUrl` (allow-listed hosts, SSRF guard).
+//! - [`media_stream`]: Twilio Media Streams messages, captured within a cap.
+//! - [`storage`]: the object store (a directory or an S3-compatible bucket).
+//! - [`wav`]: μ-law WAV files, and telling a WAV from anything else.
+
+pub mod capability;
+pub mod fetch;
+pub mod media_stream;
+pub mod storage;
+pub mod wav;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry_actors::TenantId;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::configuration::Settings;
+use crate::crypto::{CryptoError, Keyring, SecretOwner};
+use crate::db::recordings::{self, NewRecording, Recording};
+use crate::db::{DbError, Store};
+use crate::net_guard::GuardPolicy;
+use capability::Capabilities;
+use fetch::RecordingFetcher;
+use storage::{RecordingStorage, StorageError};
+
+/// Where a recording came from (the `source` column and metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Twilio,
+    MediaStream,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Twilio => "twilio",
+            Self::MediaStream => "media_stream",
+        }
+    }
+}
+
+/// The ciphertext's owner: one row of `call_recordings`, so an object copied
+/// under another recording (or tenant) does not open.
+pub fn object_owner(tenant: TenantId, recording: Uuid) -> SecretOwner {
+    SecretOwner::of_row(tenant, "call_recordings", "object", recording)
+}
+
+/// How one recording's handling ended: counted and logged together.
+pub struct RecordingEvent<'a> {
+    pub source: Source,
+    /// `stored`, `duplicate`, `refused`, `too_large`, `not_wav`,
+    /// `fetch_failed`, `store_failed`, `stream_refused`, `truncated`.
+    pub outcome: &'static str,
+    pub detail: Option<&'a str>,
+}
+
+impl RecordingEvent<'_> {
+    pub fn emit(self) {
+        metrics::counter!(
+            "agentry_recordings_total",
+            "source" => self.source.label(),
+            "outcome" => self.outcome
+        )
+        .increment(1);
+        let detail = self.detail.unwrap_or("");
+        match self.outcome {
+            "stored" | "duplicate" => {
+                tracing::info!(
+                    source = self.source.label(),
+                    outcome = self.outcome,
+                    "call recording"
+                )
+            }
+            _ => tracing::warn!(
+                source = self.source.label(),
+                outcome = self.outcome,
+                detail,
+                "call recording not stored"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("a stored recording does not open: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+/// Audio to keep.
+pub struct NewAudio<'a> {
+    pub call_sid: &'a str,
+    pub recording_sid: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+    pub duration_secs: Option<i32>,
+    pub source: Source,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Saved {
+    Stored(Uuid),
+    /// The tenant already had it (Twilio repeated a callback).
+    Duplicate,
+}
+
+pub struct Recordings {
+    storage: RecordingStorage,
+    keyring: Arc<Keyring>,
+    pub capabilities: Capabilities,
+    pub fetcher: RecordingFetcher,
+    link_ttl: chrono::Duration,
+}
+
+impl Recordings {
+    pub fn new(settings: &Settings, keyring: Arc<Keyring>) -> anyhow::Result<Self> {
+        let twilio = &settings.twilio;
+        let recordings = &settings.recordings;
+        let fetcher = RecordingFetcher::new(
+            GuardPolicy {
+                allow_http: twilio.recording_allow_http,
+                allow_loopback: twilio.recording_allow_localhost,
+                ..GuardPolicy::default()
+            },
+            &twilio.recording_hosts,
+            recordings.max_fetch_bytes,
+            Duration::from_secs(recordings.fetch_timeout_secs),
+        )?;
+        Ok(Self {
+            storage: RecordingStorage::from_settings(recordings)?,
+            keyring,
+            capabilities: Capabilities::new(&settings.token_key_bytes()),
+            fetcher,
+            link_ttl: chrono::Duration::seconds(recordings.link_ttl_secs as i64),
+        })
+    }
+
+    /// Seals and writes the audio, then its row: a row never names a missing
+    /// object. A duplicate's object is removed again.
+    pub async fn save(
+        &self,
+        store: &Store,
+        tenant: TenantId,
+        audio: &NewAudio<'_>,
+    ) -> Result<Saved, RecordingError> {
+        let id = Uuid::now_v7();
+        let key = format!("{tenant}/{id}.sealed");
+        let sealed = self.keyring.seal(&object_owner(tenant, id), audio.bytes);
+        self.storage.put(&key, sealed).await?;
+        let inserted = async {
+            let mut tx = store.tenant(tenant).await?;
+            let inserted = recordings::insert(
+                &mut tx,
+                &NewRecording {
+                    id,
+                    call_sid: audio.call_sid,
+                    recording_sid: audio.recording_sid,
+                    object_key: &key,
+                    content_type: audio.content_type,
+                    size_bytes: audio.bytes.len() as i64,
+                    duration_secs: audio.duration_secs,
+                    source: audio.source.label(),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, DbError>(inserted)
+        }
+        .await;
+        match inserted {
+            Ok(true) => Ok(Saved::Stored(id)),
+            Ok(false) => {
+                self.remove_orphan(&key).await;
+                Ok(Saved::Duplicate)
+            }
+            Err(error) => {
+                self.remove_orphan(&key).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn remove_orphan(&self, key: &str) {
+        if let Err(error) = self.storage.delete(key).await {
+            tracing::warn!(%error, key, "an unreferenced recording object was not removed");
+        }
+    }
+
+    /// The recording's audio, opened; `None` when its object is gone.
+    pub async fn audio(
+        &self,
+        tenant: TenantId,
+        recording: &Recording,
+    ) -> Result<Option<Vec<u8>>, RecordingError> {
+        let Some(sealed) = self.storage.get(&recording.object_key).await? else {
+            return Ok(None);
+        };
+        let opened = self
+            .keyring
+            .open(&object_owner(tenant, recording.id), &sealed)?;
+        Ok(Some(opened.expose().clone()))
+    }
+
+    /// A path to the recording's audio, good for `recordings.link_ttl_secs`
+    /// from `now` (rounded up to whole seconds).
+    pub fn link(&self, tenant: TenantId, recording: Uuid, now: DateTime<Utc>) -> String {
+        let expires_at = now + self.link_ttl;
+        let expires = expires_at.timestamp() + i64::from(expires_at.timestamp_subsec_nanos() > 0);
+        let signature = self.capabilities.sign_link(tenant, recording, expires);
+        format!("/api/recordings/{recording}/audio?tenant={tenant}&expires={expires}&signature={signature}")
+    }
+}
