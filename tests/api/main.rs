@@ -23,6 +23,7 @@ mod mcp;
 mod outbox;
 mod pipeline;
 mod rate_limits;
+mod recordings;
 mod redis_loss;
 mod resources;
 mod seed;

@@ -17,21 +17,21 @@ use crate::chat_support::{site, upload_ready, use_stand_in, Site};
 use crate::dispatch::eventually;
 use crate::helpers::{assert_error, body, spawn_app_with, TestApp};
 
-const PUBLIC: &str = "https://agentry.example.com";
-const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const PUBLIC: &str = "https://agentry.example.com";
+pub(crate) const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 
-fn twilio_settings(settings: &mut Settings) {
+pub(crate) fn twilio_settings(settings: &mut Settings) {
     settings.twilio.public_base_url = PUBLIC.into();
 }
 
 /// A tenant with an agent, Twilio credentials and one number.
-struct Line {
-    site: Site,
-    number: String,
-    auth_token: String,
+pub(crate) struct Line {
+    pub(crate) site: Site,
+    pub(crate) number: String,
+    pub(crate) auth_token: String,
 }
 
-async fn line(app: &TestApp, name: &str, number: &str) -> Line {
+pub(crate) async fn line(app: &TestApp, name: &str, number: &str) -> Line {
     let site = site(app, name).await;
     let auth_token = format!("token{}", uuid::Uuid::new_v4().simple());
     let configured = app
@@ -65,7 +65,7 @@ async fn line(app: &TestApp, name: &str, number: &str) -> Line {
     }
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     params: &[(&str, &str)],
@@ -78,7 +78,7 @@ async fn post_form(
     request.send().await.unwrap()
 }
 
-fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
     params
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -86,7 +86,12 @@ fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Posts `params` to `path`, signed as Twilio signs it for the public URL.
-async fn signed(app: &TestApp, line: &Line, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn signed(
+    app: &TestApp,
+    line: &Line,
+    path: &str,
+    params: &[(&str, &str)],
+) -> (u16, String) {
     let url = format!("{PUBLIC}{path}");
     let signature = signature::compute(&line.auth_token, &url, &owned(params));
     let response = post_form(app, path, params, Some(&signature)).await;
@@ -477,7 +482,7 @@ async fn a_reply_later_than_the_webhook_deadline_goes_out_through_the_rest_api()
     );
 }
 
-async fn call(app: &TestApp, line: &Line, path: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) async fn call(app: &TestApp, line: &Line, path: &str, extra: &[(&str, &str)]) -> String {
     let mut params = vec![
         ("CallSid", "CA0123456789abcdef0123456789abcdef"),
         ("From", "+16505550141"),
