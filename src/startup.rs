@@ -209,6 +209,7 @@ impl Application {
             .context("call recordings (recordings.*, twilio.recording_hosts)")?;
         let state = Arc::new(AppContext {
             recordings,
+            media_bridges: Default::default(),
             limiter,
             password_gate,
             widget_sessions: WidgetSessions::new(bus.clone()),
@@ -285,6 +286,15 @@ impl Application {
         }
         // Turns still running (a visitor's stream outlives its request) finish first.
         let drain = Duration::from_secs(self.state.settings.chat.drain_secs);
+        // Media streams are upgraded sockets the HTTP server no longer
+        // tracks: each stores what it captured while the pool is still open.
+        let unstored = self.state.media_bridges.shut_down(drain).await;
+        if unstored > 0 {
+            tracing::warn!(
+                unstored,
+                "shutdown: media streams still storing after the drain deadline"
+            );
+        }
         let unfinished = self.state.pipeline.drain(drain).await;
         if unfinished > 0 {
             tracing::warn!(

@@ -53,6 +53,7 @@ pub struct AppContext {
     pub lockout: Lockout,
     pub origin_cache: origin_cache::OriginCache,
     pub recordings: crate::recordings::Recordings,
+    pub media_bridges: routes::twilio_media::MediaBridges,
 }
 
 impl AppContext {

@@ -158,6 +158,13 @@ impl TestApp {
         &self.database
     }
 
+    /// Asks the instance to shut down, as SIGTERM does (the database stays).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -871,3 +871,50 @@ async fn media_stored_directly_is_listed_for_its_tenant_only() {
         .await;
     assert_error(bad, 400, "bad_request").await;
 }
+
+#[tokio::test]
+async fn a_media_stream_open_at_shutdown_is_stored_before_the_instance_stops() {
+    let mut app = spawn_app_with(|settings| {
+        twilio_settings(settings);
+        settings.twilio.media_streams = true;
+    })
+    .await;
+    let shop = line(&app, "Shutdown Co", "+14155550168").await;
+    let greeting = call(
+        &app,
+        &shop,
+        "/api/twilio/voice",
+        &[("CallStatus", "ringing")],
+    )
+    .await;
+    let url = local_stream_url(&app, &greeting);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    socket.send(start_message(CALL_SID)).await.unwrap();
+    let said: Vec<u8> = (0..1600).map(|i| (i % 200) as u8).collect();
+    for (chunk, samples) in said.chunks(160).enumerate() {
+        socket
+            .send(media_message("inbound", chunk, samples))
+            .await
+            .unwrap();
+    }
+    // Twilio has not stopped the stream when the instance is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.begin_shutdown();
+    assert_eq!(close_code(&mut socket).await, 1001, "going away");
+
+    let rows = stored_rows(&app).await;
+    assert_eq!(rows.len(), 1, "stored before the close");
+    // The instance's pool is closed by now: open the object as it lies.
+    let sealed = object_on_disk(&app, &rows[0].object_key);
+    let wav = app
+        .state
+        .keyring
+        .open(
+            &agentry::recordings::object_owner(shop.site.tenant.id, rows[0].id),
+            &sealed,
+        )
+        .unwrap();
+    assert_eq!(mulaw_data(wav.expose()), &said[..]);
+}

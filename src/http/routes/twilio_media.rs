@@ -9,6 +9,10 @@
 //! upgrade is 401, with an altered or expired one 403, both JSON and
 //! without upgrading. The greeting puts it in the path because Twilio drops
 //! a `<Stream>` URL's query string.
+//!
+//! An upgraded socket is no longer an HTTP request the server drains on
+//! shutdown: [`MediaBridges`] ends the streams still open then, stores what
+//! each captured, and is waited for before the database pool closes.
 
 use std::time::Duration;
 
@@ -20,6 +24,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -33,7 +39,39 @@ use crate::twilio::signature;
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// WebSocket close codes: done, and refused for what the peer sent.
 const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
+
+/// The media streams this instance is bridging.
+pub struct MediaBridges {
+    tracker: TaskTracker,
+    stop: watch::Sender<bool>,
+}
+
+impl Default for MediaBridges {
+    fn default() -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+}
+
+impl MediaBridges {
+    /// Ends every open stream (each stores what it captured) and waits up to
+    /// `within` for them; how many had not finished by then.
+    pub async fn shut_down(&self, within: Duration) -> usize {
+        let _ = self.stop.send(true);
+        self.tracker.close();
+        if tokio::time::timeout(within, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            return self.tracker.len();
+        }
+        0
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -115,21 +153,31 @@ async fn accept(
             rejection.body_text()
         ))
     })?;
+    let bridges = state.media_bridges.tracker.clone();
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| bridge(state, grant, socket)))
+        .on_upgrade(move |socket| bridges.track_future(bridge(state, grant, socket))))
 }
 
-/// Reads the stream until `stop`, a close, an error or silence, then
-/// stores what the caller said and closes.
+/// Reads the stream until `stop`, a close, an error, silence or shutdown,
+/// then stores what the caller said and closes.
 async fn bridge(state: AppState, grant: StreamGrant, mut socket: WebSocket) {
     let settings = &state.settings.recordings;
     let idle = Duration::from_secs(settings.stream_idle_secs);
     let mut capture = MediaCapture::new(&grant.call_sid, settings.max_stream_bytes);
     let mut refused = None;
+    let mut stopping = state.media_bridges.stop.subscribe();
+    let mut shut_down = false;
     loop {
-        let message = match tokio::time::timeout(idle, socket.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, socket.recv()) => next,
+            _ = stopping.wait_for(|stop| *stop) => {
+                shut_down = true;
+                break;
+            }
+        };
+        let message = match next {
             Err(_) => {
                 tracing::info!(
                     idle_secs = idle.as_secs(),
@@ -183,9 +231,10 @@ async fn bridge(state: AppState, grant: StreamGrant, mut socket: WebSocket) {
             store(&state, grant.tenant, &captured).await;
         }
     }
-    let (code, reason) = match refused {
-        Some(_) => (CLOSE_POLICY, "not a Twilio media stream for this call"),
-        None => (CLOSE_NORMAL, "stream stored"),
+    let (code, reason) = match (refused, shut_down) {
+        (Some(_), _) => (CLOSE_POLICY, "not a Twilio media stream for this call"),
+        (None, true) => (CLOSE_GOING_AWAY, "the server is shutting down"),
+        (None, false) => (CLOSE_NORMAL, "stream stored"),
     };
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
