@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::wav;
+use super::{wav, Outcome};
 use crate::net_guard::{Blocked, GuardPolicy, GuardedClient};
 
 /// Redirects followed (each hop checked like the first); Twilio may answer
@@ -32,13 +32,12 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// The metric label of this failure.
-    pub fn label(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::NotAllowed(_) => "refused",
-            Self::TooLarge { .. } => "too_large",
-            Self::NotWav => "not_wav",
-            Self::Upstream(_) => "fetch_failed",
+            Self::NotAllowed(_) => Outcome::Refused,
+            Self::TooLarge { .. } => Outcome::TooLarge,
+            Self::NotWav => Outcome::NotWav,
+            Self::Upstream(_) => Outcome::FetchFailed,
         }
     }
 }

@@ -54,40 +54,72 @@ pub fn object_owner(tenant: TenantId, recording: Uuid) -> SecretOwner {
     SecretOwner::of_row(tenant, "call_recordings", "object", recording)
 }
 
-/// How one recording's handling ended: counted and logged together.
+/// How handling one recording (or one media stream) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    /// Already stored: Twilio repeated a callback.
+    Duplicate,
+    /// A `RecordingUrl` off the allow-list or refused by the SSRF guard.
+    Refused,
+    TooLarge,
+    NotWav,
+    FetchFailed,
+    StoreFailed,
+    /// A media stream's token or messages were refused.
+    StreamRefused,
+    /// A media stream ran past `recordings.max_stream_bytes`; the rest was dropped.
+    Truncated,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Refused => "refused",
+            Self::TooLarge => "too_large",
+            Self::NotWav => "not_wav",
+            Self::FetchFailed => "fetch_failed",
+            Self::StoreFailed => "store_failed",
+            Self::StreamRefused => "stream_refused",
+            Self::Truncated => "truncated",
+        }
+    }
+}
+
+/// One recording's outcome: counted and logged together.
 pub struct RecordingEvent<'a> {
     pub source: Source,
-    /// `stored`, `duplicate`, `refused`, `too_large`, `not_wav`,
-    /// `fetch_failed`, `store_failed`, `stream_refused`, `truncated`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
+    /// Why, for the log (never a label).
     pub detail: Option<&'a str>,
 }
 
 impl RecordingEvent<'_> {
     pub fn emit(self) {
-        metrics::counter!(
-            "agentry_recordings_total",
-            "source" => self.source.label(),
-            "outcome" => self.outcome
-        )
-        .increment(1);
+        let (source, outcome) = (self.source.label(), self.outcome.label());
+        metrics::counter!("agentry_recordings_total", "source" => source, "outcome" => outcome)
+            .increment(1);
         let detail = self.detail.unwrap_or("");
         match self.outcome {
-            "stored" | "duplicate" => {
-                tracing::info!(
-                    source = self.source.label(),
-                    outcome = self.outcome,
-                    "call recording"
-                )
+            Outcome::Stored | Outcome::Duplicate => {
+                tracing::info!(source, outcome, "call recording")
             }
-            _ => tracing::warn!(
-                source = self.source.label(),
-                outcome = self.outcome,
-                detail,
-                "call recording not stored"
-            ),
+            Outcome::Truncated => {
+                tracing::warn!(source, outcome, detail, "call recording cut short")
+            }
+            _ => tracing::warn!(source, outcome, detail, "call recording not stored"),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("HTTP client for recording downloads: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +158,7 @@ pub struct Recordings {
 }
 
 impl Recordings {
-    pub fn new(settings: &Settings, keyring: Arc<Keyring>) -> anyhow::Result<Self> {
+    pub fn new(settings: &Settings, keyring: Arc<Keyring>) -> Result<Self, SetupError> {
         let twilio = &settings.twilio;
         let recordings = &settings.recordings;
         let fetcher = RecordingFetcher::new(

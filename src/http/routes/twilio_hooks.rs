@@ -41,7 +41,7 @@ use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::recordings::fetch::FetchError;
 use crate::recordings::media_stream::is_sid;
-use crate::recordings::{NewAudio, RecordingEvent, Saved, Source};
+use crate::recordings::{NewAudio, Outcome, RecordingEvent, Saved, Source};
 use crate::twilio::sms_text::{self, Keyword};
 use crate::twilio::twiml::{Response as TwiML, SpeechTimeout};
 use crate::twilio::{signature, speech};
@@ -531,7 +531,7 @@ async fn voice_recording(
     };
     let mut tx = state.store.tenant(tenant).await?;
     if crate::db::recordings::exists(&mut tx, recording_sid).await? {
-        event("duplicate", None);
+        event(Outcome::Duplicate, None);
         return Ok(twiml(TwiML::new()));
     }
     let config = twilio::get_config(&mut tx)
@@ -559,7 +559,7 @@ async fn voice_recording(
     {
         Ok(audio) => audio,
         Err(error) => {
-            event(error.label(), Some(&error.to_string()));
+            event(error.outcome(), Some(&error.to_string()));
             return Err(match error {
                 FetchError::Upstream(_) => ApiError::Unavailable("the recording download"),
                 refused => ApiError::Invalid(refused.to_string()),
@@ -582,10 +582,10 @@ async fn voice_recording(
         )
         .await;
     match saved {
-        Ok(Saved::Stored(_)) => event("stored", None),
-        Ok(Saved::Duplicate) => event("duplicate", None),
+        Ok(Saved::Stored(_)) => event(Outcome::Stored, None),
+        Ok(Saved::Duplicate) => event(Outcome::Duplicate, None),
         Err(error) => {
-            event("store_failed", Some(&error.to_string()));
+            event(Outcome::StoreFailed, Some(&error.to_string()));
             return Err(ApiError::Unavailable("recording storage"));
         }
     }

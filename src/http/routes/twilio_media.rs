@@ -32,7 +32,7 @@ use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::recordings::capability::StreamGrant;
 use crate::recordings::media_stream::{MediaCapture, Step, SAMPLE_RATE};
-use crate::recordings::{wav, NewAudio, RecordingEvent, Saved, Source};
+use crate::recordings::{wav, NewAudio, Outcome, RecordingEvent, Saved, Source};
 use crate::twilio::signature;
 
 /// Twilio's messages are a few hundred bytes (20 ms of audio each).
@@ -134,7 +134,7 @@ async fn accept(
         .map_err(|error| {
             RecordingEvent {
                 source: Source::MediaStream,
-                outcome: "stream_refused",
+                outcome: Outcome::StreamRefused,
                 detail: Some(&error.to_string()),
             }
             .emit();
@@ -209,7 +209,7 @@ async fn bridge(state: AppState, grant: StreamGrant, mut socket: WebSocket) {
     if let Some(error) = &refused {
         RecordingEvent {
             source: Source::MediaStream,
-            outcome: "stream_refused",
+            outcome: Outcome::StreamRefused,
             detail: Some(&error.to_string()),
         }
         .emit();
@@ -219,7 +219,7 @@ async fn bridge(state: AppState, grant: StreamGrant, mut socket: WebSocket) {
         if captured.dropped_bytes > 0 {
             RecordingEvent {
                 source: Source::MediaStream,
-                outcome: "truncated",
+                outcome: Outcome::Truncated,
                 detail: Some(&format!(
                     "{} bytes past recordings.max_stream_bytes dropped",
                     captured.dropped_bytes
@@ -267,9 +267,9 @@ async fn store(
         )
         .await;
     let (outcome, detail) = match saved {
-        Ok(Saved::Stored(_)) => ("stored", None),
-        Ok(Saved::Duplicate) => ("duplicate", None),
-        Err(error) => ("store_failed", Some(error.to_string())),
+        Ok(Saved::Stored(_)) => (Outcome::Stored, None),
+        Ok(Saved::Duplicate) => (Outcome::Duplicate, None),
+        Err(error) => (Outcome::StoreFailed, Some(error.to_string())),
     };
     RecordingEvent {
         source: Source::MediaStream,
