@@ -107,3 +107,81 @@ impl RecordingStorage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::configuration::Settings;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, crate::configuration::ConfigError> {
+        let mut env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        env.insert("AGENTRY_ENV".into(), "test".into());
+        Settings::load_from(env)
+    }
+
+    #[test]
+    fn recordings_go_to_an_s3_bucket_when_a_url_names_one() {
+        let configured = settings(&[
+            (
+                "AGENTRY__RECORDINGS__URL",
+                "s3://agentry-recordings/prod/eu",
+            ),
+            ("AGENTRY__RECORDINGS__S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("AGENTRY__RECORDINGS__S3_ALLOW_HTTP", "true"),
+            ("AGENTRY__RECORDINGS__S3_ACCESS_KEY_ID", "minio"),
+            ("AGENTRY__RECORDINGS__S3_SECRET_ACCESS_KEY", "minio-secret"),
+        ])
+        .unwrap();
+        // Built without a request: the bucket is only reached when used.
+        assert!(RecordingStorage::from_settings(&configured.recordings).is_ok());
+        for url in ["gs://bucket/x", "s3:///no-bucket", "not a url"] {
+            let mut recordings = configured.recordings.clone();
+            recordings.url = url.into();
+            assert!(
+                matches!(
+                    RecordingStorage::from_settings(&recordings),
+                    Err(StorageError::Config(_))
+                ),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn recording_limits_outside_their_ranges_are_refused_at_load() {
+        for (key, value) in [
+            ("AGENTRY__RECORDINGS__FETCH_TIMEOUT_SECS", "15"),
+            ("AGENTRY__RECORDINGS__LINK_TTL_SECS", "0"),
+            ("AGENTRY__RECORDINGS__MAX_STREAM_BYTES", "0"),
+            ("AGENTRY__TWILIO__MEDIA_TOKEN_TTL_SECS", "0"),
+        ] {
+            let refused = settings(&[(key, value)]).unwrap_err().to_string();
+            let name = key.rsplit("__").next().unwrap().to_ascii_lowercase();
+            assert!(refused.contains(&name), "{key}={value}: {refused}");
+        }
+        assert!(settings(&[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_recording_directory_keeps_objects_and_forgets_deleted_ones() {
+        let dir = std::env::temp_dir().join(format!("agentry-storage-{}", uuid::Uuid::new_v4()));
+        let storage = RecordingStorage::local(dir.to_str().unwrap()).unwrap();
+        storage
+            .put("tenant/one.sealed", b"sealed".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.get("tenant/one.sealed").await.unwrap().as_deref(),
+            Some(&b"sealed"[..])
+        );
+        storage.delete("tenant/one.sealed").await.unwrap();
+        storage.delete("tenant/one.sealed").await.unwrap();
+        assert_eq!(storage.get("tenant/one.sealed").await.unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
