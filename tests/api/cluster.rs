@@ -2,6 +2,7 @@
 //! prefix deliver 2,000 events while one of them is killed with SIGKILL.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use agentry::webhook_delivery::webhook_id;
 use uuid::Uuid;
 
 use crate::dispatch::{commit_events, endpoint, eventually, Receiver};
-use crate::helpers::{spawn_app_with, test_settings, TestApp};
+use crate::helpers::{recordings_dir, spawn_app_with, test_settings, TestApp};
 
 /// A server process of the real binary; killed (SIGKILL) when dropped.
 pub struct ServerProcess(Child);
@@ -18,22 +19,40 @@ pub struct ServerProcess(Child);
 impl ServerProcess {
     /// `agentry serve` on the app's database and Redis prefix, with `extra` settings.
     pub fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
-        let mut url = url::Url::parse(test_settings().database.url.expose()).unwrap();
-        url.set_path(&format!("/{}", app.database_name()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_agentry"));
+        Self(command(app, extra).spawn().expect("agentry starts"))
+    }
+
+    /// [`Self::start`] on a port the server picks itself; returns its base URL
+    /// once it listens (a port picked beforehand may be taken by then).
+    pub fn start_listening(app: &TestApp, extra: &[(&str, &str)]) -> (Self, String) {
+        let mut command = command(app, extra);
         command
-            .arg("serve")
-            .env("AGENTRY_ENV", "test")
-            .env("DATABASE_URL", url.to_string())
-            .env("AGENTRY__REDIS__PREFIX", &app.settings.redis.prefix)
-            .env("REDIS_URL", app.settings.redis.url.expose())
             .env("AGENTRY__HTTP__BIND", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (name, value) in extra {
-            command.env(name, value);
-        }
-        Self(command.spawn().expect("agentry starts"))
+            .env("AGENTRY__LOG__FILTER", "warn,agentry=info")
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("agentry starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (listening, address) = std::sync::mpsc::channel();
+        // Reads the log until the server says where it listens, then keeps
+        // draining it so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut listening = Some(listening);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !line.contains("agentry listening") {
+                    continue;
+                }
+                let address = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|entry| entry["address"].as_str().map(str::to_owned));
+                if let (Some(sender), Some(address)) = (listening.take(), address) {
+                    let _ = sender.send(address);
+                }
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the server process listens");
+        (Self(child), format!("http://{address}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -50,6 +69,30 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The command line of a server process on the app's database and Redis prefix.
+fn command(app: &TestApp, extra: &[(&str, &str)]) -> Command {
+    let mut url = url::Url::parse(test_settings().database.url.expose()).unwrap();
+    url.set_path(&format!("/{}", app.database_name()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentry"));
+    command
+        .arg("serve")
+        .env("AGENTRY_ENV", "test")
+        .env("DATABASE_URL", url.to_string())
+        .env("AGENTRY__REDIS__PREFIX", &app.settings.redis.prefix)
+        .env("REDIS_URL", app.settings.redis.url.expose())
+        .env("AGENTRY__HTTP__BIND", "127.0.0.1:0")
+        .env(
+            "AGENTRY__RECORDINGS__PATH",
+            recordings_dir(app.database_name()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command
 }
 
 /// Success rows per event, as the owner reads them.

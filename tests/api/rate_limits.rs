@@ -313,17 +313,13 @@ async fn three_server_processes_on_one_redis_admit_exactly_the_limit_between_the
     let limit = LIMIT.to_string();
     let servers: Vec<(ServerProcess, String)> = (0..3)
         .map(|_| {
-            let port = free_loopback_port();
-            let bind = format!("127.0.0.1:{port}");
-            let server = ServerProcess::start(
+            ServerProcess::start_listening(
                 &app,
                 &[
-                    ("AGENTRY__HTTP__BIND", bind.as_str()),
                     ("AGENTRY__RATE_LIMITS__ENABLED", "true"),
                     ("AGENTRY__RATE_LIMITS__WIDGET_SESSIONS", limit.as_str()),
                 ],
-            );
-            (server, format!("http://{bind}"))
+            )
         })
         .collect();
     let client = reqwest::Client::new();
@@ -374,15 +370,6 @@ async fn three_server_processes_on_one_redis_admit_exactly_the_limit_between_the
             .count();
         assert!(served > 0, "{base} admitted none: the load was not shared");
     }
-}
-
-/// A loopback port free a moment ago, for a server process to bind.
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn set_overrides(app: &TestApp, operator: &str, tenant: &str, overrides: Value) -> Response {
