@@ -410,12 +410,15 @@ async fn an_entry_left_pending_by_a_dead_instance_is_reclaimed_after_the_deadlin
 
 #[tokio::test]
 async fn consumption_resumes_by_itself_after_the_group_and_stream_vanish() {
+    // Recovery waits out a reconnect backoff; under a full parallel suite it
+    // has taken over 10 s, so the test waits for it, not for a speed.
+    const RECOVERY: Duration = Duration::from_secs(30);
     let app = spawn_app().await;
     let tenant = app.create_tenant("Nogroup Co").await;
     let receiver = Receiver::answering(200).await;
     endpoint(&app, &tenant, &receiver.url("127.0.0.1")).await;
     commit_events(&app, tenant.id, 5).await;
-    eventually(Duration::from_secs(10), "the first five", || async {
+    eventually(RECOVERY, "the first five", || async {
         (receiver.delivered().len() == 5).then_some(())
     })
     .await;
@@ -424,15 +427,13 @@ async fn consumption_resumes_by_itself_after_the_group_and_stream_vanish() {
     let key = bus.stream_key(EVENTS);
     let _: u64 = bus.pool().xgroup_destroy(&key, GROUP).await.unwrap();
     commit_events(&app, tenant.id, 5).await;
-    eventually(
-        Duration::from_secs(10),
-        "five more after XGROUP DESTROY",
-        || async { (receiver.delivered().len() == 10).then_some(()) },
-    )
+    eventually(RECOVERY, "five more after XGROUP DESTROY", || async {
+        (receiver.delivered().len() == 10).then_some(())
+    })
     .await;
     let _: u64 = bus.pool().del(&key).await.unwrap();
     commit_events(&app, tenant.id, 5).await;
-    eventually(Duration::from_secs(10), "five more after DEL", || async {
+    eventually(RECOVERY, "five more after DEL", || async {
         (receiver.delivered().len() == 15).then_some(())
     })
     .await;
