@@ -110,6 +110,11 @@ pub struct RecordingSettings {
     pub max_stream_bytes: usize,
     /// A media stream silent this long is ended and what it carried stored.
     pub stream_idle_secs: u64,
+    /// Send each stored recording to the tenant's own OpenAI-compatible
+    /// model for a transcript (the tenant's key, its bill).
+    pub transcribe: bool,
+    /// The model named in `/audio/transcriptions`.
+    pub transcription_model: String,
 }
 
 /// The SMS and voice channels (Twilio webhooks and REST API).

@@ -205,8 +205,17 @@ impl Application {
             settings.auth.max_concurrent_hashes,
             Duration::from_millis(settings.auth.hash_queue_timeout_ms),
         );
-        let recordings = crate::recordings::Recordings::new(&settings, keyring.clone())
+        let mut recordings = crate::recordings::Recordings::new(&settings, keyring.clone())
             .context("call recordings (recordings.*, twilio.recording_hosts)")?;
+        if settings.recordings.transcribe {
+            recordings.transcriber = Some(crate::recordings::transcribe::Transcriber::new(
+                llm_http.clone(),
+                settings.recordings.transcription_model.clone(),
+                agentry_actors::pii::Scrubber::default(),
+                store.clone(),
+                keyring.clone(),
+            ));
+        }
         let state = Arc::new(AppContext {
             recordings,
             media_bridges: Default::default(),

@@ -18,10 +18,12 @@ pub struct Recording {
     pub duration_secs: Option<i32>,
     pub source: String,
     pub created_at: DateTime<Utc>,
+    /// Scrubbed, when the tenant's model transcribed it.
+    pub transcript: Option<String>,
 }
 
 const COLUMNS: &str = "id, conversation_id, call_sid, recording_sid, object_key, content_type, \
-                       size_bytes, duration_secs, source, created_at";
+                       size_bytes, duration_secs, source, created_at, transcript";
 
 pub struct NewRecording<'a> {
     pub id: Uuid,
@@ -103,4 +105,43 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Recording, DbError> {
     .fetch_optional(tx.conn())
     .await?
     .ok_or(DbError::NotFound)
+}
+
+/// Stores a recording's (scrubbed) transcript and, when it is linked to the
+/// call's conversation, one audit row per kind the scrub replaced.
+pub async fn set_transcript(
+    tx: &mut TenantTx,
+    id: Uuid,
+    transcript: &str,
+    pii: &agentry_actors::pii::PiiCounts,
+) -> Result<(), DbError> {
+    let tenant = tx.tenant();
+    let conversation: Option<Option<Uuid>> = sqlx::query_scalar(
+        "UPDATE call_recordings SET transcript = $3, transcribed_at = now()
+         WHERE tenant_id = $1 AND id = $2 RETURNING conversation_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .bind(transcript)
+    .fetch_optional(tx.conn())
+    .await?;
+    let conversation = conversation.ok_or(DbError::NotFound)?;
+    if let Some(conversation) = conversation {
+        let (kinds, counts): (Vec<&str>, Vec<i32>) = pii
+            .iter()
+            .map(|(kind, n)| (kind.as_str(), i32::try_from(n).unwrap_or(i32::MAX)))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO voice_pii_audits (id, tenant_id, conversation_id, pii_kind, occurrences)
+             SELECT gen_random_uuid(), $1, $2, k.kind, k.n
+             FROM unnest($3::text[], $4::int[]) AS k (kind, n)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(conversation)
+        .bind(kinds)
+        .bind(counts)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
 }

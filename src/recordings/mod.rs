@@ -14,6 +14,7 @@ pub mod capability;
 pub mod fetch;
 pub mod media_stream;
 pub mod storage;
+pub mod transcribe;
 pub mod wav;
 
 use std::sync::Arc;
@@ -155,6 +156,8 @@ pub struct Recordings {
     pub capabilities: Capabilities,
     pub fetcher: RecordingFetcher,
     link_ttl: chrono::Duration,
+    /// Set when `recordings.transcribe` is on.
+    pub transcriber: Option<transcribe::Transcriber>,
 }
 
 impl Recordings {
@@ -177,7 +180,15 @@ impl Recordings {
             capabilities: Capabilities::new(&settings.token_key_bytes()),
             fetcher,
             link_ttl: chrono::Duration::seconds(recordings.link_ttl_secs as i64),
+            transcriber: None,
         })
+    }
+
+    /// Asks for a transcript of a recording just stored, when transcription is on.
+    pub fn transcribe_later(&self, tenant: TenantId, recording: Uuid, audio: Vec<u8>) {
+        if let Some(transcriber) = &self.transcriber {
+            transcriber.spawn(tenant, recording, audio);
+        }
     }
 
     /// Seals and writes the audio, then its row: a row never names a missing

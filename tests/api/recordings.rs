@@ -918,3 +918,97 @@ async fn a_media_stream_open_at_shutdown_is_stored_before_the_instance_stops() {
         .unwrap();
     assert_eq!(mulaw_data(wav.expose()), &said[..]);
 }
+
+/// An OpenAI-compatible `/audio/transcriptions`; keeps (authorization, body) of each request.
+async fn transcription_api(text: &'static str) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let router = axum::Router::new().route(
+        "/v1/audio/transcriptions",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let multipart = headers
+                    .get("content-type")
+                    .is_some_and(|v| v.to_str().unwrap().starts_with("multipart/form-data"));
+                assert!(multipart, "{headers:?}");
+                kept.lock().unwrap().push((authorization, body.to_vec()));
+                axum::Json(json!({ "text": text }))
+            }
+        }),
+    );
+    let address = serve_locally(router).await;
+    (format!("http://{address}/v1"), seen)
+}
+
+#[tokio::test]
+async fn a_stored_recording_is_transcribed_by_the_tenants_own_model_and_stored_scrubbed() {
+    let app = spawn_app_with(|settings| {
+        twilio_settings(settings);
+        settings.recordings.transcribe = true;
+    })
+    .await;
+    let shop = line(&app, "Transcript Co", "+14155550170").await;
+    let (base_url, requests) =
+        transcription_api("Hello, this is a test call. Call me back on 415 555 0123.").await;
+    let configured = app
+        .request(reqwest::Method::PUT, "/api/v1/llm", Some(&shop.site.tenant.token))
+        .json(&json!({ "provider": "vllm", "model": "stand-in", "base_url": base_url, "api_key": "sk-tenant-own-key" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 200);
+    call(
+        &app,
+        &shop,
+        "/api/twilio/voice/gather",
+        &[("SpeechResult", "Hello")],
+    )
+    .await;
+    let wav = spoken_wav();
+    let media = MediaServer::start(wav.clone(), &shop.auth_token).await;
+    let (status, answer) =
+        recording_callback(&app, &shop, &media.recording_url("127.0.0.1"), "completed").await;
+    assert_eq!(status, 200, "{answer}");
+
+    let listed = crate::dispatch::eventually(Duration::from_secs(10), "the transcript", || async {
+        let listed = body(app.get("/api/v1/recordings", &shop.site.tenant.token).await).await;
+        listed["recordings"][0]["transcript"]
+            .is_string()
+            .then_some(listed)
+    })
+    .await;
+    let recording = &listed["recordings"][0];
+    assert_eq!(
+        recording["transcript"],
+        "Hello, this is a test call. Call me back on [PHONE]."
+    );
+    let (authorization, sent) = requests.lock().unwrap()[0].clone();
+    assert_eq!(authorization, "Bearer sk-tenant-own-key");
+    let sent_text = String::from_utf8_lossy(&sent);
+    assert!(sent_text.contains("name=\"model\"") && sent_text.contains("whisper-1"));
+    assert!(
+        sent.windows(wav.len())
+            .any(|window| window == wav.as_slice()),
+        "the recording's audio was uploaded as it was recorded"
+    );
+    let conversation = recording["conversation_id"].as_str().unwrap();
+    let mut owner = app.owner_connection().await;
+    let audits: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT pii_kind, occurrences FROM voice_pii_audits WHERE conversation_id = $1::uuid",
+    )
+    .bind(conversation)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(audits, [("phone".to_owned(), 1)]);
+    let stored: String = sqlx::query_scalar("SELECT transcript FROM call_recordings")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(!stored.contains("555"), "{stored}");
+}

@@ -51,6 +51,8 @@ struct RecordingView {
     duration_secs: Option<i32>,
     source: String,
     created_at: DateTime<Utc>,
+    /// Scrubbed, once the tenant's model transcribed it (`recordings.transcribe`).
+    transcript: Option<String>,
     /// A path to the audio, signed for `recordings.link_ttl_secs`.
     url: String,
 }
@@ -71,6 +73,7 @@ fn view(
         duration_secs: recording.duration_secs,
         source: recording.source,
         created_at: recording.created_at,
+        transcript: recording.transcript,
     }
 }
 

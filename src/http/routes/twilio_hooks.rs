@@ -582,7 +582,10 @@ async fn voice_recording(
         )
         .await;
     match saved {
-        Ok(Saved::Stored(_)) => event(Outcome::Stored, None),
+        Ok(Saved::Stored(id)) => {
+            event(Outcome::Stored, None);
+            state.recordings.transcribe_later(tenant, id, audio);
+        }
         Ok(Saved::Duplicate) => event(Outcome::Duplicate, None),
         Err(error) => {
             event(Outcome::StoreFailed, Some(&error.to_string()));

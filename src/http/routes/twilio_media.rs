@@ -267,7 +267,10 @@ async fn store(
         )
         .await;
     let (outcome, detail) = match saved {
-        Ok(Saved::Stored(_)) => (Outcome::Stored, None),
+        Ok(Saved::Stored(id)) => {
+            state.recordings.transcribe_later(tenant, id, wav);
+            (Outcome::Stored, None)
+        }
         Ok(Saved::Duplicate) => (Outcome::Duplicate, None),
         Err(error) => (Outcome::StoreFailed, Some(error.to_string())),
     };
