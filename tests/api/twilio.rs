@@ -507,6 +507,14 @@ async fn a_phone_call_answers_from_the_knowledge_base_scrubs_its_transcript_and_
         "# Opening hours\n\nWe are open Monday to Friday from 8 am to 6 pm. Visit our site at https://calling.example.com for **directions**.",
     )
     .await;
+    upload_ready(
+        &app,
+        &shop.site.tenant.token,
+        &shop.site.agent_id,
+        "Parking",
+        "# Parking\n\nFree customer parking is behind the building, with 12 spaces and one charging point.",
+    )
+    .await;
 
     let greeting = call(
         &app,
@@ -539,6 +547,15 @@ async fn a_phone_call_answers_from_the_knowledge_base_scrubs_its_transcript_and_
         !spoken.contains("http") && !spoken.contains("**"),
         "{hours}"
     );
+    let parking = call(
+        &app,
+        &shop,
+        "/api/twilio/voice/gather",
+        &[("SpeechResult", "Is there customer parking?")],
+    )
+    .await;
+    let spoken = parking.split("<Say>").nth(1).unwrap();
+    assert!(spoken.contains("behind the building"), "{parking}");
 
     call(
         &app,
@@ -595,9 +612,9 @@ async fn a_phone_call_answers_from_the_knowledge_base_scrubs_its_transcript_and_
         })
         .collect();
     eprintln!("stored transcript:\n{}", transcript.join("\n"));
-    assert_eq!(transcript.len(), 6, "{transcript:?}");
+    assert_eq!(transcript.len(), 8, "{transcript:?}");
     assert_eq!(
-        transcript[2],
+        transcript[4],
         "visitor: My number is [PHONE], my name is Sam"
     );
     assert!(
