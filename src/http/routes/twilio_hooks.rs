@@ -29,7 +29,7 @@ use agentry_actors::pipeline::TurnHandle;
 use agentry_actors::ports::TurnChannel;
 use agentry_actors::{AgentId, ConversationId, TenantId};
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{FromRequest, OriginalUri, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -73,6 +73,59 @@ enum NumberIn {
     /// The `number` query parameter of the URL Twilio was given (`%2B` or a
     /// bare `+`, which form decoding reads as a space); the signature covers it.
     Query,
+}
+
+/// Where a route's requests name the tenant's number (a type, so the
+/// extractor below names it in the handler's signature).
+trait NumberSource {
+    const IN: NumberIn;
+}
+
+/// The number called or texted: what reaches the tenant.
+struct CalledTo;
+/// The tenant's own number sending: statuses of its outbound messages.
+struct SentFrom;
+/// The `number` query parameter (recording callbacks name no number).
+struct InQuery;
+
+impl NumberSource for CalledTo {
+    const IN: NumberIn = NumberIn::Form("To");
+}
+
+impl NumberSource for SentFrom {
+    const IN: NumberIn = NumberIn::Form("From");
+}
+
+impl NumberSource for InQuery {
+    const IN: NumberIn = NumberIn::Query;
+}
+
+/// A request Twilio signed for the tenant's number found as `N` says; see
+/// [`Inbound::verify`] for what is checked before a handler runs.
+struct Signed<N>(Inbound, std::marker::PhantomData<N>);
+
+impl<N: NumberSource> FromRequest<AppState> for Signed<N> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let uri = request
+            .extensions()
+            .get::<OriginalUri>()
+            .cloned()
+            .unwrap_or_else(|| OriginalUri(request.uri().clone()));
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+        let inbound = Inbound::verify(state, &uri, &headers, &body, N::IN).await?;
+        Ok(Self(inbound, std::marker::PhantomData))
+    }
 }
 
 /// A request Twilio signed for one of a tenant's numbers.
@@ -203,11 +256,8 @@ fn twiml(response: TwiML) -> Response {
 
 async fn sms(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<CalledTo>,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let (from, to) = (inbound.require("From")?, inbound.require("To")?);
     if !sms_text::is_e164(from) {
         return Err(ApiError::BadRequest("From must be an E.164 number".into()));
@@ -350,12 +400,9 @@ fn submit(
 
 async fn sms_status(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<SentFrom>,
 ) -> Result<Response, ApiError> {
     // A status of one of the tenant's own messages: the tenant's number is `From`.
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("From")).await?;
     let sid = inbound.require("MessageSid")?;
     let status = inbound
         .get("MessageStatus")
@@ -391,11 +438,8 @@ fn listen_after(state: &AppState, response: TwiML, say: &str) -> TwiML {
 
 async fn voice(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<CalledTo>,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let call = inbound.require("CallSid")?;
     let mut tx = state.store.tenant(inbound.tenant()).await?;
     let greeting = twilio::get_config(&mut tx)
@@ -418,11 +462,8 @@ async fn voice(
 
 async fn voice_gather(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<CalledTo>,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let call = inbound.require("CallSid")?;
     let speech_text = clip(
         inbound.get("SpeechResult").unwrap_or("").trim(),
@@ -477,11 +518,8 @@ async fn voice_gather(
 /// The end of a call ends its conversation.
 async fn voice_status(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<CalledTo>,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Form("To")).await?;
     let call = inbound.require("CallSid")?;
     let ended = matches!(
         inbound.get("CallStatus"),
@@ -499,11 +537,8 @@ async fn voice_status(
 /// number, with this route as its recording status callback).
 async fn voice_recording(
     State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(inbound, _): Signed<InQuery>,
 ) -> Result<Response, ApiError> {
-    let inbound = Inbound::verify(&state, &uri, &headers, &body, NumberIn::Query).await?;
     // `in-progress`, `absent` (too short or silent) and `failed` carry no file.
     if inbound.require("RecordingStatus")? != "completed" {
         return Ok(twiml(TwiML::new()));
