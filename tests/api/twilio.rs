@@ -133,6 +133,19 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// (kind, occurrences) of the PII audit rows of a conversation.
+pub(crate) async fn audit_rows(app: &TestApp, conversation: &str) -> Vec<(String, i32)> {
+    let mut owner = app.owner_connection().await;
+    sqlx::query_as(
+        "SELECT pii_kind, occurrences FROM voice_pii_audits
+         WHERE conversation_id = $1::uuid ORDER BY pii_kind",
+    )
+    .bind(conversation)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap()
+}
+
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let mut owner = app.owner_connection().await;
     sqlx::query_scalar(sql).fetch_one(&mut owner).await.unwrap()
@@ -623,15 +636,9 @@ async fn a_phone_call_answers_from_the_knowledge_base_scrubs_its_transcript_and_
             .all(|line| !line.contains("555 0123") && !line.contains("5550123")),
         "{transcript:?}"
     );
-    let mut owner = app.owner_connection().await;
-    let audits: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT pii_kind, occurrences FROM voice_pii_audits WHERE conversation_id = $1::uuid",
-    )
-    .bind(id)
-    .fetch_all(&mut owner)
-    .await
-    .unwrap();
+    let audits = audit_rows(&app, id).await;
     eprintln!("audit rows: {audits:?}");
+    let mut owner = app.owner_connection().await;
     assert_eq!(
         audits,
         [("phone".to_owned(), 1)],
