@@ -74,7 +74,7 @@ pub fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, String> {
             let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
             format!(
                 "unknown scope {:?}; scopes are {}",
-                truncate(name, 40),
+                crate::domain::first_chars(name, 40),
                 known.join(", ")
             )
         })?;
@@ -83,10 +83,6 @@ pub fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, String> {
     scopes.sort();
     scopes.dedup();
     Ok(scopes)
-}
-
-fn truncate(value: &str, max: usize) -> String {
-    value.chars().take(max).collect()
 }
 
 /// A freshly generated token: the secret (shown once) and what is stored of it.

@@ -24,6 +24,14 @@ pub fn parse_phone(input: &str) -> Result<String, String> {
     agentry_actors::contact::parse_phone(input, None)
 }
 
+/// The first `max` characters of `text`, cut on a character boundary.
+pub fn first_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// Free text a person writes (lead notes): at most `max` characters, no
 /// control characters but line breaks and tabs.
 pub fn check_text(field: &str, text: &str, max: usize) -> Result<(), String> {

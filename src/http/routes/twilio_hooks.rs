@@ -36,6 +36,7 @@ use axum::routing::post;
 use axum::Router;
 
 use crate::db::twilio::{self, CalledNumber, OutboundSms};
+use crate::domain::first_chars;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::rate_limit::Tier;
@@ -291,7 +292,7 @@ async fn sms(
         // Opted out: no reply on any path until START.
         return Ok(twiml(TwiML::new()));
     }
-    let text = clip(text.trim(), state.settings.widget.max_message_chars);
+    let text = first_chars(text.trim(), state.settings.widget.max_message_chars);
     if text.is_empty() {
         return Ok(twiml(TwiML::new()));
     }
@@ -368,14 +369,6 @@ fn keyword_label(keyword: Keyword) -> &'static str {
         Keyword::OptOut => "opt_out",
         Keyword::OptIn => "opt_in",
         Keyword::Help => "help",
-    }
-}
-
-/// At most `max` characters, cut on a character boundary.
-fn clip(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
     }
 }
 
@@ -465,7 +458,7 @@ async fn voice_gather(
     Signed(inbound, _): Signed<CalledTo>,
 ) -> Result<Response, ApiError> {
     let call = inbound.require("CallSid")?;
-    let speech_text = clip(
+    let speech_text = first_chars(
         inbound.get("SpeechResult").unwrap_or("").trim(),
         state.settings.widget.max_message_chars,
     );
