@@ -474,11 +474,22 @@ impl Settings {
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true)
+                    // Lists from one variable, comma-separated, for these keys only:
+                    // any other value may itself contain commas.
+                    .list_separator(",")
+                    .with_list_parse_key("http.trusted_proxies")
+                    .with_list_parse_key("webhooks.allowed_networks")
+                    .with_list_parse_key("webhooks.allowed_hosts")
+                    .with_list_parse_key("webhooks.retry_delays_secs")
+                    .with_list_parse_key("twilio.recording_hosts")
+                    .with_list_parse_key("rate_limits.fail_closed")
                     .source(Some(env.clone().into_iter().collect())),
             );
         for (variable, key) in [
             ("DATABASE_URL", "database.url"),
             ("REDIS_URL", "redis.url"),
+            // The filter everyone knows from tracing; it wins over log.filter.
+            ("RUST_LOG", "log.filter"),
             // The names operators know from the webhook docs.
             ("AGENTRY_WEBHOOK_ALLOW_HTTP", "webhooks.allow_http"),
             (
@@ -737,6 +748,32 @@ mod tests {
         assert_eq!(settings.redis.prefix, "run42");
         assert_eq!(settings.database.url.expose(), "postgres://u@db:5432/x");
         assert_eq!(settings.redis.url.expose(), "redis://cache:6379");
+    }
+
+    #[test]
+    fn list_settings_come_comma_separated_and_rust_log_sets_the_filter() {
+        let settings = Settings::load_from(env(&[
+            ("AGENTRY__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1/32"),
+            ("AGENTRY__WEBHOOKS__RETRY_DELAYS_SECS", "1,5"),
+            // Not a list key: its commas stay part of the value.
+            ("AGENTRY__LOG__FILTER", "info,sqlx=warn"),
+        ]))
+        .unwrap();
+        let proxies: Vec<String> = settings
+            .http
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
+        assert_eq!(settings.webhooks.retry_delays_secs, [1, 5]);
+        assert_eq!(settings.log.filter, "info,sqlx=warn");
+        let traced = Settings::load_from(env(&[
+            ("AGENTRY__LOG__FILTER", "warn"),
+            ("RUST_LOG", "trace"),
+        ]))
+        .unwrap();
+        assert_eq!(traced.log.filter, "trace");
     }
 
     #[test]

@@ -7,9 +7,34 @@ use tracing_subscriber::EnvFilter;
 
 use crate::configuration::{LogFormat, LogSettings};
 
+/// Dependencies that log what they process at their debug or trace levels:
+/// the HTML parser behind the sanitizer quotes every reply it cleans, the
+/// MCP SDK its messages, WebSocket and HTTP/2 codecs their frames (a caller's
+/// audio), PDF readers the text they extract. Capped whatever the filter
+/// asks, so that `RUST_LOG=trace` still logs no message body.
+const QUIET_DEPENDENCIES: &[&str] = &[
+    "html5ever=warn",
+    "markup5ever=warn",
+    "ammonia=warn",
+    "rmcp=info",
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "h2=info",
+    "pdf_extract=warn",
+    "lopdf=warn",
+];
+
+/// The configured filter (`log.filter`, or `RUST_LOG`) with [`QUIET_DEPENDENCIES`] capped.
+pub fn log_filter(configured: &str) -> EnvFilter {
+    let filter = EnvFilter::try_new(configured).unwrap_or_else(|_| EnvFilter::new("info"));
+    QUIET_DEPENDENCIES.iter().fold(filter, |filter, cap| {
+        filter.add_directive(cap.parse().expect("a valid directive"))
+    })
+}
+
 /// Installs the global log subscriber; later calls are no-ops (tests build many apps).
 pub fn init_logging(settings: &LogSettings) {
-    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(&settings.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -40,4 +65,18 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed")
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_that_quote_their_input_stay_capped_at_trace() {
+        let filter = log_filter("trace").to_string();
+        for cap in QUIET_DEPENDENCIES {
+            assert!(filter.contains(cap), "{cap} missing from {filter}");
+        }
+        assert!(filter.contains("trace"), "{filter}");
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentry::webhook_delivery::webhook_id;
@@ -25,34 +25,46 @@ impl ServerProcess {
     /// [`Self::start`] on a port the server picks itself; returns its base URL
     /// once it listens (a port picked beforehand may be taken by then).
     pub fn start_listening(app: &TestApp, extra: &[(&str, &str)]) -> (Self, String) {
+        let (server, url, _log) = Self::start_logging(app, "warn,agentry=info", extra);
+        (server, url)
+    }
+
+    /// [`Self::start_listening`] with the log `filter`, and every log line
+    /// the process writes, as it writes them.
+    pub fn start_logging(
+        app: &TestApp,
+        filter: &str,
+        extra: &[(&str, &str)],
+    ) -> (Self, String, Arc<Mutex<Vec<String>>>) {
         let mut command = command(app, extra);
         command
             .env("AGENTRY__HTTP__BIND", "127.0.0.1:0")
-            .env("AGENTRY__LOG__FILTER", "warn,agentry=info")
+            .env("RUST_LOG", filter)
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("agentry starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (listening, address) = std::sync::mpsc::channel();
-        // Reads the log until the server says where it listens, then keeps
-        // draining it so the server never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        // Keeps draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut listening = Some(listening);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !line.contains("agentry listening") {
-                    continue;
+                if line.contains("agentry listening") {
+                    let address = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|entry| entry["address"].as_str().map(str::to_owned));
+                    if let (Some(sender), Some(address)) = (listening.take(), address) {
+                        let _ = sender.send(address);
+                    }
                 }
-                let address = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|entry| entry["address"].as_str().map(str::to_owned));
-                if let (Some(sender), Some(address)) = (listening.take(), address) {
-                    let _ = sender.send(address);
-                }
+                kept.lock().unwrap().push(line);
             }
         });
         let address = address
             .recv_timeout(Duration::from_secs(120))
             .expect("the server process listens");
-        (Self(child), format!("http://{address}"))
+        (Self(child), format!("http://{address}"), log)
     }
 
     pub fn pid(&self) -> u32 {
@@ -78,6 +90,8 @@ fn command(app: &TestApp, extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_agentry"));
     command
         .arg("serve")
+        // The runner's own RUST_LOG would win over the filter a test sets.
+        .env_remove("RUST_LOG")
         .env("AGENTRY_ENV", "test")
         .env("DATABASE_URL", url.to_string())
         .env("AGENTRY__REDIS__PREFIX", &app.settings.redis.prefix)

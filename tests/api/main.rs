@@ -19,6 +19,7 @@ mod isolation;
 mod knowledge;
 mod leads;
 mod lockout;
+mod log_policy;
 mod mcp;
 mod outbox;
 mod pipeline;
