@@ -22,6 +22,7 @@ mod lockout;
 mod mcp;
 mod outbox;
 mod pipeline;
+mod privacy;
 mod rate_limits;
 mod recordings;
 mod redis_loss;
