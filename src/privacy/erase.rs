@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::export::{self, bound, has_file_shares, Person, THEIR_EVENTS, THEIR_REQUESTS, THEIR_SMS};
+use super::export::{
+    self, bound, has_file_shares, Person, THEIR_EVENTS, THEIR_REQUESTS, THEIR_SMS,
+};
 use super::{PersonKey, PrivacyError};
 use crate::db::TenantTx;
 

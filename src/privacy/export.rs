@@ -61,7 +61,14 @@ pub async fn find(tx: &mut TenantTx, key: &PersonKey) -> Result<Person, PrivacyE
     let lead = leads.into_iter().next();
     let phone = match (key, &lead) {
         (PersonKey::Phone(phone), _) => Some(phone.clone()),
-        (_, Some(Lead { id, phone: Some(phone), .. })) => {
+        (
+            _,
+            Some(Lead {
+                id,
+                phone: Some(phone),
+                ..
+            }),
+        ) => {
             let shared: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM leads WHERE tenant_id = $1 AND phone = $2 AND id <> $3)",
             )

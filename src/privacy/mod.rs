@@ -150,7 +150,9 @@ impl PersonKey {
                 .parse()
                 .map(Self::LeadId)
                 .map_err(|_| format!("lead_id {id:?} is not a UUID")),
-            (None, Some(email), None) => agentry_actors::contact::parse_email(email).map(Self::Email),
+            (None, Some(email), None) => {
+                agentry_actors::contact::parse_email(email).map(Self::Email)
+            }
             (None, None, Some(phone)) => agentry_actors::contact::parse_phone(
                 phone,
                 Some(agentry_actors::tools::NATIONAL_PHONE_REGION),

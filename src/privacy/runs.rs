@@ -43,11 +43,7 @@ pub struct Prior {
 
 /// One query for both, so sealing adds no round trip to a run after the
 /// conversation's first.
-pub async fn prior(
-    tx: &mut TenantTx,
-    conversation: Uuid,
-    call_id: &str,
-) -> Result<Prior, DbError> {
+pub async fn prior(tx: &mut TenantTx, conversation: Uuid, call_id: &str) -> Result<Prior, DbError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         key_id: Option<Uuid>,
@@ -306,14 +302,15 @@ fn opened(
             });
             match key {
                 Some(key) => {
-                    let input = row
-                        .input_sealed
-                        .as_deref()
-                        .and_then(|sealed| key.open_json(&input_owner(tenant, row.id), sealed).ok());
+                    let input = row.input_sealed.as_deref().and_then(|sealed| {
+                        key.open_json(&input_owner(tenant, row.id), sealed).ok()
+                    });
                     let output = row
                         .output_sealed
                         .as_deref()
-                        .and_then(|sealed| key.open_json(&output_owner(tenant, row.id), sealed).ok())
+                        .and_then(|sealed| {
+                            key.open_json(&output_owner(tenant, row.id), sealed).ok()
+                        })
                         .unwrap_or(row.output);
                     (input, output, PersonalData::Readable)
                 }

@@ -72,7 +72,12 @@ async fn zofia_chats(app: &TestApp, site: &Site) {
     )
     .await;
     assert!(answer.contains("appointment request"), "{answer}");
-    reply(app, &token, "How much would a quote cost for a full repaint?").await;
+    reply(
+        app,
+        &token,
+        "How much would a quote cost for a full repaint?",
+    )
+    .await;
     let again = visitor_token(app, &site.public_key).await;
     reply(app, &again, &format!("Hello again, it's me: {EMAIL}")).await;
 }
@@ -132,12 +137,14 @@ async fn zofia_texts(conn: &mut PgConnection, site: &Site) {
     .execute(&mut *conn)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO sms_suppressions (tenant_id, sender, keyword) VALUES ($1, $2, 'STOP')")
-        .bind(tenant)
-        .bind(PHONE)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO sms_suppressions (tenant_id, sender, keyword) VALUES ($1, $2, 'STOP')",
+    )
+    .bind(tenant)
+    .bind(PHONE)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
 }
 
 /// Where `needle` can still be read: `table.column` for every text, jsonb or
@@ -192,12 +199,13 @@ async fn readable_traces(
 async fn audit_counts(conn: &mut PgConnection, tenant: TenantId) -> Vec<(String, i64)> {
     let mut counts = Vec::new();
     for table in AUDIT_TABLES {
-        let count: i64 =
-            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"))
-                .bind(tenant.as_uuid())
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
         counts.push((table.to_owned(), count));
     }
     counts
@@ -250,8 +258,15 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     let by_id = export(&app, token, &format!("lead_id={zofia}")).await;
     let by_email = export(&app, token, "email=Zofia.Quill@Privacy.example").await;
     let by_phone = export(&app, token, "phone=(415)%20555-2671").await;
-    println!("export bundle: {}", serde_json::to_string_pretty(&by_id).unwrap());
-    for (kind, exported) in [("lead_id", &by_id), ("email", &by_email), ("phone", &by_phone)] {
+    println!(
+        "export bundle: {}",
+        serde_json::to_string_pretty(&by_id).unwrap()
+    );
+    for (kind, exported) in [
+        ("lead_id", &by_id),
+        ("email", &by_email),
+        ("phone", &by_phone),
+    ] {
         assert_eq!(exported["key_kind"], kind);
         assert_eq!(exported["empty"], false);
         let bundle = &exported["bundle"];
@@ -262,14 +277,26 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
         let conversations = bundle["conversations"].as_array().unwrap();
         assert_eq!(conversations.len(), 3, "{kind}: {conversations:?}");
         assert!(conversations.iter().any(|c| c["channel"] == "sms"
-            && c["messages"][0]["content"].as_str().unwrap().contains("Quillfeather")));
+            && c["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Quillfeather")));
         assert_eq!(bundle["bookings"].as_array().unwrap().len(), 1, "{kind}");
-        assert_eq!(bundle["quote_requests"].as_array().unwrap().len(), 1, "{kind}");
+        assert_eq!(
+            bundle["quote_requests"].as_array().unwrap().len(),
+            1,
+            "{kind}"
+        );
         let runs = bundle["action_runs"].as_array().unwrap();
         let tools: Vec<&str> = runs.iter().map(|r| r["tool"].as_str().unwrap()).collect();
         assert_eq!(
             tools,
-            ["capture_lead", "book_appointment", "request_quote", "capture_lead"],
+            [
+                "capture_lead",
+                "book_appointment",
+                "request_quote",
+                "capture_lead"
+            ],
             "{kind}"
         );
         assert_eq!(runs[0]["input"]["email"], EMAIL, "opened: {kind}");
@@ -279,17 +306,34 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
             .unwrap()
             .contains("Friday"));
         let events = bundle["webhook_events"].as_array().unwrap();
-        let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-        assert_eq!(types, ["lead.created", "booking.requested", "quote.requested"], "{kind}");
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["lead.created", "booking.requested", "quote.requested"],
+            "{kind}"
+        );
         assert_eq!(events[0]["payload"]["lead"]["email"], EMAIL);
         assert_eq!(events[0]["deliveries"][0]["outcome"], "success");
-        assert_eq!(bundle["sms_messages"].as_array().unwrap().len(), 1, "{kind}");
-        assert_eq!(bundle["sms_messages"][0]["delivery_statuses"][0]["status"], "delivered");
+        assert_eq!(
+            bundle["sms_messages"].as_array().unwrap().len(),
+            1,
+            "{kind}"
+        );
+        assert_eq!(
+            bundle["sms_messages"][0]["delivery_statuses"][0]["status"],
+            "delivered"
+        );
         assert_eq!(bundle["sms_suppressions"][0]["keyword"], "STOP");
         assert_eq!(bundle["files_shared"], json!([]));
         // Nothing of the other lead, nor of the other tenant's lead with the same email.
         let text = bundle.to_string();
-        assert!(!text.contains("Otterwell") && !text.contains(&bruno_lead.to_string()), "{kind}");
+        assert!(
+            !text.contains("Otterwell") && !text.contains(&bruno_lead.to_string()),
+            "{kind}"
+        );
         assert!(!text.contains(&other_tenant.1.to_string()), "{kind}");
     }
 
@@ -313,17 +357,25 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     assert_eq!(erased["shredded"]["action_runs"], 4);
     assert_eq!(erased["shredded"]["subject_keys_destroyed"], 2);
     assert_eq!(erased["shredded"]["webhook_event_payloads"], 3);
-    assert!(erased["explanation"].as_str().unwrap().contains("append-only"));
+    assert!(erased["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("append-only"));
 
     // Nothing readable about her remains, in any table (the other tenant's
     // lead with the same email is theirs, and untouched).
     for needle in [EMAIL, PHONE, "Quillfeather", "Zofia"] {
         let traces = readable_traces(&mut owner, needle, other_tenant.0).await;
-        assert!(traces.is_empty(), "{needle} is still readable in {traces:?}");
+        assert!(
+            traces.is_empty(),
+            "{needle} is still readable in {traces:?}"
+        );
     }
-    assert!(!readable_traces(&mut owner, EMAIL, TenantId::from_uuid(Uuid::nil()))
-        .await
-        .is_empty());
+    assert!(
+        !readable_traces(&mut owner, EMAIL, TenantId::from_uuid(Uuid::nil()))
+            .await
+            .is_empty()
+    );
     // The audit tables kept every row (one more: the erasure's own) and
     // still refuse changes.
     let mut audit_after = audit_before.clone();
@@ -339,8 +391,14 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
         "UPDATE privacy_erasures SET key_kind = 'email'",
         "DELETE FROM privacy_erasures",
     ] {
-        let error = sqlx::query(statement).execute(&mut owner).await.unwrap_err();
-        assert!(error.to_string().contains("append-only"), "{statement}: {error}");
+        let error = sqlx::query(statement)
+            .execute(&mut owner)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("append-only"),
+            "{statement}: {error}"
+        );
     }
     let (kind, counts, by): (String, Value, Uuid) = sqlx::query_as(
         "SELECT key_kind, counts, requested_by FROM privacy_erasures WHERE tenant_id = $1",
@@ -349,7 +407,10 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     .fetch_one(&mut owner)
     .await
     .unwrap();
-    assert_eq!((kind.as_str(), &counts["erased"]["leads"]), ("lead_id", &json!(1)));
+    assert_eq!(
+        (kind.as_str(), &counts["erased"]["leads"]),
+        ("lead_id", &json!(1))
+    );
     assert!(!counts.to_string().contains(&zofia.to_string()));
     let owner_user: Uuid = sqlx::query_scalar("SELECT id FROM tenant_users WHERE email = $1")
         .bind(&site.tenant.email)
@@ -375,7 +436,13 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     let untouched = export(&app, token, &format!("email={OTHER_EMAIL}")).await;
     assert_eq!(untouched["bundle"]["lead"]["id"], json!(bruno_lead));
     assert_eq!(untouched["bundle"]["bookings"].as_array().unwrap().len(), 1);
-    assert_eq!(untouched["bundle"]["webhook_events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        untouched["bundle"]["webhook_events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let theirs = export(&app, &other_tenant.2, &format!("email={EMAIL}")).await;
     assert_eq!(theirs["bundle"]["lead"]["id"], json!(other_tenant.1));
 
@@ -431,11 +498,10 @@ async fn privacy_requests_need_exactly_one_key_and_an_owner_or_admin() {
     }
 
     let email = Email::parse("member@privacy.example.com").unwrap();
-    let hash = agentry::accounts::hash_password(agentry_actors::Secret::new(
-        "member password 1".into(),
-    ))
-    .await
-    .unwrap();
+    let hash =
+        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
+            .await
+            .unwrap();
     let mut tx = app.store.tenant(tenant.id).await.unwrap();
     tenants::add_user(&mut tx, &email, &hash, Role::Member)
         .await
@@ -463,7 +529,12 @@ async fn privacy_requests_need_exactly_one_key_and_an_owner_or_admin() {
     assert_eq!(refused.status(), 403);
 
     // Erasing nobody erases nothing, and is recorded all the same.
-    let response = erase(&app, &tenant.token, json!({ "email": "nobody@privacy.example" })).await;
+    let response = erase(
+        &app,
+        &tenant.token,
+        json!({ "email": "nobody@privacy.example" }),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let erased = body(response).await;
     assert_eq!(erased["erased"]["leads"], 0);
@@ -487,7 +558,10 @@ async fn a_phone_two_leads_share_is_refused_with_their_ids() {
         ids.push(body(created).await["id"].as_str().unwrap().to_owned());
     }
     let response = app
-        .get(&format!("/api/v1/privacy/export?phone={PHONE}"), &tenant.token)
+        .get(
+            &format!("/api/v1/privacy/export?phone={PHONE}"),
+            &tenant.token,
+        )
         .await;
     let error = assert_error(response, 409, "conflict").await;
     let message = error["error"]["message"].as_str().unwrap();
@@ -525,10 +599,20 @@ async fn an_erased_persons_event_is_never_sent_again() {
     })
     .await;
     assert_eq!(second.outcome, "failed");
-    assert!(second.error.as_deref().unwrap_or("").contains("erased"), "{:?}", second.error);
-    assert_eq!(receiver.seen().len(), 1, "only the attempt before the erasure");
+    assert!(
+        second.error.as_deref().unwrap_or("").contains("erased"),
+        "{:?}",
+        second.error
+    );
+    assert_eq!(
+        receiver.seen().len(),
+        1,
+        "only the attempt before the erasure"
+    );
     let mut owner = app.owner_connection().await;
-    assert!(readable_traces(&mut owner, EMAIL, TenantId::from_uuid(Uuid::nil()))
-        .await
-        .is_empty());
+    assert!(
+        readable_traces(&mut owner, EMAIL, TenantId::from_uuid(Uuid::nil()))
+            .await
+            .is_empty()
+    );
 }

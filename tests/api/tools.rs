@@ -112,8 +112,7 @@ async fn a_lead_given_in_chat_is_saved_with_its_event_before_the_visitor_is_told
     );
     let opened = opened_runs(&app, &site.tenant.token).await;
     assert_eq!(
-        opened[0]["input"]["email"],
-        "Ana.Lead@Example.org",
+        opened[0]["input"]["email"], "Ana.Lead@Example.org",
         "the input as the model sent it, opened with the conversation's key"
     );
     assert_eq!(run.output["status"], "saved");
