@@ -15,7 +15,11 @@ use uuid::Uuid;
 
 use crate::chat_support::{reply, site, visitor_token, Site};
 use crate::dispatch::{eventually, rows, Receiver};
-use crate::helpers::{assert_error, body, create_token, spawn_app, spawn_app_with, TestApp};
+use agentry::recordings::{NewAudio, Saved, Source};
+
+use crate::helpers::{
+    assert_error, body, create_token, recordings_dir, spawn_app, spawn_app_with, TestApp,
+};
 
 const NAME: &str = "Zofia Quillfeather";
 const EMAIL: &str = "zofia.quill@privacy.example";
@@ -147,6 +151,61 @@ async fn zofia_texts(conn: &mut PgConnection, site: &Site) {
     .unwrap();
 }
 
+/// A call from Zofia that captured her lead, recorded and transcribed: the
+/// recording's id and the path of its stored audio.
+async fn zofia_calls(
+    app: &TestApp,
+    conn: &mut PgConnection,
+    site: &Site,
+    lead: Uuid,
+) -> (Uuid, std::path::PathBuf) {
+    const CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
+    sqlx::query(
+        "INSERT INTO conversations (id, tenant_id, agent_id, channel, channel_key, lead_id)
+         VALUES ($1, $2, $3::uuid, 'voice', $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(site.tenant.id.as_uuid())
+    .bind(&site.agent_id)
+    .bind(CALL_SID)
+    .bind(lead)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let audio = agentry::recordings::wav::mulaw_wav(&[0x7f; 800], 8000);
+    let saved = app
+        .state
+        .recordings
+        .save(
+            &app.store,
+            site.tenant.id,
+            &NewAudio {
+                call_sid: CALL_SID,
+                recording_sid: "RE0123456789abcdef0123456789abcdef",
+                content_type: "audio/wav",
+                bytes: &audio,
+                duration_secs: Some(1),
+                source: Source::Twilio,
+            },
+        )
+        .await
+        .unwrap();
+    let Saved::Stored(id) = saved else {
+        panic!("{saved:?}")
+    };
+    let key: String = sqlx::query_scalar(
+        "UPDATE call_recordings SET transcript = 'Zofia Quillfeather speaking, call me back'
+         WHERE id = $1 RETURNING object_key",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let path = recordings_dir(app.database_name()).join(key);
+    assert!(path.exists(), "{path:?}");
+    (id, path)
+}
+
 /// Where `needle` can still be read: `table.column` for every text, jsonb or
 /// bytea column of every table holding it, outside `except_tenant`'s rows.
 async fn readable_traces(
@@ -237,6 +296,7 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     let mut owner = app.owner_connection().await;
     zofia_texts(&mut owner, &site).await;
     let zofia = lead_id(&mut owner, site.tenant.id, EMAIL).await;
+    let recording = zofia_calls(&app, &mut owner, &site, zofia).await;
     let bruno_lead = lead_id(&mut owner, site.tenant.id, OTHER_EMAIL).await;
     // Zofia's lead.created and booking.requested, and Bruno's two.
     eventually(Duration::from_secs(15), "the four webhooks", || async {
@@ -273,9 +333,15 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
         assert_eq!(bundle["lead"]["id"], json!(zofia), "{kind}");
         assert_eq!(bundle["lead"]["name"], NAME, "{kind}");
         assert_eq!(bundle["lead"]["phone"], PHONE, "{kind}");
-        // Two chats and the SMS conversation of her (unshared) phone.
+        // Two chats, her call, and the SMS conversation of her (unshared) phone.
         let conversations = bundle["conversations"].as_array().unwrap();
-        assert_eq!(conversations.len(), 3, "{kind}: {conversations:?}");
+        assert_eq!(conversations.len(), 4, "{kind}: {conversations:?}");
+        assert_eq!(bundle["recordings"][0]["id"], json!(recording.0), "{kind}");
+        assert!(bundle["recordings"][0]["transcript"]
+            .as_str()
+            .unwrap()
+            .contains("Quillfeather"));
+        assert!(bundle["recordings"][0].get("object_key").is_none());
         assert!(conversations.iter().any(|c| c["channel"] == "sms"
             && c["messages"][0]["content"]
                 .as_str()
@@ -349,7 +415,10 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     let erased = body(erased).await;
     assert_eq!(erased["key_kind"], "lead_id");
     assert_eq!(erased["erased"]["leads"], 1);
-    assert_eq!(erased["erased"]["conversations"], 3);
+    assert_eq!(erased["erased"]["conversations"], 4);
+    assert_eq!(erased["erased"]["recordings"], 1);
+    assert_eq!(erased["recording_objects_removed"], 1);
+    assert!(!recording.1.exists(), "the recording's audio is gone");
     assert_eq!(erased["erased"]["bookings"], 1);
     assert_eq!(erased["erased"]["quote_requests"], 1);
     assert_eq!(erased["erased"]["sms_messages"], 1);
@@ -615,4 +684,29 @@ async fn an_erased_persons_event_is_never_sent_again() {
             .await
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn exports_and_erasures_are_limited_by_their_own_tier_per_tenant() {
+    let app = spawn_app_with(|settings| {
+        settings.rate_limits.enabled = true;
+        settings.rate_limits.privacy = 2;
+    })
+    .await;
+    let tenant = app.create_tenant("Limited Co").await;
+    let other = app.create_tenant("Unlimited Co").await;
+    for _ in 0..2 {
+        let response = app
+            .get("/api/v1/privacy/export?email=a@b.co", &tenant.token)
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let refused = erase(&app, &tenant.token, json!({ "email": "a@b.co" })).await;
+    assert_error(refused, 429, "rate_limited").await;
+    // The rest of the dashboard API, and another tenant, are not held up.
+    assert_eq!(app.get("/api/v1/leads", &tenant.token).await.status(), 200);
+    let response = app
+        .get("/api/v1/privacy/export?email=a@b.co", &other.token)
+        .await;
+    assert_eq!(response.status(), 200);
 }
