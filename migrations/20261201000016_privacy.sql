@@ -26,8 +26,8 @@ ALTER TABLE agent_action_runs
     ADD COLUMN subject_key_id uuid,
     ADD COLUMN input_sealed bytea,
     ADD COLUMN output_sealed bytea;
-CREATE INDEX agent_action_runs_subject_key_idx ON agent_action_runs (tenant_id, subject_key_id)
-    WHERE subject_key_id IS NOT NULL;
+-- No index of its own: an erasure finds the runs by conversation (the call
+-- index), and a run's insert stays as cheap as before.
 
 -- An erased person's events keep their id and type (the delivery record
 -- refers to them) but lose their payload, and are never sent again.

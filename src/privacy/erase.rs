@@ -42,9 +42,8 @@ pub async fn erase(
     let mut shredded = BTreeMap::new();
 
     let runs: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM agent_action_runs r
-         WHERE r.tenant_id = $1 AND r.subject_key_id IN (
-             SELECT k.id FROM subject_keys k WHERE k.tenant_id = $1 AND k.conversation_id = ANY ($2))",
+        "SELECT count(*) FROM agent_action_runs
+         WHERE tenant_id = $1 AND conversation_id = ANY ($2) AND subject_key_id IS NOT NULL",
     )
     .bind(tenant)
     .bind(&person.conversations)
