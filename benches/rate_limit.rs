@@ -37,6 +37,7 @@ fn settings() -> RateLimitSettings {
         widget_sessions: 30,
         widget_messages: 60,
         api_tokens: 120,
+        privacy: 10,
         fail_closed: vec!["auth".into()],
         overrides_refresh_secs: 5,
     }

@@ -365,6 +365,10 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+fn default_privacy_per_minute() -> u32 {
+    10
+}
+
 /// Requests per minute per tier (see config/default.toml).
 #[derive(Clone, Debug, Deserialize)]
 pub struct RateLimitSettings {
@@ -379,6 +383,9 @@ pub struct RateLimitSettings {
     pub widget_sessions: u32,
     pub widget_messages: u32,
     pub api_tokens: u32,
+    /// Privacy exports and erasures, per tenant.
+    #[serde(default = "default_privacy_per_minute")]
+    pub privacy: u32,
     pub fail_closed: Vec<String>,
     /// How often each instance reloads the per-tenant overrides.
     pub overrides_refresh_secs: u64,

@@ -19,6 +19,7 @@ pub mod llm;
 pub mod llm_resolver;
 pub mod lockout;
 pub mod net_guard;
+pub mod privacy;
 pub mod rate_limit;
 pub mod recordings;
 pub mod seed;

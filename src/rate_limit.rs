@@ -150,10 +150,12 @@ pub enum Tier {
     WidgetSessions,
     WidgetMessages,
     ApiTokens,
+    /// Exports and erasures of one person's data, per tenant.
+    Privacy,
 }
 
 impl Tier {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Auth,
         Self::Admin,
         Self::Chat,
@@ -163,6 +165,7 @@ impl Tier {
         Self::WidgetSessions,
         Self::WidgetMessages,
         Self::ApiTokens,
+        Self::Privacy,
     ];
 
     /// The tier's name in config, keys and metrics.
@@ -177,6 +180,7 @@ impl Tier {
             Self::WidgetSessions => "widget_sessions",
             Self::WidgetMessages => "widget_messages",
             Self::ApiTokens => "api_tokens",
+            Self::Privacy => "privacy",
         }
     }
 
@@ -202,6 +206,7 @@ impl Tier {
             Self::WidgetSessions => settings.widget_sessions,
             Self::WidgetMessages => settings.widget_messages,
             Self::ApiTokens => settings.api_tokens,
+            Self::Privacy => settings.privacy,
         };
         Limit { per_minute }
     }
@@ -592,6 +597,7 @@ mod tests {
             widget_sessions: 3,
             widget_messages: 3,
             api_tokens: 3,
+            privacy: 3,
             fail_closed: fail_closed.iter().map(|t| t.to_string()).collect(),
             overrides_refresh_secs: 5,
         }

@@ -109,7 +109,7 @@ impl Application {
                 keyring.clone(),
                 llm_http.clone(),
             )),
-            tools: Arc::new(PgToolRunner::new(store.clone())),
+            tools: Arc::new(PgToolRunner::new(store.clone(), keyring.clone())),
             resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),
             settings: PipelineSettings {
                 session_idle: Duration::from_secs(chat.session_idle_secs),

@@ -469,6 +469,7 @@ impl Shared {
         let ids: Vec<Uuid> = events.iter().map(|(_, event, _)| event.id).collect();
         let mut tx = self.deps.store.tenant(tenant).await?;
         let attempted = webhook_deliveries::attempted_pairs(&mut tx, &ids).await?;
+        let erased = outbox::erased_among(&mut tx, &ids).await?;
         let endpoints: Vec<Endpoint> = webhook_endpoints::list(&mut tx)
             .await?
             .into_iter()
@@ -481,7 +482,8 @@ impl Shared {
                 endpoints
                     .iter()
                     .filter(|endpoint| {
-                        endpoint.event_types.contains(&event.event_type)
+                        !erased.contains(&event.id)
+                            && endpoint.event_types.contains(&event.event_type)
                             && !attempted.contains(&(event.id, endpoint.id))
                     })
                     .cloned()
@@ -604,25 +606,31 @@ impl Shared {
             return Ok(());
         }
         let endpoint = match webhook_endpoints::get(&mut tx, job.endpoint_id).await {
-            Ok(endpoint) if endpoint.enabled => Some(endpoint),
-            Ok(_) => None,
-            Err(DbError::NotFound) => None,
+            Ok(endpoint) if endpoint.enabled => Ok(endpoint),
+            Ok(_) | Err(DbError::NotFound) => {
+                Err("the endpoint was disabled or deleted before this attempt")
+            }
             Err(other) => return Err(other.into()),
+        };
+        // The job carries its own copy of the payload: an erased person's is not sent.
+        let endpoint = match outbox::erased_among(&mut tx, &[job.event.id]).await? {
+            erased if erased.is_empty() => endpoint,
+            _ => Err("the event's personal data was erased before this attempt"),
         };
         drop(tx);
         let made = match endpoint {
-            Some(endpoint) => {
+            Ok(endpoint) => {
                 self.try_once(tenant, &job.event, &endpoint, job.attempt, job.manual)
                     .await
             }
-            // Disabled or deleted since: the chain ends on record instead of in silence.
-            None => Made {
+            // Disabled, deleted or erased since: the chain ends on record instead of in silence.
+            Err(reason) => Made {
                 endpoint: job.endpoint_id,
                 number: job.attempt,
                 outcome: Attempt::Failed {
                     status: None,
                     retry_after: None,
-                    error: "the endpoint was disabled or deleted before this attempt".into(),
+                    error: reason.into(),
                 },
                 next_attempt_at: None,
                 state: DeliveryState::Failed,

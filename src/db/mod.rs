@@ -32,15 +32,16 @@ use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 /// Tables that refuse UPDATE and DELETE, in the database itself.
-pub const AUDIT_TABLES: [&str; 4] = [
+pub const AUDIT_TABLES: [&str; 5] = [
     "agent_action_runs",
     "agent_usage_events",
     "agent_webhook_deliveries",
     "voice_pii_audits",
+    "privacy_erasures",
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 28] = [
+pub const TENANT_TABLES: [&str; 30] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -69,6 +70,8 @@ pub const TENANT_TABLES: [&str; 28] = [
     "sms_outbound",
     "sms_delivery_statuses",
     "call_recordings",
+    "subject_keys",
+    "privacy_erasures",
 ];
 
 #[derive(Debug, thiserror::Error)]

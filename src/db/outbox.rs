@@ -188,3 +188,22 @@ pub async fn settle_all(tx: &mut TenantTx, events: &[Uuid]) -> Result<(), DbErro
     .await?;
     Ok(())
 }
+
+/// Those of `events` whose person was erased (see [`crate::privacy`]): their
+/// payloads are redacted, and a copy still on the stream or in the delayed
+/// set must not be sent.
+pub async fn erased_among(
+    tx: &mut TenantTx,
+    events: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, DbError> {
+    let tenant = tx.tenant();
+    let erased: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM outbox_events
+         WHERE tenant_id = $1 AND id = ANY ($2) AND erased_at IS NOT NULL",
+    )
+    .bind(tenant.as_uuid())
+    .bind(events)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(erased.into_iter().collect())
+}

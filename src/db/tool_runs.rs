@@ -3,7 +3,13 @@
 //! waiting for a person), the outbox event that describes it, and the run's
 //! `agent_action_runs` row. So an event exists exactly when its data does,
 //! and a run the visitor is told about is a committed one.
+//!
+//! The run's arguments are personal data (a lead's contact details, a
+//! booking's free text): the row keeps their shape, and the values go sealed
+//! under the conversation's subject key (see [`crate::privacy`]), read with
+//! the replay check and minted at the conversation's first run.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use agentry_actors::llm::ToolCall;
@@ -16,14 +22,17 @@ use uuid::Uuid;
 
 use super::leads::{self, Contact, Lead};
 use super::{outbox, DbError, Store, TenantTx};
+use crate::crypto::Keyring;
+use crate::privacy::runs::{self, SealedRun};
 
 pub struct PgToolRunner {
     store: Store,
+    keyring: Arc<Keyring>,
 }
 
 impl PgToolRunner {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
     }
 }
 
@@ -49,20 +58,26 @@ impl ToolRunner for PgToolRunner {
             conversation: conversation.as_uuid(),
         };
         let mut tx = self.store.tenant(tenant).await?;
-        if let Some(recorded) = recorded_run(&mut tx, &scope, &call.id).await? {
+        let prior = runs::prior(&mut tx, scope.conversation, &call.id).await?;
+        if let Some(recorded) = runs::replay(&self.keyring, tenant, &prior) {
             return Ok(recorded);
         }
+        let key = match prior.key {
+            Some(ref stored) => runs::open_key(&self.keyring, tenant, stored)?,
+            None => runs::mint_key(&mut tx, &self.keyring, scope.conversation).await?,
+        };
         let run = match checked {
             Ok(input) => act(&mut tx, &scope, &input).await?,
             Err(errors) => ToolRun::rejected(&errors),
         };
-        let inserted = record_run(&mut tx, &scope, call, &run, started).await?;
+        let sealed = SealedRun::new(&key, tenant, &call.arguments, &run);
+        let inserted = record_run(&mut tx, &scope, call, &run, &sealed, started).await?;
         if !inserted {
             // Another instance ran the same call meanwhile: its run stands, ours rolls back.
             drop(tx);
             let mut tx = self.store.tenant(tenant).await?;
-            return recorded_run(&mut tx, &scope, &call.id)
-                .await?
+            let prior = runs::prior(&mut tx, scope.conversation, &call.id).await?;
+            return runs::replay(&self.keyring, tenant, &prior)
                 .ok_or_else(|| StoreError::Unavailable("a concurrent run vanished".into()));
         }
         tx.commit().await?;
@@ -70,52 +85,37 @@ impl ToolRunner for PgToolRunner {
     }
 }
 
-async fn recorded_run(
-    tx: &mut TenantTx,
-    scope: &RunScope,
-    call_id: &str,
-) -> Result<Option<ToolRun>, DbError> {
-    let tenant = tx.tenant();
-    let row: Option<(String, Value)> = sqlx::query_as(
-        "SELECT status, output FROM agent_action_runs
-         WHERE tenant_id = $1 AND conversation_id = $2 AND call_id = $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(scope.conversation)
-    .bind(call_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    Ok(row.map(|(status, output)| ToolRun {
-        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-        output,
-    }))
-}
-
-/// Appends the run's audit row; `false` when the call id was already recorded.
+/// Appends the run's audit row, its personal fields sealed; `false` when the
+/// call id was already recorded.
 async fn record_run(
     tx: &mut TenantTx,
     scope: &RunScope,
     call: &ToolCall,
     run: &ToolRun,
+    sealed: &SealedRun,
     started: Instant,
 ) -> Result<bool, DbError> {
     let tenant = tx.tenant();
     let inserted = sqlx::query(
         "INSERT INTO agent_action_runs
-            (id, tenant_id, agent_id, conversation_id, tool, status, input, output, call_id, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            (id, tenant_id, agent_id, conversation_id, tool, status, input, output, call_id,
+             duration_ms, subject_key_id, input_sealed, output_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (tenant_id, conversation_id, call_id) WHERE call_id IS NOT NULL DO NOTHING",
     )
-    .bind(Uuid::now_v7())
+    .bind(sealed.id)
     .bind(tenant.as_uuid())
     .bind(scope.agent.as_uuid())
     .bind(scope.conversation)
     .bind(&call.name)
     .bind(run.status.as_str())
-    .bind(&call.arguments)
-    .bind(&run.output)
+    .bind(&sealed.input_shape)
+    .bind(&sealed.output)
     .bind(&call.id)
     .bind(i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX))
+    .bind(sealed.key_id)
+    .bind(&sealed.input_sealed)
+    .bind(&sealed.output_sealed)
     .execute(tx.conn())
     .await?
     .rows_affected();

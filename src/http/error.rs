@@ -172,3 +172,14 @@ impl From<DbError> for ApiError {
         }
     }
 }
+
+impl From<crate::privacy::PrivacyError> for ApiError {
+    fn from(error: crate::privacy::PrivacyError) -> Self {
+        match error {
+            ambiguous @ crate::privacy::PrivacyError::AmbiguousPhone(_) => {
+                Self::Conflict(ambiguous.to_string())
+            }
+            crate::privacy::PrivacyError::Db(error) => error.into(),
+        }
+    }
+}

@@ -242,6 +242,11 @@ impl Recordings {
         }
     }
 
+    /// Removes the stored audio of a recording whose row is gone (an erasure's last step).
+    pub async fn remove_object(&self, key: &str) -> Result<(), StorageError> {
+        self.storage.delete(key).await
+    }
+
     /// The recording's audio, opened; `None` when its object is gone.
     pub async fn audio(
         &self,

@@ -25,6 +25,9 @@ pub async fn insert_one_row_per_audit_table(
     sqlx::query("INSERT INTO voice_pii_audits (id, tenant_id, conversation_id, pii_kind, occurrences) VALUES ($1, $2, $3, 'email', 1)")
         .bind(Uuid::now_v7()).bind(tenant).bind(conversation)
         .execute(&mut *conn).await.unwrap();
+    sqlx::query("INSERT INTO privacy_erasures (id, tenant_id, requested_by, key_kind, counts) VALUES ($1, $2, $3, 'email', '{}')")
+        .bind(Uuid::now_v7()).bind(tenant).bind(Uuid::now_v7())
+        .execute(&mut *conn).await.unwrap();
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ mod log_policy;
 mod mcp;
 mod outbox;
 mod pipeline;
+mod privacy;
 mod rate_limits;
 mod recordings;
 mod redis_loss;

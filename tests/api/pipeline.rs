@@ -552,16 +552,16 @@ async fn a_visitor_raising_an_escalation_topic_gets_the_escalate_tool_called() {
     let token = visitor_token(&app, &setup.public_key).await;
     reply(&app, &token, "What time do you close?").await;
     reply(&app, &token, "Can I get a refund for my visit?").await;
-    let mut owner = app.owner_connection().await;
-    let runs: Vec<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT tool, input FROM agent_action_runs ORDER BY id")
-            .fetch_all(&mut owner)
+    let runs: Vec<(serde_json::Value, serde_json::Value)> =
+        crate::privacy::opened_runs(&app, &setup.tenant.token)
             .await
-            .unwrap();
+            .into_iter()
+            .map(|run| (run["tool"].clone(), run["input"].clone()))
+            .collect();
     assert_eq!(
         runs,
         vec![(
-            "escalate_to_human".to_owned(),
+            json!("escalate_to_human"),
             json!({ "reason": "escalation topic: refunds" })
         )]
     );

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::chat_support::{reply, site, use_stand_in, visitor_token, Site};
 use crate::dispatch::{endpoint, eventually, rows, Receiver};
 use crate::helpers::{body, spawn_app, TestApp};
+use crate::privacy::opened_runs;
 
 /// The one conversation of `site`'s tenant.
 async fn only_conversation(conn: &mut PgConnection, site: &Site) -> Uuid {
@@ -105,8 +106,14 @@ async fn a_lead_given_in_chat_is_saved_with_its_event_before_the_visitor_is_told
         ("capture_lead", "succeeded")
     );
     assert_eq!(
-        run.input["email"], "Ana.Lead@Example.org",
-        "the input as the model sent it"
+        run.input,
+        json!({ "name": "sealed", "email": "sealed" }),
+        "the row keeps the arguments' shape; the values are sealed"
+    );
+    let opened = opened_runs(&app, &site.tenant.token).await;
+    assert_eq!(
+        opened[0]["input"]["email"], "Ana.Lead@Example.org",
+        "the input as the model sent it, opened with the conversation's key"
     );
     assert_eq!(run.output["status"], "saved");
     assert!(run
@@ -140,12 +147,17 @@ async fn a_refused_phone_number_is_recorded_as_rejected_and_never_claimed_saved(
     assert!(!answer.contains("saved"), "{answer}");
 
     let mut owner = app.owner_connection().await;
-    let (status, output): (String, Value) =
+    let (status, stored): (String, Value) =
         sqlx::query_as("SELECT status, output FROM agent_action_runs")
             .fetch_one(&mut owner)
             .await
             .unwrap();
     assert_eq!(status, "rejected");
+    assert!(
+        !stored.to_string().contains("555"),
+        "a refusal quotes the number: stored sealed, {stored}"
+    );
+    let output = &opened_runs(&app, &site.tenant.token).await[0]["output"];
     assert!(
         output["errors"][0].as_str().unwrap().contains("phone"),
         "{output}"
@@ -318,7 +330,7 @@ async fn a_call_id_runs_once_however_often_it_arrives() {
     let mut owner = app.owner_connection().await;
     let conversation = only_conversation(&mut owner, &site).await;
 
-    let runner = PgToolRunner::new(app.store.clone());
+    let runner = PgToolRunner::new(app.store.clone(), app.state.keyring.clone());
     let tenant = site.tenant.id;
     let agent = AgentId::from_uuid(site.agent_id.parse().unwrap());
     let call = ToolCall {

@@ -687,15 +687,11 @@ async fn an_email_in_a_message_is_saved_as_a_lead_and_only_then_acknowledged() {
 
     let (conversation, _) = conversation_of(&app, &token).await;
     let mut conn = app.owner_connection().await;
-    let runs: Vec<(String, Value)> =
-        sqlx::query_as("SELECT tool, input FROM agent_action_runs WHERE conversation_id = $1")
-            .bind(conversation)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+    let runs = crate::privacy::opened_runs(&app, &site.tenant.token).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].0, "capture_lead");
-    assert_eq!(runs[0].1["email"], "ana.lead@example.org");
+    assert_eq!(runs[0]["conversation_id"], json!(conversation));
+    assert_eq!(runs[0]["tool"], "capture_lead");
+    assert_eq!(runs[0]["input"]["email"], "ana.lead@example.org");
     // "Saved" is true: the lead is there, from this conversation.
     let source: Option<Uuid> = sqlx::query_scalar(
         "SELECT source_conversation_id FROM leads WHERE email = 'ana.lead@example.org'",

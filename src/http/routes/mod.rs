@@ -1,5 +1,6 @@
 //! Routes, one file per resource.
 
+pub mod action_runs;
 pub mod admin;
 pub mod agents;
 pub mod api_tokens;
@@ -10,6 +11,7 @@ pub mod health;
 pub mod leads;
 pub mod llm_config;
 pub mod phone_numbers;
+pub mod privacy;
 pub mod recordings;
 pub mod twilio_hooks;
 pub mod twilio_media;
@@ -39,6 +41,8 @@ pub fn api_v1() -> Router<AppState> {
         .merge(api_tokens::router())
         .merge(phone_numbers::router())
         .merge(recordings::router())
+        .merge(action_runs::router())
+        .merge(privacy::router())
         .nest("/admin", admin::router())
 }
 
