@@ -11,6 +11,7 @@ pub mod api_tokens;
 pub mod bootstrap;
 pub mod chat;
 pub mod conversations;
+pub mod files;
 pub mod knowledge;
 pub mod leads;
 pub mod llm_configs;
@@ -40,7 +41,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 28] = [
+pub const TENANT_TABLES: [&str; 30] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -69,6 +70,8 @@ pub const TENANT_TABLES: [&str; 28] = [
     "sms_outbound",
     "sms_delivery_statuses",
     "call_recordings",
+    "files",
+    "file_shares",
 ];
 
 #[derive(Debug, thiserror::Error)]

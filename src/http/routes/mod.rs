@@ -6,6 +6,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod conversations;
 pub mod documents;
+pub mod files;
 pub mod health;
 pub mod leads;
 pub mod llm_config;
@@ -39,6 +40,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(api_tokens::router())
         .merge(phone_numbers::router())
         .merge(recordings::router())
+        .merge(files::router())
         .nest("/admin", admin::router())
 }
 
