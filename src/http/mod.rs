@@ -167,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         // Router::layer wraps outward: the last layer below sees the request first.
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
-        // Merged after the global body limit, which so does not cover it.
+        // Merged after the global body limit, so that limit does not cover it.
         .merge(file_upload_router(state))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::rate_headers))

@@ -113,8 +113,20 @@ fn header<'a>(response: &'a Response, name: &str) -> &'a str {
 #[tokio::test]
 async fn an_eicar_upload_is_infected_and_never_served_by_the_dashboard_or_a_share_link() {
     let app = spawn_app_with(scanned).await;
-    let tenant = app.create_tenant("Scan Co").await;
-    let file = uploaded(&app, &tenant.token, "invoice.txt", EICAR.to_vec()).await;
+    let setup = site(&app, "Scan Co").await;
+    let tenant = &setup.tenant;
+    // Attached to an agent, yet never indexed.
+    let response = upload(
+        &app,
+        &tenant.token,
+        "invoice.txt",
+        "text/plain",
+        EICAR.to_vec(),
+        Some(&setup.agent_id),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let file = body(response).await;
     assert_eq!(file["scan_status"], "pending");
     let id = file["id"].as_str().unwrap();
     let file = wait_for_scan(&app, &tenant.token, id).await;
@@ -126,6 +138,16 @@ async fn an_eicar_upload_is_infected_and_never_served_by_the_dashboard_or_a_shar
             .starts_with("Agentry.Test.EICAR"),
         "{file}"
     );
+    assert_eq!(file["kb_document_id"], Value::Null);
+    let documents = body(
+        app.get(
+            &format!("/api/v1/agents/{}/documents", setup.agent_id),
+            &tenant.token,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(documents["documents"], json!([]));
     let path = format!("/api/v1/files/{id}/content");
     let refused = assert_error(
         fetch(&app, &path, Some(&tenant.token), None).await,
@@ -144,8 +166,9 @@ async fn an_eicar_upload_is_infected_and_never_served_by_the_dashboard_or_a_shar
     )
     .await;
     let metrics = app.metrics_text().await;
+    // At least this scan (the recorder is the process's, shared by tests in it).
     assert!(
-        metrics.contains("agentry_file_scans_total{outcome=\"infected\"} 1"),
+        metrics.contains("agentry_file_scans_total{outcome=\"infected\"} "),
         "{metrics}"
     );
     assert!(
@@ -352,7 +375,7 @@ async fn another_tenants_file_is_not_found_and_a_pending_file_is_not_served() {
 #[tokio::test]
 async fn share_links_expire_refuse_tampering_and_are_revoked_on_every_instance() {
     let first = spawn_app_with(|settings| {
-        settings.files.share_expiries.insert("1h".into(), 2);
+        settings.files.share_expiries.insert("1h".into(), 5);
     })
     .await;
     let prefix = first.settings.redis.prefix.clone();
@@ -370,7 +393,12 @@ async fn share_links_expire_refuse_tampering_and_are_revoked_on_every_instance()
     let short = share(&first, &tenant.token, id, "1h").await;
     let permanent = share(&first, &tenant.token, id, "permanent").await;
     assert_eq!(permanent["expires_at"], Value::Null);
-    assert!(short["expires_at"].is_string());
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        short["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires_at <= chrono::Utc::now() + chrono::Duration::seconds(6),
+        "1h is configured as five seconds here: {expires_at}"
+    );
     for link in [&short, &permanent] {
         let url = link["url"].as_str().unwrap();
         assert!(url.starts_with("/api/files/shared/"), "{url}");
@@ -427,8 +455,11 @@ async fn share_links_expire_refuse_tampering_and_are_revoked_on_every_instance()
         .iter()
         .any(|s| s["id"] == permanent["id"] && s["revoked_at"].is_string()));
 
-    // The short link's configured two seconds run out.
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    // The short link's configured five seconds run out.
+    let left = (expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(300)).await;
     assert_error(
         fetch(&second, short["url"].as_str().unwrap(), None, None).await,
         410,
