@@ -93,15 +93,27 @@ pub async fn list(
     .await?)
 }
 
-/// Deletes the row (and its shares); its object key, for the caller to remove.
-pub async fn delete(tx: &mut TenantTx, id: Uuid) -> Result<String, DbError> {
+/// What a deleted file leaves to clean up: its object, and the knowledge-base
+/// document made of it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Deleted {
+    pub object_key: String,
+    pub agent_id: Option<Uuid>,
+    pub kb_document_id: Option<Uuid>,
+}
+
+/// Deletes the row (and its shares).
+pub async fn delete(tx: &mut TenantTx, id: Uuid) -> Result<Deleted, DbError> {
     let tenant = tx.tenant();
-    sqlx::query_scalar("DELETE FROM files WHERE tenant_id = $1 AND id = $2 RETURNING object_key")
-        .bind(tenant.as_uuid())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(DbError::NotFound)
+    sqlx::query_as(
+        "DELETE FROM files WHERE tenant_id = $1 AND id = $2
+         RETURNING object_key, agent_id, kb_document_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
 }
 
 /// Records a scan's verdict, if the file is still pending (another

@@ -256,6 +256,19 @@ async fn a_clean_pdf_downloads_byte_identical_in_whole_and_by_range_and_joins_th
     let visitor = visitor_token(&app, &setup.public_key).await;
     let answer = reply(&app, &visitor, "When does the lighthouse museum open?").await;
     assert!(answer.contains("7am"), "{answer}");
+
+    // Deleting the file takes its document out of the knowledge base too.
+    let deleted = app.delete(&format!("/api/v1/files/{id}"), token).await;
+    assert_eq!(deleted.status(), 204);
+    let documents = body(
+        app.get(
+            &format!("/api/v1/agents/{}/documents", setup.agent_id),
+            token,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(documents["documents"], json!([]));
 }
 
 #[tokio::test]

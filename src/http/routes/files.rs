@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::db::files::{self as db_files, FileRow, NewFile, NewShare, Share};
-use crate::db::DbError;
+use crate::db::{knowledge, DbError};
 use crate::files::range::{self, RangeRequest};
 use crate::files::{sniff, FileError, ScanStatus, Stored};
 use crate::http::error::{ApiError, RateHeaders};
@@ -364,10 +364,17 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     user.require_manager()?;
     let mut tx = state.store.tenant(user.tenant).await?;
-    let key = db_files::delete(&mut tx, id).await?;
+    let deleted = db_files::delete(&mut tx, id).await?;
+    // What the agent learnt from the file goes with it (unless already removed).
+    if let (Some(agent), Some(document)) = (deleted.agent_id, deleted.kb_document_id) {
+        match knowledge::delete_document(&mut tx, agent.into(), document).await {
+            Ok(()) | Err(DbError::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
     tx.commit().await?;
     // The row goes first: a failed object delete leaves an unreachable object, never a dangling row.
-    state.files.remove_object(&key).await;
+    state.files.remove_object(&deleted.object_key).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
