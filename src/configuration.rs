@@ -83,6 +83,64 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub twilio: TwilioSettings,
     pub recordings: RecordingSettings,
+    pub files: FileSettings,
+}
+
+/// Tenants' files: upload limit, virus scanning (clamd) and share links.
+#[derive(Clone, Debug, Deserialize)]
+pub struct FileSettings {
+    /// Largest file `POST /api/v1/files` takes (larger is 413).
+    pub max_bytes: u64,
+    /// clamd's `tcp://host:port` or unix socket path; empty: scanning off
+    /// (files are `unscanned` at once).
+    pub clamd_addr: String,
+    /// One scan (connect, stream, verdict) must finish within this.
+    pub clamd_timeout_secs: u64,
+    /// How often an instance looks for files others uploaded and nobody scanned.
+    pub scan_poll_ms: u64,
+    /// A claimed scan not finished this long is another instance's to take.
+    pub scan_lease_secs: u64,
+    /// An upload's deadline (instead of http.request_timeout_secs).
+    pub upload_timeout_secs: u64,
+    /// Seconds each share-link lifetime (`expires_in`) lasts: 1h, 24h, 7d, 30d.
+    pub share_expiries: BTreeMap<String, u64>,
+}
+
+/// The share-link lifetimes a client may ask for, besides `permanent`.
+pub const SHARE_EXPIRY_NAMES: [&str; 4] = ["1h", "24h", "7d", "30d"];
+
+impl FileSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes == 0 || self.clamd_timeout_secs == 0 || self.scan_poll_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "files.max_bytes, clamd_timeout_secs and scan_poll_ms must be at least 1".into(),
+            ));
+        }
+        if self.scan_lease_secs <= self.clamd_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "files.scan_lease_secs must be more than files.clamd_timeout_secs: a shorter lease \
+                 would hand a scan still running to a second instance"
+                    .into(),
+            ));
+        }
+        let mut names: Vec<&str> = self.share_expiries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut expected = SHARE_EXPIRY_NAMES;
+        expected.sort_unstable();
+        if names != expected || self.share_expiries.values().any(|secs| *secs == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "files.share_expiries must give each of {} a number of seconds (at least 1)",
+                SHARE_EXPIRY_NAMES.join(", ")
+            )));
+        }
+        let addr = self.clamd_addr.trim();
+        if !addr.is_empty() && crate::files::clamd::ClamdAddr::parse(addr).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "files.clamd_addr {addr:?} is neither tcp://host:port nor an absolute socket path"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Call recordings: where their sealed audio is kept, and the limits of
@@ -565,6 +623,7 @@ impl Settings {
             ));
         }
         self.recordings.validate()?;
+        self.files.validate()?;
         if !(1..=3600).contains(&twilio.media_token_ttl_secs) {
             return Err(ConfigError::Invalid(
                 "twilio.media_token_ttl_secs must be 1 to 3600".into(),

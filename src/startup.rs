@@ -161,6 +161,7 @@ impl Application {
         )
         .context("HTTP client for Twilio")?;
         workers.push(tokio::spawn(sms_sender.run(workers_stopped.clone())));
+        let files_stopped = workers_stopped.clone();
         if let Some((listener, address)) = echo {
             // Verifies signatures only when this start seeded the endpoint (the
             // secret is shown once); otherwise it prints deliveries unchecked.
@@ -216,7 +217,27 @@ impl Application {
                 keyring.clone(),
             ));
         }
+        let files = Arc::new(crate::files::Files::new(
+            recordings.storage().clone(),
+            keyring.clone(),
+            settings.files.clone(),
+        ));
+        if let Some(addr) = crate::files::clamd::ClamdAddr::parse(&settings.files.clamd_addr) {
+            let worker = crate::files::scan::ScanWorker {
+                files: files.clone(),
+                store: store.clone(),
+                bus: bus.clone(),
+                clamd: crate::files::clamd::Clamd::new(
+                    addr,
+                    Duration::from_secs(settings.files.clamd_timeout_secs),
+                ),
+                claimer: uuid::Uuid::new_v4(),
+                max_document_chars: settings.knowledge.max_document_chars,
+            };
+            workers.push(tokio::spawn(worker.run(files_stopped)));
+        }
         let state = Arc::new(AppContext {
+            files,
             recordings,
             media_bridges: Default::default(),
             limiter,

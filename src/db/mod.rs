@@ -11,6 +11,7 @@ pub mod api_tokens;
 pub mod bootstrap;
 pub mod chat;
 pub mod conversations;
+pub mod files;
 pub mod knowledge;
 pub mod leads;
 pub mod llm_configs;
@@ -41,7 +42,7 @@ pub const AUDIT_TABLES: [&str; 5] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 30] = [
+pub const TENANT_TABLES: [&str; 32] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -72,6 +73,8 @@ pub const TENANT_TABLES: [&str; 30] = [
     "call_recordings",
     "subject_keys",
     "privacy_erasures",
+    "files",
+    "file_shares",
 ];
 
 #[derive(Debug, thiserror::Error)]

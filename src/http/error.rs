@@ -40,6 +40,15 @@ pub enum ApiError {
     /// Logged with its detail; the client only learns that something failed.
     #[error("internal error")]
     Internal(String),
+    /// Existed, and no longer does (an expired or revoked share link).
+    #[error("{0}")]
+    Gone(String),
+    /// A file flagged by the virus scanner: never served.
+    #[error("this file is withheld: the virus scanner flagged it")]
+    Infected,
+    /// A `Range` past the end of a file of `size` bytes.
+    #[error("the requested range is not within the file")]
+    RangeNotSatisfiable { size: u64 },
 }
 
 fn retry_after_secs(decision: &crate::rate_limit::Decision) -> u64 {
@@ -98,6 +107,9 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Infected => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -117,6 +129,9 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
+            Self::Gone(_) => "gone",
+            Self::Infected => "infected",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
         }
     }
 }
@@ -151,6 +166,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after_secs(decision)),
             );
             RateHeaders::insert(decision, headers);
+        }
+        if let Self::RangeNotSatisfiable { size } = &self {
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
         }
         if let Self::LockedOut { retry_after_secs } = self {
             response.headers_mut().insert(

@@ -54,6 +54,7 @@ pub struct AppContext {
     pub origin_cache: origin_cache::OriginCache,
     pub recordings: crate::recordings::Recordings,
     pub media_bridges: routes::twilio_media::MediaBridges,
+    pub files: Arc<crate::files::Files>,
 }
 
 impl AppContext {
@@ -108,6 +109,26 @@ fn timeout(seconds: u64) -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(seconds))
 }
 
+/// `POST /api/v1/files` alone: its body may be `files.max_bytes` (plus the
+/// multipart framing), not `http.max_body_bytes`, and it may take
+/// `files.upload_timeout_secs`. The handler counts the file's bytes itself.
+fn file_upload_router(state: AppState) -> Router {
+    let files = &state.settings.files;
+    let max_body = usize::try_from(
+        files
+            .max_bytes
+            .saturating_add(routes::files::MULTIPART_SLACK_BYTES),
+    )
+    .unwrap_or(usize::MAX);
+    let upload_timeout = files.upload_timeout_secs;
+    routes::files::upload_router()
+        .with_state(state)
+        .route_layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(timeout(upload_timeout))
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.http.max_body_bytes;
     let x_request_id = header::HeaderName::from_static("x-request-id");
@@ -121,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api_v1())
         .merge(mcp::router(state.clone()))
         .merge(routes::recordings::audio_router())
+        .merge(routes::files::shared_router())
         .layer(timeout(request_timeout))
         .nest(
             "/api/twilio",
@@ -139,12 +161,14 @@ pub fn router(state: AppState) -> Router {
             routes::widget::router(state.clone()).layer(timeout(turn_timeout.max(request_timeout))),
         )
         .fallback(routes::not_found)
-        .with_state(state)
+        .with_state(state.clone())
         // Inner layers: per-route metrics see the matched route.
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         // Router::layer wraps outward: the last layer below sees the request first.
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
+        // Merged after the global body limit, so that limit does not cover it.
+        .merge(file_upload_router(state))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::rate_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::export::{
-    self, bound, has_file_shares, Person, THEIR_EVENTS, THEIR_REQUESTS, THEIR_SMS,
-};
+use super::export::{self, bound, Person, THEIR_EVENTS, THEIR_REQUESTS, THEIR_SMS};
 use super::{PersonKey, PrivacyError};
 use crate::db::TenantTx;
 
@@ -122,14 +120,8 @@ pub async fn erase(
             "DELETE FROM leads WHERE tenant_id = $1 AND id = $2".into(),
         ),
     ];
-    let file_shares = has_file_shares(tx).await?;
     for (kind, sql) in steps {
-        let count = if kind == "file_shares" && !file_shares {
-            0
-        } else {
-            delete(tx, &person, &sql).await?
-        };
-        erased.insert(kind, count);
+        erased.insert(kind, delete(tx, &person, &sql).await?);
     }
 
     let id = Uuid::now_v7();

@@ -1,5 +1,6 @@
 //! Capabilities that need no bearer token: a signed link to one recording's
-//! audio, and the token a Twilio media stream connects with. Both are
+//! audio, a tenant's share link to one of its files, and the token a Twilio
+//! media stream connects with. All are
 //! HMAC-SHA256 under keys derived from the token signing key, one key per
 //! purpose, so neither can stand in for the other or for a bearer token; both
 //! verify without a database round trip.
@@ -37,6 +38,7 @@ pub struct StreamGrant {
 pub struct Capabilities {
     link_key: Secret<Vec<u8>>,
     stream_key: Secret<Vec<u8>>,
+    file_share_key: Secret<Vec<u8>>,
 }
 
 impl Capabilities {
@@ -44,7 +46,53 @@ impl Capabilities {
         Self {
             link_key: derive(token_key, "recording-link"),
             stream_key: derive(token_key, "media-stream"),
+            file_share_key: derive(token_key, "file-share"),
         }
+    }
+
+    /// The `signature` of share link `share` to `file`, valid until
+    /// `expires` (Unix seconds; 0: permanent). Whether it still holds
+    /// (expired, revoked) is the database's to say.
+    pub fn sign_file_share(
+        &self,
+        tenant: TenantId,
+        file: Uuid,
+        share: Uuid,
+        expires: i64,
+    ) -> String {
+        B64URL.encode(
+            self.file_share_mac(tenant, file, share, expires)
+                .finalize()
+                .into_bytes(),
+        )
+    }
+
+    pub fn verify_file_share(
+        &self,
+        tenant: TenantId,
+        file: Uuid,
+        share: Uuid,
+        expires: i64,
+        signature: &str,
+    ) -> Result<(), CapabilityError> {
+        let signature = B64URL
+            .decode(signature)
+            .map_err(|_| CapabilityError::Invalid)?;
+        self.file_share_mac(tenant, file, share, expires)
+            .verify_slice(&signature)
+            .map_err(|_| CapabilityError::Invalid)
+    }
+
+    fn file_share_mac(
+        &self,
+        tenant: TenantId,
+        file: Uuid,
+        share: Uuid,
+        expires: i64,
+    ) -> HmacSha256 {
+        let mut mac = link_mac(&self.file_share_key, tenant, file, expires);
+        mac.update(share.as_bytes());
+        mac
     }
 
     /// The `signature` of a link to `recording`'s audio valid until `expires`
@@ -232,6 +280,38 @@ mod tests {
             capabilities(2).verify_link(tenant, recording, expires, &signature, now),
             Err(CapabilityError::Invalid),
             "another key"
+        );
+    }
+
+    #[test]
+    fn a_file_share_signature_covers_share_file_tenant_and_expiry_under_its_own_key() {
+        let keys = capabilities(1);
+        let (tenant, file, share) = (TenantId::new(), Uuid::now_v7(), Uuid::now_v7());
+        let signature = keys.sign_file_share(tenant, file, share, 0);
+        assert_eq!(
+            keys.verify_file_share(tenant, file, share, 0, &signature),
+            Ok(())
+        );
+        for (tenant, file, share, expires) in [
+            (TenantId::new(), file, share, 0),
+            (tenant, Uuid::now_v7(), share, 0),
+            (tenant, file, Uuid::now_v7(), 0),
+            (tenant, file, share, 1),
+        ] {
+            assert_eq!(
+                keys.verify_file_share(tenant, file, share, expires, &signature),
+                Err(CapabilityError::Invalid)
+            );
+        }
+        // A recording link's signature over the same ids is no share signature.
+        let link = keys.sign_link(tenant, file, 0);
+        assert_eq!(
+            keys.verify_file_share(tenant, file, share, 0, &link),
+            Err(CapabilityError::Invalid)
+        );
+        assert_eq!(
+            capabilities(2).verify_file_share(tenant, file, share, 0, &signature),
+            Err(CapabilityError::Invalid)
         );
     }
 

@@ -7,15 +7,17 @@
 //! - [`capability`]: the signed links and the media-stream tokens.
 //! - [`fetch`]: downloading a `RecordingUrl` (allow-listed hosts, SSRF guard).
 //! - [`media_stream`]: Twilio Media Streams messages, captured within a cap.
-//! - [`storage`]: the object store (a directory or an S3-compatible bucket).
+//! - [`storage`]: the object store (a directory or an S3-compatible bucket),
+//!   shared with tenants' files ([`crate::object_storage`]).
 //! - [`wav`]: μ-law WAV files, and telling a WAV from anything else.
 
 pub mod capability;
 pub mod fetch;
 pub mod media_stream;
-pub mod storage;
 pub mod transcribe;
 pub mod wav;
+
+pub use crate::object_storage as storage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +33,7 @@ use crate::db::{DbError, Store};
 use crate::net_guard::GuardPolicy;
 use capability::Capabilities;
 use fetch::RecordingFetcher;
-use storage::{RecordingStorage, StorageError};
+use storage::{ObjectStorage, StorageError};
 
 /// Where a recording came from (the `source` column and metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +153,7 @@ pub enum Saved {
 }
 
 pub struct Recordings {
-    storage: RecordingStorage,
+    storage: ObjectStorage,
     keyring: Arc<Keyring>,
     pub capabilities: Capabilities,
     pub fetcher: RecordingFetcher,
@@ -175,13 +177,18 @@ impl Recordings {
             Duration::from_secs(recordings.fetch_timeout_secs),
         )?;
         Ok(Self {
-            storage: RecordingStorage::from_settings(recordings)?,
+            storage: ObjectStorage::from_settings(recordings)?,
             keyring,
             capabilities: Capabilities::new(&settings.token_key_bytes()),
             fetcher,
             link_ttl: chrono::Duration::seconds(recordings.link_ttl_secs as i64),
             transcriber: None,
         })
+    }
+
+    /// The object store recordings are kept in (tenants' files share it).
+    pub fn storage(&self) -> &ObjectStorage {
+        &self.storage
     }
 
     /// Asks for a transcript of a recording just stored, when transcription is on.

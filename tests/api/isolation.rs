@@ -198,6 +198,19 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
     sqlx::query("INSERT INTO subject_keys (id, tenant_id, conversation_id, key_sealed) VALUES ($1, $2, $3, '\\x00')")
         .bind(Uuid::now_v7()).bind(tenant).bind(conversation)
         .execute(&mut *tx).await.unwrap();
+    let file = Uuid::now_v7();
+    sqlx::query("INSERT INTO files (id, tenant_id, name, size_bytes, content_type, object_key, data_key, nonce_prefix, scan_status) VALUES ($1, $2, 'seed.txt', 0, 'text/plain', 'seed', '\\x00', '\\x00000000000000', 'unscanned')")
+        .bind(file).bind(tenant)
+        .execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "INSERT INTO file_shares (id, tenant_id, file_id, created_by) VALUES ($1, $2, $3, $1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(file)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -14,6 +14,7 @@ mod deliveries_api;
 mod dispatch;
 mod edge;
 mod evals;
+mod files;
 mod health;
 mod isolation;
 mod knowledge;

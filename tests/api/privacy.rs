@@ -298,6 +298,31 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     let zofia = lead_id(&mut owner, site.tenant.id, EMAIL).await;
     let recording = zofia_calls(&app, &mut owner, &site, zofia).await;
     let bruno_lead = lead_id(&mut owner, site.tenant.id, OTHER_EMAIL).await;
+    // A price list shared with her: the link is hers, the file the tenant's.
+    let price_list = crate::files::uploaded(
+        &app,
+        &site.tenant.token,
+        "price-list.txt",
+        b"Cleaning from $80.".to_vec(),
+    )
+    .await;
+    let shared = app
+        .post_json(
+            &format!("/api/v1/files/{}/share", price_list["id"].as_str().unwrap()),
+            Some(&site.tenant.token),
+            &json!({ "expires_in": "7d", "lead_id": zofia }),
+        )
+        .await;
+    assert_eq!(shared.status(), 201);
+    let link = body(shared).await["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.request(reqwest::Method::GET, &link, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Zofia's lead.created and booking.requested, and Bruno's two.
     eventually(Duration::from_secs(15), "the four webhooks", || async {
         (rows(&app, endpoint).await.len() >= 4).then_some(())
@@ -393,7 +418,8 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
             "delivered"
         );
         assert_eq!(bundle["sms_suppressions"][0]["keyword"], "STOP");
-        assert_eq!(bundle["files_shared"], json!([]));
+        assert_eq!(bundle["files_shared"][0]["file_name"], "price-list.txt");
+        assert_eq!(bundle["files_shared"].as_array().unwrap().len(), 1);
         // Nothing of the other lead, nor of the other tenant's lead with the same email.
         let text = bundle.to_string();
         assert!(
@@ -423,6 +449,18 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     assert_eq!(erased["erased"]["quote_requests"], 1);
     assert_eq!(erased["erased"]["sms_messages"], 1);
     assert_eq!(erased["erased"]["sms_suppressions"], 1);
+    assert_eq!(erased["erased"]["file_shares"], 1);
+    // Her link is gone; the tenant's file stays.
+    assert_eq!(
+        app.request(reqwest::Method::GET, &link, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let file_path = format!("/api/v1/files/{}", price_list["id"].as_str().unwrap());
+    assert_eq!(app.get(&file_path, token).await.status(), 200);
     assert_eq!(erased["shredded"]["action_runs"], 4);
     assert_eq!(erased["shredded"]["subject_keys_destroyed"], 2);
     assert_eq!(erased["shredded"]["webhook_event_payloads"], 3);

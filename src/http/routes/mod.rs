@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod conversations;
 pub mod documents;
+pub mod files;
 pub mod health;
 pub mod leads;
 pub mod llm_config;
@@ -43,6 +44,7 @@ pub fn api_v1() -> Router<AppState> {
         .merge(recordings::router())
         .merge(action_runs::router())
         .merge(privacy::router())
+        .merge(files::router())
         .nest("/admin", admin::router())
 }
 

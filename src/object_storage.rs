@@ -1,5 +1,7 @@
-//! Where recordings' sealed bytes are kept: a local directory, or an
-//! S3-compatible bucket, behind `object_store`'s one interface.
+//! Where sealed objects are kept (call recordings, tenants' files): a local
+//! directory, or an S3-compatible bucket, behind `object_store`'s one
+//! interface. Small objects are put whole; large ones are streamed in parts
+//! ([`ObjectWriter`]) and read back by byte range.
 
 use std::sync::Arc;
 
@@ -7,24 +9,28 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
 
 use crate::configuration::RecordingSettings;
 
+/// An object's bytes as they arrive from the store.
+pub type ByteStream =
+    futures_util::stream::BoxStream<'static, Result<axum::body::Bytes, object_store::Error>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("recording storage is misconfigured: {0}")]
+    #[error("object storage is misconfigured: {0}")]
     Config(String),
-    #[error("recording storage: {0}")]
+    #[error("object storage: {0}")]
     Store(#[from] object_store::Error),
 }
 
 #[derive(Clone, Debug)]
-pub struct RecordingStorage {
+pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
 }
 
-impl RecordingStorage {
+impl ObjectStorage {
     /// The store `settings` name: `url` (`s3://bucket/prefix`) when set, else
     /// the directory `path` (created if missing).
     pub fn from_settings(settings: &RecordingSettings) -> Result<Self, StorageError> {
@@ -100,10 +106,64 @@ impl RecordingStorage {
         }
     }
 
+    /// A writer that streams one object in parts of `part_bytes` (S3
+    /// multipart; a staged file renamed into place locally): nothing is
+    /// visible under `key` until [`ObjectWriter::finish`].
+    pub async fn writer(&self, key: &str, part_bytes: usize) -> Result<ObjectWriter, StorageError> {
+        let upload = self.store.put_multipart(&Path::from(key)).await?;
+        Ok(ObjectWriter {
+            parts: WriteMultipart::new_with_chunk_size(upload, part_bytes),
+        })
+    }
+
+    /// A stream of the object's bytes in `range` (end exclusive).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        Ok(self
+            .store
+            .get_opts(&Path::from(key), options)
+            .await?
+            .into_stream())
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// One object being written in parts (see [`ObjectStorage::writer`]).
+pub struct ObjectWriter {
+    parts: WriteMultipart,
+}
+
+impl ObjectWriter {
+    /// Buffers `bytes`, first waiting while too many parts are in flight, so
+    /// a fast client cannot pile up memory ahead of a slow store.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.parts.wait_for_capacity(2).await?;
+        self.parts.write(bytes);
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<(), StorageError> {
+        self.parts.finish().await?;
+        Ok(())
+    }
+
+    /// Drops what was written: no object, and no staged parts left behind.
+    pub async fn abort(self) {
+        if let Err(error) = self.parts.abort().await {
+            tracing::warn!(%error, "an aborted object upload was not cleaned up");
         }
     }
 }
@@ -138,13 +198,13 @@ mod tests {
         ])
         .unwrap();
         // Built without a request: the bucket is only reached when used.
-        assert!(RecordingStorage::from_settings(&configured.recordings).is_ok());
+        assert!(ObjectStorage::from_settings(&configured.recordings).is_ok());
         for url in ["gs://bucket/x", "s3:///no-bucket", "not a url"] {
             let mut recordings = configured.recordings.clone();
             recordings.url = url.into();
             assert!(
                 matches!(
-                    RecordingStorage::from_settings(&recordings),
+                    ObjectStorage::from_settings(&recordings),
                     Err(StorageError::Config(_))
                 ),
                 "{url}"
@@ -168,9 +228,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_written_in_parts_reads_back_by_range_and_an_aborted_one_leaves_nothing() {
+        use futures_util::TryStreamExt as _;
+        let dir = std::env::temp_dir().join(format!("agentry-storage-{}", uuid::Uuid::new_v4()));
+        let storage = ObjectStorage::local(dir.to_str().unwrap()).unwrap();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut writer = storage.writer("t/big", 64 * 1024).await.unwrap();
+        for piece in bytes.chunks(7_000) {
+            writer.write(piece).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let slice: Vec<u8> = storage
+            .get_range("t/big", 1_000..150_001)
+            .await
+            .unwrap()
+            .map_ok(|chunk| chunk.to_vec())
+            .try_concat()
+            .await
+            .unwrap();
+        assert_eq!(slice, bytes[1_000..150_001]);
+        let mut aborted = storage.writer("t/aborted", 64 * 1024).await.unwrap();
+        aborted.write(&bytes).await.unwrap();
+        aborted.abort().await;
+        assert_eq!(storage.get("t/aborted").await.unwrap(), None);
+        let left: Vec<_> = std::fs::read_dir(dir.join("t"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("big")]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
     async fn a_recording_directory_keeps_objects_and_forgets_deleted_ones() {
         let dir = std::env::temp_dir().join(format!("agentry-storage-{}", uuid::Uuid::new_v4()));
-        let storage = RecordingStorage::local(dir.to_str().unwrap()).unwrap();
+        let storage = ObjectStorage::local(dir.to_str().unwrap()).unwrap();
         storage
             .put("tenant/one.sealed", b"sealed".to_vec())
             .await
