@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod evals;
 pub mod http;
+pub mod jobs;
 pub mod kb_ingest;
 pub mod llm;
 pub mod llm_resolver;

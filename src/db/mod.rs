@@ -18,11 +18,13 @@ pub mod operators;
 pub mod outbox;
 pub mod rate_limits;
 pub mod recordings;
+pub mod retention;
 pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
 pub mod twilio;
 pub mod usage;
+pub mod usage_daily;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod widgets;
@@ -40,7 +42,7 @@ pub const AUDIT_TABLES: [&str; 4] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 28] = [
+pub const TENANT_TABLES: [&str; 30] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -69,6 +71,8 @@ pub const TENANT_TABLES: [&str; 28] = [
     "sms_outbound",
     "sms_delivery_statuses",
     "call_recordings",
+    "usage_daily",
+    "tenant_retention",
 ];
 
 #[derive(Debug, thiserror::Error)]

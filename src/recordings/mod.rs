@@ -191,6 +191,11 @@ impl Recordings {
         }
     }
 
+    /// Removes a recording's sealed audio whose row is gone (retention).
+    pub async fn delete_object(&self, key: &str) -> Result<(), StorageError> {
+        self.storage.delete(key).await
+    }
+
     /// Seals and writes the audio, then its row: a row never names a missing
     /// object. A duplicate's object is removed again.
     pub async fn save(

@@ -195,6 +195,16 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
     sqlx::query("INSERT INTO call_recordings (id, tenant_id, conversation_id, call_sid, recording_sid, object_key, content_type, size_bytes, source) VALUES ($1, $2, $3, 'CA0123456789abcdef0123456789abcdef', 'RE0123456789abcdef0123456789abcdef', 'seed', 'audio/wav', 0, 'twilio')")
         .bind(Uuid::now_v7()).bind(tenant).bind(conversation)
         .execute(&mut *tx).await.unwrap();
+    // Billing totals come from the rollup of the usage events above, never a direct write.
+    sqlx::query("SELECT * FROM agentry_job_rollup_usage('-infinity')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO tenant_retention (tenant_id, conversations_days) VALUES ($1, 30)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

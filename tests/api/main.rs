@@ -16,6 +16,7 @@ mod edge;
 mod evals;
 mod health;
 mod isolation;
+mod jobs;
 mod knowledge;
 mod leads;
 mod lockout;

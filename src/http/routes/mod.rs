@@ -11,8 +11,10 @@ pub mod leads;
 pub mod llm_config;
 pub mod phone_numbers;
 pub mod recordings;
+pub mod retention;
 pub mod twilio_hooks;
 pub mod twilio_media;
+pub mod usage;
 pub mod web;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
@@ -39,6 +41,8 @@ pub fn api_v1() -> Router<AppState> {
         .merge(api_tokens::router())
         .merge(phone_numbers::router())
         .merge(recordings::router())
+        .merge(usage::router())
+        .merge(retention::router())
         .nest("/admin", admin::router())
 }
 
