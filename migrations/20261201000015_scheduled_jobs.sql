@@ -105,10 +105,16 @@ CREATE TABLE usage_daily (
 );
 CALL agentry_isolate_by_tenant('usage_daily');
 
-CREATE INDEX agent_usage_events_created_idx ON agent_usage_events (created_at);
+-- When an event was recorded: the rollup's watermark. created_at says which
+-- day an event counts for and may lie in the past (an import, a backfill);
+-- recorded_at is when it arrived, so a late event still marks its day as
+-- touched. A stable default: existing rows take the migration's time
+-- without a table rewrite (and no row trigger fires).
+ALTER TABLE agent_usage_events ADD COLUMN recorded_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX agent_usage_events_recorded_idx ON agent_usage_events (recorded_at);
 
 -- Recomputes, from the events, every (tenant, UTC day) that has an event
--- created at or after p_since: each touched day is summed whole and upserted,
+-- recorded at or after p_since: each touched day is summed whole and upserted,
 -- so running it twice writes the same totals. Events are append-only, so a
 -- day's totals only ever grow and no stale row needs deleting.
 CREATE FUNCTION agentry_job_rollup_usage(p_since timestamptz)
@@ -117,7 +123,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $
     WITH touched AS (
         SELECT DISTINCT e.tenant_id, (e.created_at AT TIME ZONE 'UTC')::date AS day
         FROM agent_usage_events e
-        WHERE e.created_at >= p_since
+        WHERE e.recorded_at >= p_since
     ), totals AS (
         SELECT e.tenant_id, t.day, e.kind, e.provider, e.model, count(*) AS events,
                coalesce(sum(e.prompt_tokens), 0) AS prompt_tokens,

@@ -39,9 +39,9 @@ use sqlx::PgConnection;
 use super::{redis_sweep, Counts, JobError, JobName};
 use crate::http::AppState;
 
-/// Rollups recompute the days of events created since the last successful
+/// Rollups recompute the days of events recorded since the last successful
 /// run began, less this: an event committed just after that run's snapshot
-/// may carry an earlier `created_at` (its transaction's start).
+/// carries an earlier `recorded_at` (its transaction's start).
 const ROLLUP_OVERLAP_SECS: f64 = 600.0;
 /// Job-run rows kept, for looking back at what ran; older ones are purged.
 const JOB_RUNS_KEPT_DAYS: i32 = 30;

@@ -66,22 +66,30 @@ async fn db_now(conn: &mut PgConnection) -> DateTime<Utc> {
         .unwrap()
 }
 
-/// Waits for a successful run of `job` for a tick after `after`; its counts.
-async fn run_after(owner: &mut PgConnection, job: JobName, after: DateTime<Utc>) -> Value {
+/// Waits until a run of `job` that began after `after` has finished (`done`
+/// is a count its run writes last); returns the counts of every run that
+/// finished after `after`, summed: an earlier run still working when the
+/// test's data arrived may have done part of it.
+async fn run_after(
+    owner: &mut PgConnection,
+    job: JobName,
+    after: DateTime<Utc>,
+    done: &str,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let counts: Option<Value> = sqlx::query_scalar(
-            "SELECT counts FROM scheduled_job_runs
-             WHERE job = $1 AND tick_at > $2 AND outcome = 'success'
-             ORDER BY tick_at LIMIT 1",
+        let finished: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM scheduled_job_runs
+             WHERE job = $1 AND started_at > $2 AND outcome = 'success' AND counts ? $3)",
         )
         .bind(job.label())
         .bind(after)
-        .fetch_optional(&mut *owner)
+        .bind(done)
+        .fetch_one(&mut *owner)
         .await
         .unwrap();
-        if let Some(counts) = counts {
-            return counts;
+        if finished {
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -90,6 +98,22 @@ async fn run_after(owner: &mut PgConnection, job: JobName, after: DateTime<Utc>)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let sums: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.key, sum(c.value::bigint)::bigint
+         FROM scheduled_job_runs r, jsonb_each_text(r.counts) c
+         WHERE r.job = $1 AND r.outcome = 'success' AND r.finished_at > $2
+         GROUP BY c.key",
+    )
+    .bind(job.label())
+    .bind(after)
+    .fetch_all(&mut *owner)
+    .await
+    .unwrap();
+    Value::Object(
+        sums.into_iter()
+            .map(|(key, sum)| (key, json!(sum)))
+            .collect(),
+    )
 }
 
 /// The value of a counter with these labels in a metrics scrape (0 when absent).
@@ -394,7 +418,13 @@ async fn purge_sessions_removes_ended_sessions_and_widget_leftovers_and_keeps_li
         .unwrap();
 
     let after = db_now(&mut owner).await;
-    let counts = run_after(&mut owner, JobName::PurgeSessions, after).await;
+    let counts = run_after(
+        &mut owner,
+        JobName::PurgeSessions,
+        after,
+        "widget_keys_scanned",
+    )
+    .await;
     assert!(
         counts["dashboard_sessions"].as_i64().unwrap() >= 2,
         "{counts}"
@@ -495,7 +525,7 @@ async fn expire_api_tokens_erases_the_hash_of_expired_tokens_and_lists_them_as_e
     assert_eq!(first.get("/api/v1/leads", &expired).await.status(), 401);
 
     let after = db_now(&mut owner).await;
-    let counts = run_after(&mut owner, JobName::ExpireApiTokens, after).await;
+    let counts = run_after(&mut owner, JobName::ExpireApiTokens, after, "hashes_erased").await;
     assert!(counts["hashes_erased"].as_i64().unwrap() >= 1, "{counts}");
     let hashes: Vec<(Uuid, Option<Vec<u8>>)> =
         sqlx::query_as("SELECT id, token_hash FROM api_tokens ORDER BY id")
@@ -518,7 +548,7 @@ async fn expire_api_tokens_erases_the_hash_of_expired_tokens_and_lists_them_as_e
     assert_eq!(first.get("/api/v1/leads", &expired).await.status(), 401);
     assert_eq!(first.get("/api/v1/leads", &live).await.status(), 200);
     let listed = body(first.get("/api/v1/api-tokens", &tenant.token).await).await;
-    let tokens = listed["tokens"].as_array().expect("tokens listed");
+    let tokens = listed["api_tokens"].as_array().expect("tokens listed");
     let status = |id: &str| {
         tokens
             .iter()
@@ -585,7 +615,13 @@ async fn purge_visitor_ips_removes_ip_keys_without_a_ttl_and_bounds_long_ones() 
 
     let mut owner = first.owner_connection().await;
     let after = db_now(&mut owner).await;
-    let counts = run_after(&mut owner, JobName::PurgeVisitorIps, after).await;
+    let counts = run_after(
+        &mut owner,
+        JobName::PurgeVisitorIps,
+        after,
+        "ip_keys_scanned",
+    )
+    .await;
     assert!(counts["ip_keys_deleted"].as_i64().unwrap() >= 1, "{counts}");
 
     let gone: u32 = redis.exists(&counter_without_ttl).await.unwrap();
@@ -677,7 +713,7 @@ async fn rollup_usage_totals_equal_the_events_and_a_second_run_changes_nothing()
     insert_usage(&mut owner, b.id.as_uuid(), agent_b, 0, 7, "model-1").await;
 
     let after = db_now(&mut owner).await;
-    run_after(&mut owner, JobName::RollupUsage, after).await;
+    run_after(&mut owner, JobName::RollupUsage, after, "rows").await;
     let (events, rolled) = usage_both_ways(&mut owner).await;
     assert_eq!(events.len(), 3);
     assert_eq!(events, rolled, "daily totals differ from the events");
@@ -686,11 +722,11 @@ async fn rollup_usage_totals_equal_the_events_and_a_second_run_changes_nothing()
     // the run after that (nothing new) leaves every total as it was.
     insert_usage(&mut owner, a.id.as_uuid(), agent_a, 0, 3, "model-1").await;
     let after = db_now(&mut owner).await;
-    run_after(&mut owner, JobName::RollupUsage, after).await;
+    run_after(&mut owner, JobName::RollupUsage, after, "rows").await;
     let (events, rolled) = usage_both_ways(&mut owner).await;
     assert_eq!(events, rolled);
     let after = db_now(&mut owner).await;
-    run_after(&mut owner, JobName::RollupUsage, after).await;
+    run_after(&mut owner, JobName::RollupUsage, after, "rows").await;
     let (_, rolled_again) = usage_both_ways(&mut owner).await;
     assert_eq!(rolled, rolled_again, "a second run changed the totals");
 
@@ -726,19 +762,29 @@ async fn rollup_usage_totals_equal_the_events_and_a_second_run_changes_nothing()
     );
     assert_eq!(report["total"]["by_model"].as_array().unwrap().len(), 4);
 
-    // How long one rollup takes, on a day of 50,000 events.
+    // How long one rollup takes, on a day of 50,000 events more.
     insert_usage(&mut owner, b.id.as_uuid(), agent_b, 2, 50_000, "model-3").await;
-    let started = Instant::now();
-    let outcome = Jobs::new(first.state.clone())
-        .run(
-            JobName::RollupUsage,
-            Utc::now().trunc_subsecs(0) - chrono::Duration::milliseconds(500),
-        )
-        .await;
+    let after = db_now(&mut owner).await;
+    run_after(&mut owner, JobName::RollupUsage, after, "rows").await;
     eprintln!(
-        "rollup of 50,000 events: {:?} ({outcome:?})",
-        started.elapsed()
+        "rollup_usage over 50,000 new events (50,085 in all): {:.3} s",
+        longest_run_after(&mut owner, JobName::RollupUsage, after).await
     );
+    let (events, rolled) = usage_both_ways(&mut owner).await;
+    assert_eq!(events, rolled);
+}
+
+/// The longest run of `job` that finished after `after`, in seconds.
+async fn longest_run_after(owner: &mut PgConnection, job: JobName, after: DateTime<Utc>) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(finished_at - started_at))::float8 FROM scheduled_job_runs
+         WHERE job = $1 AND outcome = 'success' AND finished_at > $2",
+    )
+    .bind(job.label())
+    .bind(after)
+    .fetch_one(owner)
+    .await
+    .unwrap()
 }
 
 async fn create_member(app: &TestApp, tenant: agentry_actors::TenantId) -> String {
@@ -948,7 +994,13 @@ async fn apply_retention_deletes_only_the_old_data_of_the_tenant_with_a_setting(
     let b_old_settled = outbox_event(&mut owner, tb, 400, true).await;
 
     let after = db_now(&mut owner).await;
-    let counts = run_after(&mut owner, JobName::ApplyRetention, after).await;
+    let counts = run_after(
+        &mut owner,
+        JobName::ApplyRetention,
+        after,
+        "recording_objects",
+    )
+    .await;
     assert_eq!(counts["conversations"], 1, "{counts}");
     assert_eq!(counts["webhook_deliveries"], 1, "{counts}");
     assert_eq!(counts["outbox_events"], 1, "{counts}");
@@ -1011,16 +1063,18 @@ async fn apply_retention_deletes_only_the_old_data_of_the_tenant_with_a_setting(
     .execute(&mut owner)
     .await
     .unwrap();
-    let started = Instant::now();
-    let outcome = Jobs::new(first.state.clone())
-        .run(
-            JobName::ApplyRetention,
-            Utc::now().trunc_subsecs(0) - chrono::Duration::milliseconds(500),
-        )
-        .await;
+    let after = db_now(&mut owner).await;
+    let counts = run_after(
+        &mut owner,
+        JobName::ApplyRetention,
+        after,
+        "recording_objects",
+    )
+    .await;
+    assert_eq!(counts["webhook_deliveries"], 20_000, "{counts}");
     eprintln!(
-        "retention over 20,000 old deliveries: {:?} ({outcome:?})",
-        started.elapsed()
+        "apply_retention deleting 20,000 delivery attempts: {:.3} s",
+        longest_run_after(&mut owner, JobName::ApplyRetention, after).await
     );
 }
 
