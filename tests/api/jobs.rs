@@ -307,7 +307,7 @@ async fn purge_sessions_removes_ended_sessions_and_widget_leftovers_and_keeps_li
     let agent = first.create_agent(&tenant.token, "Sessions").await;
     let agent_id: Uuid = agent["id"].as_str().unwrap().parse().unwrap();
     let widget = first
-        .create_widget(&tenant.token, &agent["id"].as_str().unwrap().to_owned())
+        .create_widget(&tenant.token, agent["id"].as_str().unwrap())
         .await;
     let live_visitor = widget_session(
         &first,
