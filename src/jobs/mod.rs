@@ -19,6 +19,12 @@
 //! - a paused instance that wakes late finds its tick taken and skips, and a
 //!   tick older than `jobs.max_tick_lateness_secs` by the database's clock is
 //!   not run at all, so a long-frozen instance never replays old ticks;
+//! - one run of a job at a time: a winner that finds an earlier tick of its
+//!   job still at work (a transaction-level advisory lock per job) steps
+//!   aside, so two ticks never race over the same rows;
+//! - a holder frozen mid-transaction is cut off by PostgreSQL after
+//!   `IDLE_HOLDER_TIMEOUT` (`idle_in_transaction_session_timeout`): its claim
+//!   and effects roll back, and it cannot commit late when it wakes;
 //! - a winner that dies (or fails) rolls back, claim included: an instance
 //!   still waiting on the key then wins and runs the tick, otherwise the next
 //!   tick does the work. A failure is recorded afterwards as a `failure` row
@@ -70,6 +76,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// A job's own statements may wait this long for a row lock (a request
 /// holding it) before the run fails and the next tick tries again.
 const WORK_LOCK_TIMEOUT: &str = "10s";
+/// A run's transaction idle this long (its instance frozen between two
+/// statements) is ended by PostgreSQL, releasing its tick for the next one.
+const IDLE_HOLDER_TIMEOUT: &str = "60s";
 
 /// The `SECURITY DEFINER` functions the jobs call, granted to the application role.
 pub const DB_FUNCTIONS: [&str; 6] = [
@@ -155,6 +164,8 @@ pub enum Skip {
     Held,
     /// The tick is older than `max_tick_lateness_secs`.
     Stale,
+    /// An earlier tick of the job is still running.
+    Busy,
 }
 
 impl Skip {
@@ -163,6 +174,7 @@ impl Skip {
             Self::Taken => "taken",
             Self::Held => "held",
             Self::Stale => "stale",
+            Self::Busy => "busy",
         }
     }
 }
@@ -345,6 +357,24 @@ impl Jobs {
             Ok((false, _)) => Ok(Some(Skip::Stale)),
             Ok((true, false)) => Ok(Some(Skip::Taken)),
             Ok((true, true)) => {
+                // One run of a job at a time in the cluster: an earlier tick
+                // still at work (slow, or its instance paused) makes this one
+                // step aside rather than race it over the same rows.
+                let alone: bool = sqlx::query_scalar(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended('agentry.job:' || $1, 0))",
+                )
+                .bind(job.label())
+                .fetch_one(&mut **tx)
+                .await?;
+                if !alone {
+                    return Ok(Some(Skip::Busy));
+                }
+                // A holder frozen mid-run is cut off by the server, claim and
+                // effects rolled back: it cannot commit late when it wakes.
+                sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+                    .bind(IDLE_HOLDER_TIMEOUT)
+                    .execute(&mut **tx)
+                    .await?;
                 set_lock_timeout(tx, WORK_LOCK_TIMEOUT).await?;
                 Ok(None)
             }
