@@ -1195,3 +1195,61 @@ async fn delivery_attempts_stay_append_only_outside_the_retention_function() {
             .unwrap();
     assert_ne!(after.as_deref(), Some("on"));
 }
+
+#[tokio::test]
+async fn a_failing_run_is_recorded_and_counted_and_the_next_tick_succeeds_again() {
+    let (first, _second) =
+        two_instances(|s| jobs_every_second(s, &[JobName::ExpireApiTokens])).await;
+    let mut owner = first.owner_connection().await;
+    let grant = |verb: &str| {
+        format!(
+            "{verb} EXECUTE ON FUNCTION agentry_job_expire_api_tokens() {} {}",
+            if verb == "GRANT" { "TO" } else { "FROM" },
+            first.settings.database.app_user
+        )
+    };
+    sqlx::query(&grant("REVOKE"))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let broken_at = db_now(&mut owner).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let failure: Value = loop {
+        let found: Option<Value> = sqlx::query_scalar(
+            "SELECT counts FROM scheduled_job_runs
+             WHERE job = 'expire_api_tokens' AND outcome = 'failure' AND started_at > $1 LIMIT 1",
+        )
+        .bind(broken_at)
+        .fetch_optional(&mut owner)
+        .await
+        .unwrap();
+        if let Some(counts) = found {
+            break counts;
+        }
+        assert!(Instant::now() < deadline, "no failure recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The kind of failure, never its message.
+    assert_eq!(failure, json!({ "database": 1 }));
+    let metrics = first.metrics_text().await;
+    assert!(
+        metric(
+            &metrics,
+            "agentry_job_runs_total",
+            &[("job", "expire_api_tokens"), ("outcome", "failure")]
+        ) >= 1.0
+    );
+
+    sqlx::query(&grant("GRANT"))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let fixed_at = db_now(&mut owner).await;
+    run_after(
+        &mut owner,
+        JobName::ExpireApiTokens,
+        fixed_at,
+        "hashes_erased",
+    )
+    .await;
+}
