@@ -84,6 +84,7 @@ pub struct Settings {
     pub twilio: TwilioSettings,
     pub recordings: RecordingSettings,
     pub files: FileSettings,
+    pub jobs: JobsSettings,
 }
 
 /// Tenants' files: upload limit, virus scanning (clamd) and share links.
@@ -140,6 +141,63 @@ impl FileSettings {
             )));
         }
         Ok(())
+    }
+}
+
+/// Scheduled jobs (see `crate::jobs`): each a cron schedule with seconds
+/// (`sec min hour day-of-month month day-of-week`, UTC), checked at load.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobsSettings {
+    /// Runs the scheduler in this instance (every instance may: each tick runs once per cluster).
+    pub enabled: bool,
+    pub purge_sessions: String,
+    pub expire_api_tokens: String,
+    pub purge_visitor_ips: String,
+    pub rollup_usage: String,
+    pub apply_retention: String,
+    /// How long a run waits for another instance holding the same tick before skipping it.
+    pub claim_wait_ms: u64,
+    /// A tick older than this (an instance waking from a long pause) is not run.
+    pub max_tick_lateness_secs: u64,
+    /// Ended dashboard sessions and widget leftovers are purged this long after they ended.
+    pub session_grace_secs: u64,
+}
+
+impl JobsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for job in crate::jobs::JobName::ALL {
+            let schedule = job.schedule(self);
+            crate::jobs::schedule::parse(schedule).map_err(|reason| {
+                ConfigError::Invalid(format!(
+                    "jobs.{} = {schedule:?} is not a valid schedule ({reason}); write six fields, \
+                     sec min hour day-of-month month day-of-week, e.g. \"0 */5 * * * *\"",
+                    job.label()
+                ))
+            })?;
+        }
+        if !(1..=60_000).contains(&self.claim_wait_ms) {
+            return Err(ConfigError::Invalid(
+                "jobs.claim_wait_ms must be 1 to 60000".into(),
+            ));
+        }
+        if self.max_tick_lateness_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "jobs.max_tick_lateness_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn claim_wait(&self) -> Duration {
+        Duration::from_millis(self.claim_wait_ms)
+    }
+
+    pub fn max_tick_lateness(&self) -> Duration {
+        Duration::from_secs(self.max_tick_lateness_secs)
+    }
+
+    pub fn session_grace(&self) -> Duration {
+        Duration::from_secs(self.session_grace_secs)
     }
 }
 
@@ -624,6 +682,7 @@ impl Settings {
         }
         self.recordings.validate()?;
         self.files.validate()?;
+        self.jobs.validate()?;
         if !(1..=3600).contains(&twilio.media_token_ttl_secs) {
             return Err(ConfigError::Invalid(
                 "twilio.media_token_ttl_secs must be 1 to 3600".into(),
@@ -947,6 +1006,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(settings.webhooks.reclaim_after(), Duration::from_secs(21));
+    }
+
+    #[test]
+    fn an_invalid_job_schedule_is_refused_at_load_naming_the_key() {
+        let err =
+            Settings::load_from(env(&[("AGENTRY__JOBS__ROLLUP_USAGE", "every hour")])).unwrap_err();
+        assert!(err.to_string().contains("jobs.rollup_usage"), "{err}");
+        // Five fields (no seconds) are refused too: schedules name their second.
+        let err = Settings::load_from(env(&[("AGENTRY__JOBS__PURGE_SESSIONS", "*/5 * * * *")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("jobs.purge_sessions"), "{err}");
+        let settings =
+            Settings::load_from(env(&[("AGENTRY__JOBS__PURGE_SESSIONS", "* * * * * *")])).unwrap();
+        assert_eq!(settings.jobs.purge_sessions, "* * * * * *");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod evals;
 pub mod files;
 pub mod http;
+pub mod jobs;
 pub mod kb_ingest;
 pub mod llm;
 pub mod llm_resolver;

@@ -195,7 +195,7 @@ impl Application {
                         settings: settings.webhooks.clone(),
                         consumer: format!("instance-{}", uuid::Uuid::new_v4().simple()),
                     },
-                    workers_stopped,
+                    workers_stopped.clone(),
                 )
                 .await
                 .context("starting the webhook dispatcher")?,
@@ -255,6 +255,13 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             pipeline,
         });
+        if state.settings.jobs.enabled {
+            workers.push(
+                crate::jobs::start(state.clone(), workers_stopped)
+                    .await
+                    .context("starting the job scheduler")?,
+            );
+        }
         Ok(Self {
             listener,
             metrics_listener,

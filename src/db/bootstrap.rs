@@ -170,6 +170,15 @@ async fn ensure_app_role(
     ))
     .execute(&mut conn)
     .await?;
+    // Scheduled jobs: their cross-tenant functions; billing totals are the
+    // rollup's to write, never a request's.
+    sqlx::raw_sql(&format!(
+        "GRANT EXECUTE ON FUNCTION {} TO {role};
+         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON usage_daily FROM {role};",
+        crate::jobs::DB_FUNCTIONS.join(", ")
+    ))
+    .execute(&mut conn)
+    .await?;
     conn.close().await?;
     Ok(())
 }

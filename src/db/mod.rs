@@ -19,11 +19,13 @@ pub mod operators;
 pub mod outbox;
 pub mod rate_limits;
 pub mod recordings;
+pub mod retention;
 pub mod sessions;
 pub mod tenants;
 pub mod tool_runs;
 pub mod twilio;
 pub mod usage;
+pub mod usage_daily;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
 pub mod widgets;
@@ -42,7 +44,7 @@ pub const AUDIT_TABLES: [&str; 5] = [
 ];
 
 /// Tables whose rows belong to one tenant and carry a row-level-security policy.
-pub const TENANT_TABLES: [&str; 32] = [
+pub const TENANT_TABLES: [&str; 34] = [
     "tenants",
     "tenant_users",
     "tenant_user_sessions",
@@ -75,6 +77,8 @@ pub const TENANT_TABLES: [&str; 32] = [
     "privacy_erasures",
     "files",
     "file_shares",
+    "usage_daily",
+    "tenant_retention",
 ];
 
 #[derive(Debug, thiserror::Error)]

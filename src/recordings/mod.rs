@@ -198,6 +198,11 @@ impl Recordings {
         }
     }
 
+    /// Removes a stored object whose row is gone (retention, erasure).
+    pub async fn delete_object(&self, key: &str) -> Result<(), StorageError> {
+        self.storage.delete(key).await
+    }
+
     /// Seals and writes the audio, then its row: a row never names a missing
     /// object. A duplicate's object is removed again.
     pub async fn save(
@@ -247,11 +252,6 @@ impl Recordings {
         if let Err(error) = self.storage.delete(key).await {
             tracing::warn!(%error, key, "an unreferenced recording object was not removed");
         }
-    }
-
-    /// Removes the stored audio of a recording whose row is gone (an erasure's last step).
-    pub async fn remove_object(&self, key: &str) -> Result<(), StorageError> {
-        self.storage.delete(key).await
     }
 
     /// The recording's audio, opened; `None` when its object is gone.

@@ -34,7 +34,7 @@ fn clamd_down(settings: &mut Settings) {
     settings.files.scan_poll_ms = 100;
 }
 
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     token: &str,
     name: &str,

@@ -211,6 +211,16 @@ async fn seed_every_tenant_table(conn: &mut PgConnection, tenant: Uuid, agent: U
     .execute(&mut *tx)
     .await
     .unwrap();
+    // Billing totals come from the rollup of the usage events above, never a direct write.
+    sqlx::query("SELECT * FROM agentry_job_rollup_usage('-infinity')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO tenant_retention (tenant_id, conversations_days) VALUES ($1, 30)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -17,6 +17,7 @@ mod evals;
 mod files;
 mod health;
 mod isolation;
+mod jobs;
 mod knowledge;
 mod leads;
 mod lockout;

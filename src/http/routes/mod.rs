@@ -14,8 +14,10 @@ pub mod llm_config;
 pub mod phone_numbers;
 pub mod privacy;
 pub mod recordings;
+pub mod retention;
 pub mod twilio_hooks;
 pub mod twilio_media;
+pub mod usage;
 pub mod web;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;
@@ -45,6 +47,8 @@ pub fn api_v1() -> Router<AppState> {
         .merge(action_runs::router())
         .merge(privacy::router())
         .merge(files::router())
+        .merge(usage::router())
+        .merge(retention::router())
         .nest("/admin", admin::router())
 }
 

@@ -101,7 +101,7 @@ async fn erase_person(
     tx.commit().await?;
     let mut objects_left = 0u64;
     for object in &erasure.recording_objects {
-        if let Err(error) = state.recordings.remove_object(object).await {
+        if let Err(error) = state.recordings.delete_object(object).await {
             // The row is gone, so nothing links to it; the object stays sealed.
             tracing::warn!(%error, "an erased recording's audio was not removed");
             objects_left += 1;
