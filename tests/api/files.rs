@@ -19,7 +19,7 @@ use crate::helpers::{
 const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 /// Where `.ci/run` started clamd.
-fn clamd_addr() -> String {
+pub(crate) fn clamd_addr() -> String {
     std::env::var("AGENTRY_TEST_CLAMD_ADDR").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into())
 }
 
@@ -66,7 +66,7 @@ pub(crate) async fn uploaded(app: &TestApp, token: &str, name: &str, bytes: Vec<
 }
 
 /// The file once its scan status is no longer `pending`.
-async fn wait_for_scan(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn wait_for_scan(app: &TestApp, token: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let file = body(app.get(&format!("/api/v1/files/{id}"), token).await).await;
@@ -81,7 +81,7 @@ async fn wait_for_scan(app: &TestApp, token: &str, id: &str) -> Value {
     }
 }
 
-async fn share(app: &TestApp, token: &str, id: &str, expires_in: &str) -> Value {
+pub(crate) async fn share(app: &TestApp, token: &str, id: &str, expires_in: &str) -> Value {
     let response = app
         .post_json(
             &format!("/api/v1/files/{id}/share"),

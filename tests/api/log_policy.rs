@@ -1,8 +1,8 @@
 //! The logging policy, tested on the real binary: a server process logging
 //! at `RUST_LOG=trace` serves a full chat (with a lead and its webhook, and
-//! a turn through the tenant's own keyed model), a file, an SMS, logins and
-//! tokens, and not one line it writes holds a planted secret, the visitor's
-//! IP or a message body.
+//! a turn through the tenant's own keyed model), a scanned and shared file,
+//! an SMS, logins and tokens, and not one line it writes holds a planted
+//! secret, the visitor's IP or a message body.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,7 @@ const LLM_KEY: &str = "sk-planted-llm-key-4f1d9a";
 /// The number that texts in: the person's, not the business's.
 const CALLER: &str = "+14155550977";
 const SMS_TEXT: &str = "Marmaladeglacier text about opening hours";
+const FILE_TEXT: &str = "Quokkaturmeric price list: a cleaning costs $80.";
 
 /// An OpenAI-compatible model that answers [`MODEL_REPLY`] and keeps the
 /// Authorization header of each request, to prove the key was really used.
@@ -79,6 +80,8 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
         &[
             ("AGENTRY__HTTP__TRUSTED_PROXIES", "127.0.0.1/32"),
             ("AGENTRY__TWILIO__PUBLIC_BASE_URL", PUBLIC),
+            ("AGENTRY__FILES__CLAMD_ADDR", &crate::files::clamd_addr()),
+            ("AGENTRY__FILES__SCAN_POLL_MS", "100"),
         ],
     );
     app.address = url;
@@ -92,6 +95,7 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
         "Periwinkleanvil".into(),
         LLM_KEY.into(),
         "Marmaladeglacier".into(),
+        "Quokkaturmeric".into(),
     ];
     planted.extend(configured_secrets(&app));
 
@@ -127,6 +131,27 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
         delivered[0].body["data"]["lead"]["email"],
         "quill.marker@example.com"
     );
+
+    // A file, scanned by clamd, downloaded, and shared by a signed link.
+    let uploaded = crate::files::uploaded(
+        &app,
+        &shop.tenant.token,
+        "prices.txt",
+        FILE_TEXT.as_bytes().to_vec(),
+    )
+    .await;
+    let file = uploaded["id"].as_str().unwrap();
+    let scanned = crate::files::wait_for_scan(&app, &shop.tenant.token, file).await;
+    assert_eq!(scanned["scan_status"], "clean", "{scanned}");
+    let content = app
+        .get(&format!("/api/v1/files/{file}/content"), &shop.tenant.token)
+        .await;
+    assert_eq!(content.text().await.unwrap(), FILE_TEXT);
+    let link = crate::files::share(&app, &shop.tenant.token, file, "24h").await;
+    let link = link["url"].as_str().unwrap().to_owned();
+    let shared = app.client.get(app.url(&link)).send().await.unwrap();
+    assert_eq!(shared.text().await.unwrap(), FILE_TEXT);
+    planted.push(link.split("signature=").nth(1).unwrap().to_owned());
 
     // A second tenant talks through its own model, with its own key.
     let keyed = site(&app, "Keyed Model Co").await;
@@ -214,6 +239,8 @@ fn assert_the_flow_was_logged(lines: &[String]) {
         "/api/widget/messages",
         "/api/v1/llm",
         "/api/twilio/sms",
+        "/api/v1/files",
+        "/api/files/shared/",
     ] {
         assert!(
             lines.iter().any(|line| line.contains(path)),
