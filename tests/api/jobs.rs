@@ -24,6 +24,11 @@ const EVERY_SECOND: &str = "* * * * * *";
 const YEARLY: &str = "0 0 0 1 1 *";
 
 /// Jobs on, `only` every second and the others out of the way.
+/// Under `cargo test` every test shares one process and so one metrics
+/// registry: tests that run schedulers take turns, so that the counts one
+/// of them reads are its own instances'.
+static SCHEDULERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn jobs_every_second(settings: &mut Settings, only: &[JobName]) {
     settings.jobs.enabled = true;
     for job in JobName::ALL {
@@ -41,6 +46,15 @@ fn jobs_every_second(settings: &mut Settings, only: &[JobName]) {
         };
         *slot = schedule.to_owned();
     }
+}
+
+/// A new agent of the tenant whose dashboard token is `token`.
+async fn agent_id(app: &TestApp, token: &str, name: &str) -> Uuid {
+    app.create_agent(token, name).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Two instances on one database and one Redis prefix, as a cluster.
@@ -131,6 +145,9 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn two_instances_run_each_job_exactly_once_per_tick() {
+    let _turn = SCHEDULERS.lock().await;
+    // Counts of earlier tests in this process, taken off below.
+    let before = agentry::telemetry::metrics_handle().render();
     let (first, second) = two_instances(|s| jobs_every_second(s, &JobName::ALL)).await;
     let mut owner = first.owner_connection().await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -165,21 +182,12 @@ async fn two_instances_run_each_job_exactly_once_per_tick() {
         // success is a tick's work, so the successes are exactly the rows —
         // none ran twice — and every other firing lost its claim.
         let label = [("job", job.label())];
-        let success = metric(
-            &metrics,
-            "agentry_job_runs_total",
-            &[label[0], ("outcome", "success")],
-        );
-        let failure = metric(
-            &metrics,
-            "agentry_job_runs_total",
-            &[label[0], ("outcome", "failure")],
-        );
-        let skipped = metric(
-            &metrics,
-            "agentry_job_runs_total",
-            &[label[0], ("outcome", "skipped")],
-        );
+        let runs = |outcome: &str| {
+            let labels = [label[0], ("outcome", outcome)];
+            metric(&metrics, "agentry_job_runs_total", &labels)
+                - metric(&before, "agentry_job_runs_total", &labels)
+        };
+        let (success, failure, skipped) = (runs("success"), runs("failure"), runs("skipped"));
         let committed: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM scheduled_job_runs WHERE job = $1 AND outcome = 'success'",
         )
@@ -201,7 +209,9 @@ async fn two_instances_run_each_job_exactly_once_per_tick() {
             job.label()
         );
         assert!(
-            metric(&metrics, "agentry_job_duration_seconds_count", &label) >= success,
+            metric(&metrics, "agentry_job_duration_seconds_count", &label)
+                - metric(&before, "agentry_job_duration_seconds_count", &label)
+                >= success,
             "{}: durations",
             job.label()
         );
@@ -218,6 +228,7 @@ async fn two_instances_run_each_job_exactly_once_per_tick() {
 
 #[tokio::test]
 async fn a_stalled_claim_holder_does_not_lead_to_a_second_run_of_its_tick() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) = two_instances(|s| {
         jobs_every_second(s, &[JobName::RollupUsage]);
         s.jobs.claim_wait_ms = 300;
@@ -331,6 +342,7 @@ async fn a_stalled_claim_holder_does_not_lead_to_a_second_run_of_its_tick() {
 
 #[tokio::test]
 async fn purge_sessions_removes_ended_sessions_and_widget_leftovers_and_keeps_live_ones() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) = two_instances(|s| jobs_every_second(s, &[JobName::PurgeSessions])).await;
     let tenant = first.create_tenant("Sessions Co").await;
     let operator = first.operator_token().await;
@@ -541,6 +553,7 @@ async fn live_session_keys(app: &TestApp) -> Vec<String> {
 
 #[tokio::test]
 async fn expire_api_tokens_erases_the_hash_of_expired_tokens_and_lists_them_as_expired() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) =
         two_instances(|s| jobs_every_second(s, &[JobName::ExpireApiTokens])).await;
     let tenant = first.create_tenant("Tokens Co").await;
@@ -593,6 +606,7 @@ async fn expire_api_tokens_erases_the_hash_of_expired_tokens_and_lists_them_as_e
 
 #[tokio::test]
 async fn purge_visitor_ips_removes_ip_keys_without_a_ttl_and_bounds_long_ones() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) = two_instances(|s| {
         jobs_every_second(s, &[JobName::PurgeVisitorIps]);
         s.widget.session_ttl_secs = 600;
@@ -724,19 +738,12 @@ async fn usage_both_ways(
 
 #[tokio::test]
 async fn rollup_usage_totals_equal_the_events_and_a_second_run_changes_nothing() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) = two_instances(|s| jobs_every_second(s, &[JobName::RollupUsage])).await;
     let a = first.create_tenant("Usage A").await;
     let b = first.create_tenant("Usage B").await;
-    let agent_a: Uuid = first.create_agent(&a.token, "A").await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let agent_b: Uuid = first.create_agent(&b.token, "B").await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_a = agent_id(&first, &a.token, "A").await;
+    let agent_b = agent_id(&first, &b.token, "B").await;
     let mut owner = first.owner_connection().await;
     insert_usage(&mut owner, a.id.as_uuid(), agent_a, 0, 40, "model-1").await;
     insert_usage(&mut owner, a.id.as_uuid(), agent_a, 0, 5, "model-2").await;
@@ -983,27 +990,13 @@ async fn ids_present(conn: &mut PgConnection, table: &str, ids: &[Uuid]) -> Vec<
 
 #[tokio::test]
 async fn apply_retention_deletes_only_the_old_data_of_the_tenant_with_a_setting() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) =
         two_instances(|s| jobs_every_second(s, &[JobName::ApplyRetention])).await;
     let a = first.create_tenant("Retention A").await;
     let b = first.create_tenant("Retention B").await;
-    let set = first
-        .request(Method::PUT, "/api/v1/retention", Some(&a.token))
-        .json(&json!({ "conversations_days": 30, "webhook_deliveries_days": 7 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), 200);
-    let agent_a: Uuid = first.create_agent(&a.token, "A").await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let agent_b: Uuid = first.create_agent(&b.token, "B").await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let agent_a = agent_id(&first, &a.token, "A").await;
+    let agent_b = agent_id(&first, &b.token, "B").await;
     let (ta, tb) = (a.id.as_uuid(), b.id.as_uuid());
     let mut owner = first.owner_connection().await;
     let a_old = old_conversation(&mut owner, ta, agent_a, 40).await;
@@ -1024,6 +1017,14 @@ async fn apply_retention_deletes_only_the_old_data_of_the_tenant_with_a_setting(
     let a_old_unsettled = outbox_event(&mut owner, ta, 10, false).await;
     let b_old_settled = outbox_event(&mut owner, tb, 400, true).await;
 
+    // Set once the old rows are in: a run between two inserts would take half of them.
+    let set = first
+        .request(Method::PUT, "/api/v1/retention", Some(&a.token))
+        .json(&json!({ "conversations_days": 30, "webhook_deliveries_days": 7 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
     let after = db_now(&mut owner).await;
     let counts = run_after(&mut owner, JobName::ApplyRetention, after, "objects").await;
     assert_eq!(counts["conversations"], 1, "{counts}");
@@ -1108,6 +1109,7 @@ async fn stored_file(owner: &mut PgConnection, id: Uuid) -> (String, Option<Uuid
 
 #[tokio::test]
 async fn apply_retention_deletes_old_files_with_their_objects_shares_and_documents() {
+    let _turn = SCHEDULERS.lock().await;
     let app = spawn_app_with(|s| jobs_every_second(s, &[JobName::ApplyRetention])).await;
     let tenant = app.create_tenant("File Retention Co").await;
     let set = app
@@ -1276,6 +1278,7 @@ async fn delivery_attempts_stay_append_only_outside_the_retention_function() {
 
 #[tokio::test]
 async fn a_failing_run_is_recorded_and_counted_and_the_next_tick_succeeds_again() {
+    let _turn = SCHEDULERS.lock().await;
     let (first, _second) =
         two_instances(|s| jobs_every_second(s, &[JobName::ExpireApiTokens])).await;
     let mut owner = first.owner_connection().await;

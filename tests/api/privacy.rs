@@ -277,6 +277,16 @@ fn runs_of(runs: &[Value], conversations: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// The status a share link answers with, fetched as its recipient would (no token).
+async fn link_status(app: &TestApp, link: &str) -> u16 {
+    app.request(reqwest::Method::GET, link, None)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable() {
     let app = spawn_app().await;
@@ -315,14 +325,7 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
         .await;
     assert_eq!(shared.status(), 201);
     let link = body(shared).await["url"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.request(reqwest::Method::GET, &link, None)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(link_status(&app, &link).await, 200);
     // Zofia's lead.created and booking.requested, and Bruno's two.
     eventually(Duration::from_secs(15), "the four webhooks", || async {
         (rows(&app, endpoint).await.len() >= 4).then_some(())
@@ -451,14 +454,7 @@ async fn a_lead_is_exported_by_any_one_key_then_erased_leaving_nothing_readable(
     assert_eq!(erased["erased"]["sms_suppressions"], 1);
     assert_eq!(erased["erased"]["file_shares"], 1);
     // Her link is gone; the tenant's file stays.
-    assert_eq!(
-        app.request(reqwest::Method::GET, &link, None)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(link_status(&app, &link).await, 403);
     let file_path = format!("/api/v1/files/{}", price_list["id"].as_str().unwrap());
     assert_eq!(app.get(&file_path, token).await.status(), 200);
     assert_eq!(erased["shredded"]["action_runs"], 4);
