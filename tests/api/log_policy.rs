@@ -74,13 +74,20 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
         twilio_settings(settings);
     })
     .await;
+    // Without a clamd the file is served unscanned: still uploaded, fetched and shared.
+    let clamd = crate::files::clamd();
+    let verdict = if clamd.is_some() {
+        "clean"
+    } else {
+        "unscanned"
+    };
     let (server, url, log) = ServerProcess::start_logging(
         &app,
         "trace",
         &[
             ("AGENTRY__HTTP__TRUSTED_PROXIES", "127.0.0.1/32"),
             ("AGENTRY__TWILIO__PUBLIC_BASE_URL", PUBLIC),
-            ("AGENTRY__FILES__CLAMD_ADDR", &crate::files::clamd_addr()),
+            ("AGENTRY__FILES__CLAMD_ADDR", clamd.as_deref().unwrap_or("")),
             ("AGENTRY__FILES__SCAN_POLL_MS", "100"),
         ],
     );
@@ -132,7 +139,7 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
         "quill.marker@example.com"
     );
 
-    // A file, scanned by clamd, downloaded, and shared by a signed link.
+    // A file, scanned, downloaded, and shared by a signed link.
     let uploaded = crate::files::uploaded(
         &app,
         &shop.tenant.token,
@@ -142,7 +149,7 @@ async fn nothing_secret_personal_or_said_reaches_a_trace_level_log() {
     .await;
     let file = uploaded["id"].as_str().unwrap();
     let scanned = crate::files::wait_for_scan(&app, &shop.tenant.token, file).await;
-    assert_eq!(scanned["scan_status"], "clean", "{scanned}");
+    assert_eq!(scanned["scan_status"], verdict, "{scanned}");
     let content = app
         .get(&format!("/api/v1/files/{file}/content"), &shop.tenant.token)
         .await;
