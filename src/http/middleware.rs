@@ -114,6 +114,22 @@ fn apply_security_headers(headers: &mut HeaderMap, embeddable: bool) {
     }
 }
 
+/// A request method as a metric label: HTTP lets a client invent methods,
+/// and each invented one would otherwise be a new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// `agentry_http_requests_total` and `agentry_http_request_duration_seconds`,
 /// labelled by the route template (never the raw path, which holds ids).
 pub async fn record_metrics(request: Request, next: Next) -> Response {
@@ -123,7 +139,7 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("agentry_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

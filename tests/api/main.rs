@@ -23,6 +23,7 @@ mod leads;
 mod lockout;
 mod log_policy;
 mod mcp;
+mod metric_labels;
 mod outbox;
 mod pipeline;
 mod privacy;
