@@ -1,7 +1,5 @@
 //! Dashboard sign-in: tokens that expire, revoke, and cannot be forged.
 
-use agentry::db::tenants::{self, Role};
-use agentry::domain::Email;
 use reqwest::Method;
 
 use crate::helpers::{assert_error, body, spawn_app, spawn_app_with};
@@ -131,24 +129,7 @@ async fn members_can_read_but_not_change_configuration() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("Roles Co").await;
     let agent = app.create_agent(&tenant.token, "Shared").await;
-    let email = Email::parse("member@roles.example.com").unwrap();
-    let hash =
-        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
-            .await
-            .unwrap();
-    let mut tx = app.store.tenant(tenant.id).await.unwrap();
-    tenants::add_user(&mut tx, &email, &hash, Role::Member)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let token = body(
-        app.login("member@roles.example.com", "member password 1")
-            .await,
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.create_member(tenant.id).await;
 
     assert_eq!(app.get("/api/v1/agents", &token).await.status(), 200);
     let agent_path = format!("/api/v1/agents/{}", agent["id"].as_str().unwrap());

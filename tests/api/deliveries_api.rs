@@ -203,8 +203,6 @@ fn urlencode(text: &str) -> String {
 
 #[tokio::test]
 async fn members_read_the_record_but_only_managers_redeliver_and_never_to_a_disabled_endpoint() {
-    use agentry::db::tenants;
-    use agentry::domain::Email;
     let app = crate::helpers::spawn_app().await;
     let tenant = app.create_tenant("Roles Record Co").await;
     let receiver = Receiver::answering(200).await;
@@ -219,24 +217,7 @@ async fn members_read_the_record_but_only_managers_redeliver_and_never_to_a_disa
     let id = listed["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/webhook-deliveries/{id}/redeliver");
 
-    let email = Email::parse("member@record.example.com").unwrap();
-    let hash =
-        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
-            .await
-            .unwrap();
-    let mut tx = app.store.tenant(tenant.id).await.unwrap();
-    tenants::add_user(&mut tx, &email, &hash, agentry::db::tenants::Role::Member)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let member = body(
-        app.login("member@record.example.com", "member password 1")
-            .await,
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.create_member(tenant.id).await;
     assert_eq!(ids(&list(&app, &member, "").await), vec![id.clone()]);
     let response = app
         .request(Method::POST, &path, Some(&member))

@@ -250,6 +250,25 @@ impl TestApp {
         }
     }
 
+    /// Adds a member (the read-only role) to `tenant`; their dashboard token.
+    pub async fn create_member(&self, tenant: TenantId) -> String {
+        let email = format!("member-{}@example.com", Uuid::new_v4().simple());
+        let password = "member password 1";
+        let hash = agentry::accounts::hash_password(agentry_actors::Secret::new(password.into()))
+            .await
+            .unwrap();
+        let mut tx = self.store.tenant(tenant).await.unwrap();
+        let parsed = agentry::domain::Email::parse(&email).unwrap();
+        agentry::db::tenants::add_user(&mut tx, &parsed, &hash, agentry::db::tenants::Role::Member)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        body(self.login(&email, password).await).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn operator_token(&self) -> String {
         let email = format!("op-{}@example.com", Uuid::new_v4().simple());
         let password = "operator password 123";

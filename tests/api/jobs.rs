@@ -4,8 +4,6 @@
 use std::time::{Duration, Instant};
 
 use agentry::configuration::Settings;
-use agentry::db::tenants::{self, Role};
-use agentry::domain::Email;
 use agentry::jobs::{JobName, Jobs, Outcome, Skip};
 use chrono::{DateTime, SubsecRound, Utc};
 use fred::prelude::{Expiration, KeysInterface};
@@ -825,28 +823,11 @@ async fn longest_run_after(owner: &mut PgConnection, job: JobName, after: DateTi
     .unwrap()
 }
 
-async fn create_member(app: &TestApp, tenant: agentry_actors::TenantId) -> String {
-    let email = format!("member-{}@example.com", Uuid::new_v4().simple());
-    let hash =
-        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
-            .await
-            .unwrap();
-    let mut tx = app.store.tenant(tenant).await.unwrap();
-    tenants::add_user(&mut tx, &Email::parse(&email).unwrap(), &hash, Role::Member)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    body(app.login(&email, "member password 1").await).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn the_usage_and_retention_apis_validate_their_input_and_roles() {
     let app = spawn_app_with(|_| {}).await;
     let tenant = app.create_tenant("Validation Co").await;
-    let member = create_member(&app, tenant.id).await;
+    let member = app.create_member(tenant.id).await;
     for query in [
         "",
         "?from=2026-12-01",

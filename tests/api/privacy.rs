@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry::db::tenants::{self, Role};
 use agentry::db::AUDIT_TABLES;
-use agentry::domain::Email;
 use agentry_actors::TenantId;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -600,24 +598,7 @@ async fn privacy_requests_need_exactly_one_key_and_an_owner_or_admin() {
         assert_eq!(response.status(), 400, "{key}");
     }
 
-    let email = Email::parse("member@privacy.example.com").unwrap();
-    let hash =
-        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
-            .await
-            .unwrap();
-    let mut tx = app.store.tenant(tenant.id).await.unwrap();
-    tenants::add_user(&mut tx, &email, &hash, Role::Member)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let member = body(
-        app.login("member@privacy.example.com", "member password 1")
-            .await,
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.create_member(tenant.id).await;
     let refused = app
         .get("/api/v1/privacy/export?email=a@b.co", &member)
         .await;

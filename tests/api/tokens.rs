@@ -483,29 +483,10 @@ async fn last_use_is_written_at_most_once_a_minute() {
 
 #[tokio::test]
 async fn members_list_tokens_but_only_managers_create_and_revoke_them() {
-    use agentry::db::tenants::{self, Role};
-    use agentry::domain::Email;
     let app = spawn_app().await;
     let tenant = app.create_tenant("Member Co").await;
     let (id, _) = create_token(&app, &tenant.token, &["leads:read"]).await;
-    let hash =
-        agentry::accounts::hash_password(agentry_actors::Secret::new("member password 1".into()))
-            .await
-            .unwrap();
-    let mut tx = app.store.tenant(tenant.id).await.unwrap();
-    let email = Email::parse("member@tokens.example.com").unwrap();
-    tenants::add_user(&mut tx, &email, &hash, Role::Member)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let member = body(
-        app.login("member@tokens.example.com", "member password 1")
-            .await,
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.create_member(tenant.id).await;
     let listed = body(app.get("/api/v1/api-tokens", &member).await).await;
     assert_eq!(listed["api_tokens"].as_array().unwrap().len(), 1);
     assert_error(
