@@ -2,12 +2,23 @@
 //! cursor is the last id of the previous page; ids are time-ordered UUIDv7s)
 //! and filters on a field with a fixed set of values.
 
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
 
 pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 200;
+
+/// The query of a list with no filters: `?cursor=&limit=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
 
 /// The page size a client asked for, or why it cannot have it.
 pub fn page_limit(asked: Option<i64>) -> Result<i64, ApiError> {

@@ -28,7 +28,7 @@ use crate::files::range::{self, RangeRequest};
 use crate::files::{sniff, FileError, ScanStatus, Stored};
 use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, IdPair, IdPath, TenantUser};
-use crate::http::listing::{into_page, page_limit};
+use crate::http::listing::{into_page, page_limit, PageQuery};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 
@@ -316,15 +316,6 @@ async fn save(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// The `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
-    /// 1 to 200 (default 50).
-    limit: Option<i64>,
-}
-
 #[derive(Serialize)]
 struct FileList {
     files: Vec<FileView>,
@@ -334,7 +325,7 @@ struct FileList {
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<FileList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;

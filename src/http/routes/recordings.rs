@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::db::recordings::{self, Recording};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdPath, TenantUser};
-use crate::http::listing::{into_page, page_limit};
+use crate::http::listing::{into_page, page_limit, PageQuery};
 use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::recordings::capability::CapabilityError;
@@ -77,15 +77,6 @@ fn view(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// The `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
-    /// 1 to 200 (default 50).
-    limit: Option<i64>,
-}
-
 #[derive(Serialize)]
 struct RecordingList {
     recordings: Vec<RecordingView>,
@@ -95,7 +86,7 @@ struct RecordingList {
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<RecordingList>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let limit = page_limit(query.limit)?;
