@@ -87,6 +87,11 @@ impl RedisBus {
         &self.pool
     }
 
+    /// The connections that wait in blocking reads.
+    pub fn blocking_pool(&self) -> &Pool {
+        &self.blocking
+    }
+
     pub async fn ping(&self) -> Result<(), BusError> {
         let _: String = self.pool.ping(None).await.map_err(unavailable)?;
         Ok(())
@@ -250,6 +255,17 @@ impl RedisBus {
     /// Entries a consumer group has yet to finish: never delivered (`lag`)
     /// plus delivered but unacknowledged (`pending`). For backlog gauges.
     pub async fn group_backlog(&self, stream: StreamName, group: &str) -> Result<u64, BusError> {
+        Ok(self
+            .group_info(stream, group)
+            .await?
+            .map_or(0, |info| info.backlog))
+    }
+
+    async fn group_info(
+        &self,
+        stream: StreamName,
+        group: &str,
+    ) -> Result<Option<GroupInfo>, BusError> {
         let groups: Vec<HashMap<String, Value>> = self
             .pool
             .xinfo_groups(self.stream_key(stream))
@@ -259,11 +275,56 @@ impl RedisBus {
             .iter()
             .find(|info| info.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
         else {
-            return Ok(0);
+            return Ok(None);
         };
         let number = |field: &str| info.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
-        Ok(number("lag") + number("pending"))
+        Ok(Some(GroupInfo {
+            backlog: number("lag") + number("pending"),
+            last_delivered: info.get("last-delivered-id").and_then(|v| v.as_string()),
+        }))
     }
+
+    /// `group`'s backlog on `stream` and the time (Unix ms) of its oldest
+    /// entry: the oldest one delivered but unacknowledged, else the first
+    /// one not yet delivered.
+    pub async fn group_depth(
+        &self,
+        stream: StreamName,
+        group: &str,
+    ) -> Result<(u64, Option<i64>), BusError> {
+        let Some(info) = self.group_info(stream, group).await? else {
+            return Ok((0, None));
+        };
+        if info.backlog == 0 {
+            return Ok((0, None));
+        }
+        let (_, oldest_pending) = self.pending_summary(stream, group).await?;
+        if let Some(ms) = oldest_pending.as_deref().and_then(entry_time_ms) {
+            return Ok((info.backlog, Some(ms)));
+        }
+        let after = info
+            .last_delivered
+            .map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let first: Value = self
+            .pool
+            .xrange(self.stream_key(stream), after, "+", Some(1))
+            .await
+            .map_err(unavailable)?;
+        let oldest = match first {
+            Value::Array(entries) => entries.into_iter().next().and_then(|entry| match entry {
+                Value::Array(parts) => parts.first().and_then(|id| id.as_string()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        Ok((info.backlog, oldest.as_deref().and_then(entry_time_ms)))
+    }
+}
+
+struct GroupInfo {
+    /// Entries not yet delivered plus delivered but unacknowledged.
+    backlog: u64,
+    last_delivered: Option<String>,
 }
 
 /// Moves every entry of a delayed set due by `ARGV[1]` (ms) onto its stream,

@@ -129,9 +129,10 @@ impl IngestWorker {
     }
 
     async fn report_backlog(&self) {
-        if let Ok(backlog) = self.bus.group_backlog(KB_STREAM, GROUP).await {
-            metrics::gauge!("agentry_stage_backlog", "stage" => Stage::KbIngest.label())
-                .set(backlog as f64);
+        if let Ok((backlog, oldest_ms)) = self.bus.group_depth(KB_STREAM, GROUP).await {
+            metrics::gauge!("agentry_ingest_backlog").set(backlog as f64);
+            metrics::gauge!("agentry_ingest_oldest_age_seconds")
+                .set(oldest_ms.map_or(0.0, crate::telemetry::age_secs));
         }
     }
 
@@ -144,7 +145,7 @@ impl IngestWorker {
                     Err(JobError::Transient(reason)) => {
                         // Left pending: another pass (or instance) reclaims it.
                         tracing::warn!(document = %job.document, %reason, "kb-ingest: will retry");
-                        stage_metrics::record(Stage::KbIngest, "retry", started);
+                        stage_metrics::record(Stage::Ingest, "retry", started);
                         continue;
                     }
                 },
@@ -153,7 +154,7 @@ impl IngestWorker {
                     "malformed"
                 }
             };
-            stage_metrics::record(Stage::KbIngest, outcome, started);
+            stage_metrics::record(Stage::Ingest, outcome, started);
             if let Err(error) = self.bus.ack(KB_STREAM, GROUP, &[entry.id]).await {
                 tracing::warn!(%error, "kb-ingest: ack failed; the job may run twice (it is idempotent)");
             }

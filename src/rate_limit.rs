@@ -301,6 +301,17 @@ impl Actor for RateLimitShard {
         })
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.redis_away {
+            metrics::gauge!("agentry_rate_limit_shards_local").decrement(1.0);
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<ShardMsg>,
@@ -342,6 +353,7 @@ async fn flush(state: &mut ShardState) {
         Ok(decisions) => {
             if state.redis_away {
                 state.redis_away = false;
+                metrics::gauge!("agentry_rate_limit_shards_local").decrement(1.0);
                 state.retry_redis_at = None;
                 state.local.clear();
                 tracing::info!("rate limits: Redis is back; deciding cluster-wide again");
@@ -356,6 +368,7 @@ async fn flush(state: &mut ShardState) {
             }
             if !state.redis_away {
                 state.redis_away = true;
+                metrics::gauge!("agentry_rate_limit_shards_local").increment(1.0);
                 tracing::warn!(%error, "rate limits: Redis unavailable; auth fails closed, other tiers limit per instance");
             }
             let now = chrono::Utc::now().timestamp_micros();
@@ -368,6 +381,7 @@ async fn flush(state: &mut ShardState) {
                         let stored = state.local.get(&ask.key).copied();
                         let (allowed, tat) = step(stored, now, ask.limit);
                         state.local.insert(ask.key, tat);
+                        record_decision(ask.tier, allowed, "local");
                         Decision::of(allowed, tat, now, ask.limit)
                     }
                 };
@@ -375,6 +389,19 @@ async fn flush(state: &mut ShardState) {
             }
         }
     }
+}
+
+/// `agentry_rate_limit_decisions_total{tier,outcome,source}`: `source` tells
+/// cluster-wide decisions (`redis`) from an instance's own while Redis is away.
+fn record_decision(tier: &'static str, allowed: bool, source: &'static str) {
+    let outcome = if allowed { "allowed" } else { "limited" };
+    metrics::counter!(
+        "agentry_rate_limit_decisions_total",
+        "tier" => tier,
+        "outcome" => outcome,
+        "source" => source,
+    )
+    .increment(1);
 }
 
 /// The whole batch on one connection at once: fred writes every command
@@ -398,12 +425,7 @@ async fn decide_in_redis(
         .zip(replies)
         .map(|((ask, _), reply)| match reply?.as_slice() {
             [admitted, tat, now] => {
-                metrics::counter!(
-                    "agentry_rate_limit_decisions_total",
-                    "tier" => ask.tier,
-                    "outcome" => if *admitted == 1 { "allowed" } else { "limited" },
-                )
-                .increment(1);
+                record_decision(ask.tier, *admitted == 1, "redis");
                 Ok(Decision::of(*admitted == 1, *tat, *now, ask.limit))
             }
             other => Err(Error::new(
@@ -485,6 +507,14 @@ impl RateLimiter {
     }
 
     pub async fn decide(&self, ask: Ask) -> Decision {
+        let started = std::time::Instant::now();
+        let decision = self.decide_in_shard(ask).await;
+        metrics::histogram!("agentry_rate_limit_check_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        decision
+    }
+
+    async fn decide_in_shard(&self, ask: Ask) -> Decision {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         ask.key.hash(&mut hasher);
         let shard = &self.shards[(hasher.finish() % self.shards.len() as u64) as usize];

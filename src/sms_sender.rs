@@ -103,8 +103,13 @@ impl SmsSender {
                     .open_string(&twilio::auth_token_owner(tenant), &config.auth_token_sealed)
                 {
                     Ok(token) => {
-                        self.post(&config.account_sid, token.expose(), &message)
-                            .await
+                        let started = std::time::Instant::now();
+                        let attempt = self
+                            .post(&config.account_sid, token.expose(), &message)
+                            .await;
+                        metrics::histogram!("agentry_sms_send_duration_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        attempt
                     }
                     Err(error) => Attempt::Permanent(format!("auth token: {error}")),
                 }

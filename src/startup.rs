@@ -148,6 +148,11 @@ impl Application {
             .context("loading the rate-limit overrides")?;
         let mut workers = vec![
             tokio::spawn(ingest.run(workers_stopped.clone())),
+            tokio::spawn(crate::saturation::run(
+                store.clone(),
+                bus.clone(),
+                workers_stopped.clone(),
+            )),
             tokio::spawn(overrides.refresh_every(
                 store.clone(),
                 Duration::from_secs(settings.rate_limits.overrides_refresh_secs.max(1)),

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::{LogFormat, LogSettings};
+use crate::metrics_catalog::{self, Kind};
 
 /// Dependencies that log what they process at their debug or trace levels:
 /// the HTML parser behind the sanitizer quotes every reply it cleans, the
@@ -48,23 +49,35 @@ pub fn init_logging(settings: &LogSettings) {
     };
 }
 
-/// Latency buckets (seconds) for every `*_seconds` histogram.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// The process-wide Prometheus recorder, installed on first use.
+/// The process-wide Prometheus recorder, installed on first use with each
+/// histogram's buckets and every metric's help text from the catalog.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .expect("bucket list is non-empty")
+            let builder = metrics_catalog::METRICS.iter().fold(
+                PrometheusBuilder::new(),
+                |builder, metric| match metric.kind {
+                    Kind::Histogram(buckets) => builder
+                        .set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets)
+                        .expect("bucket lists are non-empty"),
+                    Kind::Counter | Kind::Gauge => builder,
+                },
+            );
+            let handle = builder
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            metrics_catalog::describe_all();
+            metrics::gauge!("agentry_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
         })
         .clone()
+}
+
+/// Seconds from `since_ms` (Unix milliseconds) until now, never negative:
+/// the age gauges of queues.
+pub fn age_secs(since_ms: i64) -> f64 {
+    ((chrono::Utc::now().timestamp_millis() - since_ms).max(0)) as f64 / 1000.0
 }
 
 #[cfg(test)]

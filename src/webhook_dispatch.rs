@@ -37,6 +37,7 @@ use crate::db::outbox::{self, OutboxEvent, EVENTS};
 use crate::db::webhook_endpoints::{self, Endpoint};
 use crate::db::{webhook_deliveries, DbError, Store};
 use crate::net_guard::GuardedClient;
+use crate::telemetry::age_secs;
 use crate::webhook_delivery::{self, Attempt, AttemptRecord};
 use crate::webhook_retry::RetrySchedule;
 use crate::webhook_supervisor::{supervise, Part};
@@ -840,7 +841,17 @@ async fn relay(shared: Arc<Shared>, mut shutdown: Shutdown) {
             last_sweep = Instant::now();
             sweep(&shared, stale_after).await;
         }
-        match outbox::relay_once(store, bus, settings.relay_batch).await {
+        let started = Instant::now();
+        let relayed = outbox::relay_once(store, bus, settings.relay_batch).await;
+        let outcome = match relayed {
+            Ok(0) => "idle",
+            Ok(_) => "published",
+            Err(_) => "error",
+        };
+        metrics::counter!("agentry_outbox_relay_runs_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("agentry_outbox_relay_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match relayed {
             Ok(0) => {
                 shutdown.sleep(settings.relay_idle_poll()).await;
             }
@@ -945,10 +956,6 @@ async fn gauges(shared: Arc<Shared>, mut shutdown: Shutdown) {
             return;
         }
     }
-}
-
-fn age_secs(since_ms: i64) -> f64 {
-    ((Utc::now().timestamp_millis() - since_ms).max(0)) as f64 / 1000.0
 }
 
 #[cfg(test)]

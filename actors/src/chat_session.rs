@@ -309,8 +309,9 @@ impl Actor for ChatSession {
             // The store may hold more than this session knows (a reply never stored).
             state.history = None;
         }
-        stage_metrics::record(
-            Stage::ChatSession,
+        stage_metrics::record_labelled(
+            Stage::ChatTurn,
+            ("channel", request.channel.label()),
             if result.is_ok() { "ok" } else { "error" },
             started,
         );
@@ -489,7 +490,12 @@ async fn run_tools(
                 tracing::warn!(%error, tool = %call.name, "a tool could not run");
                 tools::ToolRun::unavailable()
             });
-        stage_metrics::record(Stage::Tool, run.status.as_str(), started);
+        stage_metrics::record_labelled(
+            Stage::Tool,
+            ("tool", tools::metric_label(&call.name)),
+            run.status.as_str(),
+            started,
+        );
         results.push(run.result_for(call));
     }
     results
@@ -553,6 +559,7 @@ impl Conversing<'_> {
             };
             usage.prompt_tokens += completion.usage.prompt_tokens;
             usage.completion_tokens += completion.usage.completion_tokens;
+            stage_metrics::record_tokens(provider.provider(), &completion.usage);
             // Calls in the last round (a provider ignoring `none`) are not run.
             if completion.tool_calls.is_empty() || round == max_rounds {
                 break;
@@ -660,7 +667,6 @@ async fn run_turn(
         });
     }
 
-    let llm_started = Instant::now();
     let mut reply = ReplyText::default();
     let turn = Conversing {
         deps: &deps,
@@ -680,7 +686,6 @@ async fn run_turn(
     };
     match outcome {
         Ok(()) => {
-            stage_metrics::record(Stage::Llm, "ok", llm_started);
             if guardrail_finalizer::needs_fallback(
                 &reply.raw,
                 &reply.cleaned,
@@ -692,7 +697,6 @@ async fn run_turn(
         }
         Err(error) => {
             // The visitor gets a generic apology; the reason stays in the log.
-            stage_metrics::record(Stage::Llm, "error", llm_started);
             tracing::warn!(%error, tenant = %tenant, "LLM provider failed");
             reply.say(&settings.apology, events);
         }

@@ -356,7 +356,7 @@ impl Actor for GuardrailFinalizer {
                 let started = Instant::now();
                 let cleaned = finalize(&raw, &policy, &mut state);
                 let _ = reply.send((cleaned, state));
-                stage_metrics::record(Stage::GuardrailFinalizer, "ok", started);
+                stage_metrics::record(Stage::Finalizer, "ok", started);
             }
         }
         Ok(())

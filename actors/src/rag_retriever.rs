@@ -157,10 +157,26 @@ pub async fn search(
     query: &str,
     limit: usize,
 ) -> Result<Retrieved, RetrieveError> {
+    let started = Instant::now();
+    let result = search_snapshot(snapshot, embedder, query, limit).await;
+    let outcome = match &result {
+        Ok(retrieved) if retrieved.embedding.is_none() => "empty",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    stage_metrics::record(Stage::Retriever, outcome, started);
+    result
+}
+
+async fn search_snapshot(
+    snapshot: Arc<NamespaceSnapshot>,
+    embedder: &dyn Embedder,
+    query: &str,
+    limit: usize,
+) -> Result<Retrieved, RetrieveError> {
     if snapshot.is_empty() {
         return Ok(Retrieved::default());
     }
-    let started = Instant::now();
     let embedded = embedder
         .embed(&[query.to_owned()])
         .await
@@ -180,7 +196,6 @@ pub async fn search(
         .await
         .map_err(|_| RetrieveError::Stopped)?
     };
-    stage_metrics::record(Stage::RagRetriever, "ok", started);
     Ok(Retrieved {
         passages,
         embedding,

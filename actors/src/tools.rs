@@ -21,6 +21,18 @@ pub const BOOK_APPOINTMENT: &str = "book_appointment";
 pub const REQUEST_QUOTE: &str = "request_quote";
 pub const ESCALATE_TO_HUMAN: &str = "escalate_to_human";
 
+/// A tool's name as a metric label: the model may call a tool that does not
+/// exist, and each invented name would otherwise be a new series.
+pub fn metric_label(name: &str) -> &'static str {
+    match name {
+        CAPTURE_LEAD => CAPTURE_LEAD,
+        BOOK_APPOINTMENT => BOOK_APPOINTMENT,
+        REQUEST_QUOTE => REQUEST_QUOTE,
+        ESCALATE_TO_HUMAN => ESCALATE_TO_HUMAN,
+        _ => "unknown",
+    }
+}
+
 /// Phone numbers typed without a country code are read as numbers of this
 /// region (the PII scrubber's default too).
 pub const NATIONAL_PHONE_REGION: phonenumber::country::Id = phonenumber::country::Id::US;

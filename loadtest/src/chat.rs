@@ -261,7 +261,7 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         .collect();
     let stage_counts = means.iter().map(|(k, v)| (k.clone(), v.count)).collect();
     let guardrail_ms_per_turn = means
-        .get("agentry_stage_duration_seconds{stage=\"guardrail_finalizer\"}")
+        .get("agentry_finalizer_duration_seconds")
         .and_then(|finalizer| report::per_turn(finalizer.mean_ms * finalizer.count as f64, turns));
 
     let mut baseline_figures = None;

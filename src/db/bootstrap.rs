@@ -165,7 +165,8 @@ async fn ensure_app_role(
              agentry_pending_webhook_retries(timestamptz, integer),
              agentry_find_api_token(bytea), agentry_rate_limit_overrides(),
              agentry_find_phone_number(text), agentry_claim_sms_outbound(integer, interval),
-             agentry_claim_pending_files(uuid, interval, integer), agentry_find_file_share(uuid) TO {role};",
+             agentry_claim_pending_files(uuid, interval, integer), agentry_find_file_share(uuid),
+             agentry_queue_depths() TO {role};",
         database = quote_ident(&database),
     ))
     .execute(&mut conn)

@@ -130,6 +130,24 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// One request in `agentry_http_requests_in_flight`, also when its client
+/// goes away and the handler is dropped mid-way.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!("agentry_http_requests_in_flight");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// `agentry_http_requests_total` and `agentry_http_request_duration_seconds`,
 /// labelled by the route template (never the raw path, which holds ids).
 pub async fn record_metrics(request: Request, next: Next) -> Response {
@@ -140,7 +158,9 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(request.method()).to_owned();
+    let in_flight = InFlight::start();
     let response = next.run(request).await;
+    drop(in_flight);
     let status = response.status().as_u16().to_string();
     metrics::counter!("agentry_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

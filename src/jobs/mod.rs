@@ -44,10 +44,10 @@
 //! (migrations/20261201000015_scheduled_jobs.sql), since the application role
 //! is under row-level security.
 //!
-//! Each run is one [`JobRan`] event: `agentry_job_runs_total{job,outcome}`
+//! Each run is one [`JobRan`] event: `agentry_job_runs_total{scheduled_job,outcome}`
 //! (`success`, `failure`, `skipped` for a lost claim), the
-//! `agentry_job_duration_seconds{job}` histogram of runs that did work,
-//! `agentry_job_last_success_timestamp_seconds{job}`, and one log line with
+//! `agentry_job_duration_seconds{scheduled_job}` histogram of runs that did work,
+//! `agentry_job_last_success_timestamp_seconds{scheduled_job}`, and one log line with
 //! the counts (numbers only, never a value of the rows touched).
 
 pub mod redis_sweep;
@@ -209,14 +209,14 @@ impl JobRan<'_> {
     pub fn emit(self) {
         let job = self.job.label();
         let outcome = self.outcome.label();
-        metrics::counter!("agentry_job_runs_total", "job" => job, "outcome" => outcome)
+        metrics::counter!("agentry_job_runs_total", "scheduled_job" => job, "outcome" => outcome)
             .increment(1);
         let elapsed = self.started.elapsed();
         match self.outcome {
             Outcome::Success(counts) => {
-                metrics::histogram!("agentry_job_duration_seconds", "job" => job)
+                metrics::histogram!("agentry_job_duration_seconds", "scheduled_job" => job)
                     .record(elapsed.as_secs_f64());
-                metrics::gauge!("agentry_job_last_success_timestamp_seconds", "job" => job)
+                metrics::gauge!("agentry_job_last_success_timestamp_seconds", "scheduled_job" => job)
                     .set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 tracing::info!(
                     job,
@@ -228,7 +228,7 @@ impl JobRan<'_> {
                 );
             }
             Outcome::Failure(error) => {
-                metrics::histogram!("agentry_job_duration_seconds", "job" => job)
+                metrics::histogram!("agentry_job_duration_seconds", "scheduled_job" => job)
                     .record(elapsed.as_secs_f64());
                 tracing::warn!(job, tick = %self.tick, outcome, %error, "scheduled job run failed");
             }
@@ -465,6 +465,10 @@ pub async fn start(
         let text = job.schedule(&state.settings.jobs).to_owned();
         // Checked when the settings loaded.
         let cron = schedule::parse(&text).map_err(|_| JobSchedulerError::ParseSchedule)?;
+        if let Some(interval) = schedule::interval_after(&cron, Utc::now()) {
+            metrics::gauge!("agentry_job_interval_seconds", "scheduled_job" => job.label())
+                .set(interval.num_seconds() as f64);
+        }
         let (jobs, in_flight) = (jobs.clone(), in_flight.clone());
         scheduler
             .add(Job::new_async(text.as_str(), move |_id, _scheduler| {

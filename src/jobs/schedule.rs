@@ -29,6 +29,14 @@ pub fn tick_at(schedule: &Cron, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         .ok()
 }
 
+/// The time between the schedule's next two fire times after `now`: what
+/// an alert allows between successes (`agentry_job_interval_seconds`).
+pub fn interval_after(schedule: &Cron, now: DateTime<Utc>) -> Option<chrono::Duration> {
+    let first = schedule.find_next_occurrence(&now, false).ok()?;
+    let second = schedule.find_next_occurrence(&first, false).ok()?;
+    Some(second - first)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -60,6 +68,16 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn the_interval_is_the_gap_between_the_next_two_fire_times() {
+        let interval = |text: &str| interval_after(&parse(text).unwrap(), at(12, 7, 31, 0));
+        assert_eq!(
+            interval("0 */5 * * * *"),
+            Some(chrono::Duration::minutes(5))
+        );
+        assert_eq!(interval("0 20 3 * * *"), Some(chrono::Duration::days(1)));
     }
 
     #[test]

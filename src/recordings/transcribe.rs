@@ -71,6 +71,7 @@ impl Transcriber {
     pub fn spawn(&self, tenant: TenantId, recording: Uuid, audio: Vec<u8>) {
         let this = self.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = match this.transcribe(tenant, recording, audio).await {
                 Ok(Transcribed::Stored) => "stored",
                 Ok(Transcribed::NoModel) => "no_model",
@@ -81,6 +82,8 @@ impl Transcriber {
             };
             metrics::counter!("agentry_recording_transcriptions_total", "outcome" => outcome)
                 .increment(1);
+            metrics::histogram!("agentry_recording_transcription_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
         });
     }
 

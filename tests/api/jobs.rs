@@ -179,7 +179,7 @@ async fn two_instances_run_each_job_exactly_once_per_tick() {
         // The process's metrics are both instances' (one registry): each
         // success is a tick's work, so the successes are exactly the rows —
         // none ran twice — and every other firing lost its claim.
-        let label = [("job", job.label())];
+        let label = [("scheduled_job", job.label())];
         let runs = |outcome: &str| {
             let labels = [label[0], ("outcome", outcome)];
             metric(&metrics, "agentry_job_runs_total", &labels)
@@ -1298,7 +1298,10 @@ async fn a_failing_run_is_recorded_and_counted_and_the_next_tick_succeeds_again(
         metric(
             &metrics,
             "agentry_job_runs_total",
-            &[("job", "expire_api_tokens"), ("outcome", "failure")]
+            &[
+                ("scheduled_job", "expire_api_tokens"),
+                ("outcome", "failure")
+            ]
         ) >= 1.0
     );
 

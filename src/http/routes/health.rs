@@ -1,8 +1,6 @@
 //! Liveness and readiness on the public listener; the Prometheus scrape
 //! endpoint on its own (`metrics_router`).
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,8 +9,6 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::http::AppState;
-
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,12 +30,8 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// PostgreSQL and Redis both answer; otherwise 503 naming what does not.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let (postgres, redis) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
-        tokio::time::timeout(CHECK_TIMEOUT, state.bus.ping()),
-    );
-    let postgres_ok = matches!(postgres, Ok(Ok(())));
-    let redis_ok = matches!(redis, Ok(Ok(())));
+    let (postgres_ok, redis_ok) =
+        crate::saturation::check_dependencies(&state.store, &state.bus).await;
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
     let checks = json!({ "postgres": word(postgres_ok), "redis": word(redis_ok) });
     if postgres_ok && redis_ok {
