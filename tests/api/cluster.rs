@@ -13,6 +13,12 @@ use uuid::Uuid;
 use crate::dispatch::{commit_events, endpoint, eventually, Receiver};
 use crate::helpers::{recordings_dir, spawn_app_with, test_settings, TestApp};
 
+/// Where a server process listens: its API and its metrics, as base URLs.
+pub struct Listeners {
+    pub api: String,
+    pub metrics: String,
+}
+
 /// A server process of the real binary; killed (SIGKILL) when dropped.
 pub struct ServerProcess(Child);
 
@@ -36,9 +42,21 @@ impl ServerProcess {
         filter: &str,
         extra: &[(&str, &str)],
     ) -> (Self, String, Arc<Mutex<Vec<String>>>) {
+        let (server, listeners, log) = Self::start_observed(app, filter, extra);
+        (server, listeners.api, log)
+    }
+
+    /// [`Self::start_logging`], with the metrics listener's URL too (both
+    /// on ports the server picks).
+    pub fn start_observed(
+        app: &TestApp,
+        filter: &str,
+        extra: &[(&str, &str)],
+    ) -> (Self, Listeners, Arc<Mutex<Vec<String>>>) {
         let mut command = command(app, extra);
         command
             .env("AGENTRY__HTTP__BIND", "127.0.0.1:0")
+            .env("AGENTRY__METRICS__BIND", "127.0.0.1:0")
             .env("RUST_LOG", filter)
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("agentry starts");
@@ -51,20 +69,26 @@ impl ServerProcess {
             let mut listening = Some(listening);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("agentry listening") {
-                    let address = serde_json::from_str::<serde_json::Value>(&line)
-                        .ok()
-                        .and_then(|entry| entry["address"].as_str().map(str::to_owned));
-                    if let (Some(sender), Some(address)) = (listening.take(), address) {
-                        let _ = sender.send(address);
+                    let entry = serde_json::from_str::<serde_json::Value>(&line).ok();
+                    let field = |name: &str| {
+                        entry
+                            .as_ref()
+                            .and_then(|entry| entry[name].as_str())
+                            .map(|address| format!("http://{address}"))
+                    };
+                    if let (Some(sender), Some(api), Some(metrics)) =
+                        (listening.take(), field("address"), field("metrics"))
+                    {
+                        let _ = sender.send(Listeners { api, metrics });
                     }
                 }
                 kept.lock().unwrap().push(line);
             }
         });
-        let address = address
+        let listeners = address
             .recv_timeout(Duration::from_secs(120))
             .expect("the server process listens");
-        (Self(child), format!("http://{address}"), log)
+        (Self(child), listeners, log)
     }
 
     pub fn pid(&self) -> u32 {
@@ -103,10 +127,28 @@ fn command(app: &TestApp, extra: &[(&str, &str)]) -> Command {
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    die_with_the_test(&mut command);
     for (name, value) in extra {
         command.env(name, value);
     }
     command
+}
+
+/// Has the kernel kill `command`'s process when the test's thread ends: a
+/// test process killed mid-test (nextest cancelling the run after a failure)
+/// would otherwise leave its servers running, holding ports and every file
+/// descriptor they inherited (a build lock among them).
+pub fn die_with_the_test(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Success rows per event, as the owner reads them.
