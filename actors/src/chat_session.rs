@@ -175,7 +175,8 @@ pub struct PipelineDeps {
 
 pub enum SessionMsg {
     Turn {
-        job: TurnJob,
+        /// Boxed: an idle session's mailbox slot stays small.
+        job: Box<TurnJob>,
         retriever: ActorRef<RagMsg>,
         finalizer: ActorRef<FinalizerMsg>,
         caches: Arc<TenantCaches>,
@@ -307,7 +308,7 @@ impl Actor for ChatSession {
             accepted,
             reply,
             in_flight,
-        } = job;
+        } = *job;
         // Boxed: an idle session's task would otherwise be as large as a turn's
         // whole state machine, for every live conversation.
         let result = Box::pin(run_turn(state, &stages, &request, &events, accepted))
