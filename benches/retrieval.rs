@@ -849,7 +849,11 @@ async fn measure(
     let clock = Instant::now();
     let (reply, answer) = oneshot::channel();
     actor
-        .send_message(RagMsg::Snapshot { version, reply })
+        .send_message(RagMsg::Snapshot {
+            version,
+            reply,
+            span: tracing::Span::none(),
+        })
         .expect("retriever alive");
     let snapshot = answer
         .await

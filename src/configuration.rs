@@ -70,6 +70,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub demo: DemoSettings,
     pub widget: WidgetSettings,
     pub chat: ChatSettings,
@@ -564,6 +565,49 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Trace export: the spans every request and chat turn makes, sent to an
+/// OpenTelemetry collector when one is configured. Without one nothing is
+/// exported, and the trace ids still reach every log line.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP (protobuf) receiver, e.g.
+    /// `http://127.0.0.1:4318`; spans go to `{otlp_endpoint}/v1/traces`.
+    /// Empty: export off.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl TelemetrySettings {
+    /// Where spans are posted, when export is on.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.trim();
+        (!base.is_empty()).then(|| format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = self.traces_url() {
+            let parsed = url::Url::parse(&url).map_err(|error| {
+                ConfigError::Invalid(format!(
+                    "telemetry.otlp_endpoint {:?} is not a URL: {error}",
+                    self.otlp_endpoint
+                ))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(
+                    "telemetry.otlp_endpoint must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "telemetry.service_name must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct DemoSettings {
     pub seed: bool,
@@ -682,6 +726,7 @@ impl Settings {
         }
         self.recordings.validate()?;
         self.files.validate()?;
+        self.telemetry.validate()?;
         self.jobs.validate()?;
         if !(1..=3600).contains(&twilio.media_token_ttl_secs) {
             return Err(ConfigError::Invalid(
@@ -873,6 +918,27 @@ mod tests {
         assert_eq!(settings.redis.prefix, "run42");
         assert_eq!(settings.database.url.expose(), "postgres://u@db:5432/x");
         assert_eq!(settings.redis.url.expose(), "redis://cache:6379");
+    }
+
+    #[test]
+    fn trace_export_is_off_by_default_and_its_endpoint_must_be_an_http_url() {
+        let settings = Settings::load_from(env(&[])).unwrap();
+        assert_eq!(settings.telemetry.traces_url(), None);
+        let on = Settings::load_from(env(&[(
+            "AGENTRY__TELEMETRY__OTLP_ENDPOINT",
+            "http://collector:4318/",
+        )]))
+        .unwrap();
+        assert_eq!(
+            on.telemetry.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        for bad in ["collector:4318", "ftp://collector", "not a url"] {
+            assert!(
+                Settings::load_from(env(&[("AGENTRY__TELEMETRY__OTLP_ENDPOINT", bad)])).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

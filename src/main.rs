@@ -266,7 +266,8 @@ async fn close(store: Store) {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init_logging(&settings.log);
+    let telemetry = telemetry::init_logging(&settings.log, &settings.telemetry)
+        .context("telemetry.otlp_endpoint")?;
     let profile = settings.profile;
     let public_url = settings.http.public_url.clone();
     let app = Application::build(settings).await?;
@@ -290,7 +291,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             );
         }
     }
-    app.run_until(shutdown_signal()).await
+    let served = app.run_until(shutdown_signal()).await;
+    // The last turns' spans go out before the process does.
+    telemetry.shutdown().await;
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish before exit.

@@ -1,11 +1,21 @@
-//! Logs (tracing) and metrics (Prometheus) set-up.
+//! Logs (tracing), traces (spans, optionally exported over OTLP) and
+//! metrics (Prometheus) set-up.
+
+pub mod log_format;
+pub mod otlp;
+pub mod trace_context;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::configuration::{LogFormat, LogSettings};
+use crate::configuration::{LogFormat, LogSettings, TelemetrySettings};
 use crate::metrics_catalog::{self, Kind};
 
 /// Dependencies that log what they process at their debug or trace levels:
@@ -25,28 +35,92 @@ const QUIET_DEPENDENCIES: &[&str] = &[
     "lopdf=warn",
 ];
 
-/// The configured filter (`log.filter`, or `RUST_LOG`) with [`QUIET_DEPENDENCIES`] capped.
+/// The configured filter (`log.filter`, or `RUST_LOG`) with [`QUIET_DEPENDENCIES`]
+/// capped, and the spans that carry a trace id (the request's, the chat
+/// turn's) always on: a warning inside a turn names its trace under any filter.
 pub fn log_filter(configured: &str) -> EnvFilter {
     let filter = EnvFilter::try_new(configured).unwrap_or_else(|_| EnvFilter::new("info"));
-    QUIET_DEPENDENCIES.iter().fold(filter, |filter, cap| {
-        filter.add_directive(cap.parse().expect("a valid directive"))
-    })
+    let always = format!("{}=info", agentry_actors::TRACE_TARGET);
+    QUIET_DEPENDENCIES
+        .iter()
+        .copied()
+        .chain([always.as_str()])
+        .fold(filter, |filter, directive| {
+            filter.add_directive(directive.parse().expect("a valid directive"))
+        })
 }
 
-/// Installs the global log subscriber; later calls are no-ops (tests build many apps).
-pub fn init_logging(settings: &LogSettings) {
+/// What [`init_logging`] started: the span export, when configured.
+#[derive(Default)]
+pub struct Telemetry {
+    exporter: Option<otlp::Exporter>,
+}
+
+impl Telemetry {
+    /// Flushes the spans still batched (on graceful shutdown).
+    pub async fn shutdown(self) {
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown().await;
+        }
+    }
+}
+
+/// Log lines in the configured format, filtered by the configured filter.
+fn log_layer<W>(settings: &LogSettings, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = log_filter(&settings.filter);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    match settings.format {
+        LogFormat::Json => {
+            let format = tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true);
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(log_format::WithTraceId(format))
+                .with_writer(writer)
+                .with_filter(filter)
+                .boxed()
+        }
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    }
+}
+
+/// Installs the global subscriber: log lines in the configured format, and
+/// with `telemetry.otlp_endpoint` set, agentry's spans exported. Later calls
+/// are no-ops (tests build many apps). Must run inside a Tokio runtime when
+/// export is on.
+pub fn init_logging(
+    settings: &LogSettings,
+    telemetry: &TelemetrySettings,
+) -> anyhow::Result<Telemetry> {
+    let logs = log_layer(settings, std::io::stderr);
+    let exporter = match telemetry.traces_url() {
+        Some(url) => Some(otlp::Exporter::start(telemetry, &url)?),
+        None => None,
     };
+    // Spans only (a log line's text stays out of the traces), and only
+    // agentry's own, whatever the log filter says.
+    let exported = exporter.as_ref().map(|exporter| {
+        tracing_opentelemetry::layer()
+            .with_tracer(exporter.tracer())
+            .with_threads(false)
+            .with_filter(
+                filter_fn(|metadata| metadata.is_span())
+                    .and(Targets::new().with_target("agentry", tracing::Level::DEBUG)),
+            )
+    });
+    let installed = Registry::default().with(logs).with(exported).try_init();
+    Ok(match installed {
+        Ok(()) => Telemetry { exporter },
+        // Another subscriber was installed first: nothing of ours is used.
+        Err(_) => Telemetry::default(),
+    })
 }
 
 /// The process-wide Prometheus recorder, installed on first use with each
@@ -91,5 +165,121 @@ mod tests {
             assert!(filter.contains(cap), "{cap} missing from {filter}");
         }
         assert!(filter.contains("trace"), "{filter}");
+    }
+
+    /// Log lines written to a buffer, as the service would write them.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs a request with a turn inside it (the turn's span made as the
+    /// pipeline makes it, entered on another thread as an actor would), and
+    /// returns the lines and the request's trace id.
+    fn log_a_turn(format: LogFormat, filter: &str) -> (Vec<String>, String) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let settings = LogSettings {
+            filter: filter.into(),
+            format,
+        };
+        let subscriber = Registry::default().with(log_layer(&settings, move || writer.clone()));
+        let trace_id = tracing::subscriber::with_default(subscriber, || {
+            let request = axum::http::Request::get("/api/widget/messages?token=t")
+                .body(())
+                .unwrap();
+            let span = trace_context::request_span(&request, None);
+            let trace_id = span
+                .with_subscriber(|(id, dispatch)| {
+                    let registry = dispatch.downcast_ref::<Registry>()?;
+                    let data = tracing_subscriber::registry::LookupSpan::span(registry, id)?;
+                    let context = *data.extensions().get::<trace_context::TraceContext>()?;
+                    Some(context.trace_id.to_string())
+                })
+                .flatten()
+                .expect("the request span keeps its trace");
+            let turn = span.in_scope(|| {
+                tracing::info_span!(target: agentry_actors::TRACE_TARGET, "chat_turn", channel = "widget")
+            });
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    turn.in_scope(|| {
+                        tracing::debug_span!("retrieve")
+                            .in_scope(|| tracing::warn!(kind = "full", "inside a stage"));
+                    });
+                })
+            })
+            .join()
+            .unwrap();
+            span.in_scope(|| tracing::warn!("the response"));
+            tracing::warn!("outside any request");
+            trace_id
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (text.lines().map(without_colours).collect(), trace_id)
+    }
+
+    /// `line` without its ANSI colour sequences (`ESC [ … m`).
+    fn without_colours(line: &str) -> String {
+        let mut plain = String::with_capacity(line.len());
+        let mut rest = line;
+        while let Some(start) = rest.find('\x1b') {
+            plain.push_str(&rest[..start]);
+            rest = rest[start..]
+                .find('m')
+                .map_or("", |end| &rest[start + end + 1..]);
+        }
+        plain.push_str(rest);
+        plain
+    }
+
+    #[test]
+    fn json_lines_inside_a_request_name_its_trace_at_the_top_level() {
+        for filter in ["debug", "warn"] {
+            let (lines, trace_id) = log_a_turn(LogFormat::Json, filter);
+            assert_eq!(trace_id.len(), 32, "{trace_id}");
+            assert_eq!(lines.len(), 3, "{lines:#?}");
+            let entries: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+                .collect();
+            assert_eq!(entries[0]["trace_id"], trace_id.as_str(), "{}", lines[0]);
+            assert_eq!(entries[0]["message"], "inside a stage");
+            assert_eq!(entries[0]["kind"], "full");
+            assert_eq!(entries[1]["trace_id"], trace_id.as_str(), "{}", lines[1]);
+            assert_eq!(entries[1]["span"]["name"], "request");
+            assert_eq!(entries[1]["span"]["trace_id"], trace_id.as_str());
+            assert!(
+                entries[2].get("trace_id").is_none(),
+                "a line of no request names no trace: {}",
+                lines[2]
+            );
+            for line in &lines {
+                assert!(
+                    !line.contains("token=t"),
+                    "the query string is logged: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pretty_lines_inside_a_request_name_its_trace() {
+        let (lines, trace_id) = log_a_turn(LogFormat::Pretty, "debug");
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        for line in &lines[..2] {
+            assert!(line.contains(&format!("trace_id={trace_id}")), "{line}");
+        }
+        assert!(lines[0].contains("chat_turn"), "{}", lines[0]);
+        assert!(!lines[2].contains("trace_id"), "{}", lines[2]);
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::Instrument;
 
 use crate::guardrail_finalizer::{self, FinalizerMsg, ReplyPolicy, ReplyState, SentenceBuffer};
 use crate::guardrails::directives::raised_topic;
@@ -112,6 +113,10 @@ impl Drop for InFlightGuard {
 /// A turn on its way through the supervisors to its session.
 pub struct TurnJob {
     pub request: TurnRequest,
+    /// The turn's `chat_turn` span: every stage runs inside it, whichever
+    /// actor's task that is, so their log lines and spans belong to the turn.
+    /// Held until the turn is answered, streamed replies included.
+    pub span: tracing::Span,
     pub events: mpsc::UnboundedSender<TurnEvent>,
     /// Fires once the visitor's message is stored; dropped unsent when the turn
     /// is refused (the reply then says why).
@@ -170,7 +175,8 @@ pub struct PipelineDeps {
 
 pub enum SessionMsg {
     Turn {
-        job: TurnJob,
+        /// Boxed: an idle session's mailbox slot stays small.
+        job: Box<TurnJob>,
         retriever: ActorRef<RagMsg>,
         finalizer: ActorRef<FinalizerMsg>,
         caches: Arc<TenantCaches>,
@@ -297,23 +303,31 @@ impl Actor for ChatSession {
         let started = Instant::now();
         let TurnJob {
             request,
+            span,
             events,
             accepted,
             reply,
             in_flight,
-        } = job;
+        } = *job;
         // Boxed: an idle session's task would otherwise be as large as a turn's
         // whole state machine, for every live conversation.
-        let result = Box::pin(run_turn(state, &stages, &request, &events, accepted)).await;
+        let result = Box::pin(run_turn(state, &stages, &request, &events, accepted))
+            .instrument(span.clone())
+            .await;
         if result.is_err() {
             // The store may hold more than this session knows (a reply never stored).
             state.history = None;
         }
+        let outcome = if result.is_ok() { "ok" } else { "error" };
         stage_metrics::record_labelled(
             Stage::ChatTurn,
             ("channel", request.channel.label()),
-            if result.is_ok() { "ok" } else { "error" },
+            outcome,
             started,
+        );
+        span.record("outcome", outcome);
+        span.in_scope(
+            || tracing::debug!(outcome, elapsed = ?started.elapsed(), "chat turn answered"),
         );
         let _ = reply.send(result);
         drop(in_flight);
@@ -335,6 +349,7 @@ async fn retrieve(
     version: i64,
     query: &str,
 ) -> Retrieved {
+    let span = tracing::debug_span!("retrieve", passages = tracing::field::Empty);
     let result = async {
         let snapshot =
             rag_retriever::snapshot(&deps.resident, retriever, namespace, version).await?;
@@ -346,7 +361,11 @@ async fn retrieve(
         )
         .await
     }
+    .instrument(span.clone())
     .await;
+    if let Ok(retrieved) = &result {
+        span.record("passages", retrieved.passages.len());
+    }
     result.unwrap_or_else(|error| {
         // Answering without passages beats failing the turn; the log says why.
         tracing::warn!(%error, "retrieval failed; answering without passages");
@@ -364,11 +383,14 @@ async fn finalize(
     // Kept for the pure function, which gives the same result when the
     // finalizer is restarting or dropped the piece.
     let (fallback_raw, fallback_state) = (raw.clone(), state.clone());
+    // One span per piece, a child of the turn; the finalizer's task enters it.
+    let span = tracing::debug_span!("finalize");
     let message = FinalizerMsg::Finalize {
         raw,
         policy: policy.clone(),
         state: std::mem::take(state),
         reply,
+        span: span.clone(),
     };
     let answered = match finalizer.send_message(message) {
         Ok(()) => answer.await.ok(),
@@ -376,10 +398,12 @@ async fn finalize(
     };
     let (cleaned, after) = answered.unwrap_or_else(|| {
         let mut state = fallback_state;
-        (
-            guardrail_finalizer::finalize(&fallback_raw, policy, &mut state),
-            state,
-        )
+        span.in_scope(|| {
+            (
+                guardrail_finalizer::finalize(&fallback_raw, policy, &mut state),
+                state,
+            )
+        })
     });
     *state = after;
     cleaned
@@ -438,11 +462,36 @@ async fn stream_round(
     reply: &mut ReplyText,
 ) -> Result<Completion, LlmError> {
     let (llm_tx, mut llm_rx) = mpsc::unbounded_channel();
+    // The provider call alone: the pieces it streams are finalized beside
+    // it, in the turn's span. Labels only, never the prompt.
+    let span = tracing::debug_span!(
+        "llm",
+        provider = provider.provider(),
+        model = provider.model(),
+        round = request.tool_rounds.len(),
+        prompt_tokens = tracing::field::Empty,
+        completion_tokens = tracing::field::Empty,
+        tool_calls = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let recorded = span.clone();
     let producer = async move {
         let result = provider.complete(request, &llm_tx).await;
         drop(llm_tx);
+        match &result {
+            Ok(completion) => {
+                recorded.record("prompt_tokens", completion.usage.prompt_tokens);
+                recorded.record("completion_tokens", completion.usage.completion_tokens);
+                recorded.record("tool_calls", completion.tool_calls.len());
+                recorded.record("outcome", "ok");
+            }
+            Err(_) => {
+                recorded.record("outcome", "error");
+            }
+        }
         result
-    };
+    }
+    .instrument(span);
     reply.round_starts = true;
     let consumer = async {
         let mut buffer = SentenceBuffer::default();
@@ -477,6 +526,7 @@ async fn run_tools(
     for call in calls {
         let started = Instant::now();
         let checked = tools::check(call);
+        let span = tracing::debug_span!("tool", tool = %call.name, status = tracing::field::Empty);
         let run = runner
             .run(
                 request.tenant,
@@ -485,11 +535,13 @@ async fn run_tools(
                 call,
                 checked,
             )
+            .instrument(span.clone())
             .await
             .unwrap_or_else(|error| {
                 tracing::warn!(%error, tool = %call.name, "a tool could not run");
                 tools::ToolRun::unavailable()
             });
+        span.record("status", run.status.as_str());
         stage_metrics::record_labelled(
             Stage::Tool,
             ("tool", tools::metric_label(&call.name)),
@@ -607,6 +659,7 @@ async fn run_turn(
             &request.channel,
             message,
         )
+        .instrument(tracing::debug_span!("persist", write = "visitor_message"))
         .await?;
     let stored_visitor_text = match opened.stored_scrubbed {
         true => scrubbed.text.as_str(),
@@ -727,6 +780,7 @@ async fn run_turn(
     let mut stored = deps
         .chat
         .finish_turn(tenant, request.conversation, record)
+        .instrument(tracing::debug_span!("persist", write = "reply"))
         .await?;
     state.remember(
         history,

@@ -322,6 +322,8 @@ pub enum FinalizerMsg {
         policy: Arc<ReplyPolicy>,
         state: ReplyState,
         reply: oneshot::Sender<(String, ReplyState)>,
+        /// The caller's `finalize` span, entered while the piece is cleaned.
+        span: tracing::Span,
     },
 }
 
@@ -352,9 +354,10 @@ impl Actor for GuardrailFinalizer {
                 policy,
                 mut state,
                 reply,
+                span,
             } => {
                 let started = Instant::now();
-                let cleaned = finalize(&raw, &policy, &mut state);
+                let cleaned = span.in_scope(|| finalize(&raw, &policy, &mut state));
                 let _ = reply.send((cleaned, state));
                 stage_metrics::record(Stage::Finalizer, "ok", started);
             }

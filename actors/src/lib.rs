@@ -27,6 +27,11 @@ pub mod tools;
 pub use ids::{AgentId, ConversationId, OperatorId, TenantId, UserId, WidgetId};
 pub use secret::Secret;
 
+/// The target of the spans that carry a trace id (an HTTP request's, a chat
+/// turn's): the service enables it whatever the log filter, so a warning
+/// inside a turn still names its trace when `info` lines are filtered out.
+pub const TRACE_TARGET: &str = "agentry::trace";
+
 #[cfg(test)]
 pub(crate) mod test_support {
     /// Property tests run `cases` cases; failures are reported, not written

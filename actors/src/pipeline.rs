@@ -51,8 +51,18 @@ impl ChatPipeline {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (accepted_tx, accepted) = oneshot::channel();
         let (reply_tx, reply) = oneshot::channel();
+        // The turn's trace: a child of the caller's span (the HTTP request),
+        // carried through the actors' mailboxes and entered by each stage.
+        let span = tracing::info_span!(
+            target: crate::TRACE_TARGET,
+            "chat_turn",
+            channel = request.channel.label(),
+            tenant = %request.tenant,
+            outcome = tracing::field::Empty,
+        );
         let job = TurnJob {
             request,
+            span,
             events: events_tx,
             accepted: accepted_tx,
             reply: reply_tx,

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::knowledge::snapshot::NamespaceSnapshot;
 use crate::llm::Embedder;
@@ -47,6 +48,8 @@ pub enum RagMsg {
     Snapshot {
         version: i64,
         reply: oneshot::Sender<Result<Arc<NamespaceSnapshot>, RetrieveError>>,
+        /// The asking turn's span: a load it triggers belongs to that turn.
+        span: tracing::Span,
     },
 }
 
@@ -78,11 +81,15 @@ impl Actor for RagRetriever {
         state: &mut RagArgs,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RagMsg::Snapshot { version, reply } => {
+            RagMsg::Snapshot {
+                version,
+                reply,
+                span,
+            } => {
                 // Turns queued behind a load find it done.
                 let result = match state.resident.current(state.namespace, version) {
                     Some(snapshot) => Ok(snapshot),
-                    None => load(state).await,
+                    None => load(state).instrument(span).await,
                 };
                 let _ = reply.send(result);
             }
@@ -137,7 +144,11 @@ pub async fn snapshot(
     }
     let (reply, answer) = oneshot::channel();
     retriever
-        .send_message(RagMsg::Snapshot { version, reply })
+        .send_message(RagMsg::Snapshot {
+            version,
+            reply,
+            span: tracing::Span::current(),
+        })
         .map_err(|_| RetrieveError::Stopped)?;
     answer.await.map_err(|_| RetrieveError::Stopped)?
 }

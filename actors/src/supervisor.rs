@@ -467,7 +467,7 @@ impl TenantSupervisor {
         };
         if let Err(ractor::MessagingErr::SendErr(SessionMsg::Turn { job, .. })) = session
             .send_message(SessionMsg::Turn {
-                job,
+                job: Box::new(job),
                 retriever,
                 finalizer,
                 caches: state.caches.clone(),
@@ -476,7 +476,7 @@ impl TenantSupervisor {
             if state.sessions.remove(&conversation).is_some() {
                 metrics::gauge!("agentry_chat_sessions").decrement(1.0);
             }
-            let _ = myself.send_message(TenantMsg::Turn(job));
+            let _ = myself.send_message(TenantMsg::Turn(*job));
         }
     }
 

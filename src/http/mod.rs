@@ -33,6 +33,7 @@ use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::Store;
 use crate::lockout::Lockout;
+use crate::telemetry::trace_context;
 use crate::tokens::TokenSigner;
 use crate::widget_sessions::WidgetSessions;
 
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
     // A chat turn has its own (often longer) deadline, answered by its handler;
     // the layer's margin only stops a handler that overruns it.
     let turn_timeout = state.settings.chat.turn_timeout_secs + 5;
+    let trace_trust = trace_context::TraceTrust::new(&state.settings.http.trusted_proxies);
     Router::new()
         .merge(routes::health::router())
         .merge(routes::web::router())
@@ -176,22 +178,14 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    // The path only: query strings may carry tokens.
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                    )
+                .make_span_with(move |request: &Request<_>| {
+                    trace_context::request_span(request, trace_trust.incoming(request))
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(
+            trace_context::respond_with_traceparent,
+        ))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

@@ -95,6 +95,24 @@ impl ServerProcess {
         self.0.id()
     }
 
+    /// SIGTERM, as an orchestrator stops an instance; whether it exited
+    /// successfully within `limit`.
+    /// Async, so the test's own servers (a collector) keep answering meanwhile.
+    pub async fn terminate(&mut self, limit: Duration) -> bool {
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        let deadline = std::time::Instant::now() + limit;
+        while signalled && std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -36,6 +36,7 @@ mod seed;
 mod signatures;
 mod tokens;
 mod tools;
+mod traces;
 mod twilio;
 mod webhook_bench;
 mod webhook_endpoints;

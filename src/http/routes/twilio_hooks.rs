@@ -320,7 +320,7 @@ async fn sms(
             // API once it is ready, from a queue any instance sends from.
             metrics::counter!("agentry_sms_late_replies_total").increment(1);
             let (ours, sender) = (to.to_owned(), from.to_owned());
-            tokio::spawn(async move {
+            crate::telemetry::trace_context::spawn_in_span(async move {
                 let outcome = match reply.await {
                     Ok(Ok(stored)) => {
                         let body = sms_text::fit(&stored.content, max_segments);

@@ -478,7 +478,7 @@ async fn send_message(
     // Forward cleaned deltas as they come, then the stored message; the turn
     // finishes (and is stored) even if the visitor disconnects.
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    tokio::spawn(async move {
+    crate::telemetry::trace_context::spawn_in_span(async move {
         let mut events = handle.events;
         let mut reply = handle.reply;
         let deadline = tokio::time::sleep(timeout);
