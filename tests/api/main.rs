@@ -24,6 +24,7 @@ mod lockout;
 mod log_policy;
 mod mcp;
 mod metric_labels;
+mod openapi;
 mod outbox;
 mod pipeline;
 mod privacy;
