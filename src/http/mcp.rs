@@ -118,7 +118,10 @@ struct JsonRpcError {
     responses(
         (status = 200, description = "The JSON-RPC response", content_type = "application/json", body = Object),
         (status = 202, description = "A notification or response, accepted"),
+        (status = 400, description = "Not a JSON-RPC message the server takes"),
         (status = 401, description = "No valid token", body = JsonRpcRefusal),
+        (status = 406, description = "`Accept` names neither `application/json` nor `text/event-stream`"),
+        (status = 415, description = "Not `Content-Type: application/json`"),
         (status = 429, description = "Rate limited or locked out", body = JsonRpcRefusal),
         (status = 503, description = "A dependency is briefly unavailable", body = JsonRpcRefusal)))]
 #[allow(dead_code)]

@@ -23,8 +23,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAgent {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 20000)]
     system_prompt: String,
     #[serde(default)]
     profile: AgentProfile,
@@ -33,7 +35,9 @@ struct CreateAgent {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateAgent {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: Option<String>,
+    #[schema(max_length = 20000)]
     system_prompt: Option<String>,
     profile: Option<AgentProfile>,
 }

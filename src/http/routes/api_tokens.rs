@@ -29,8 +29,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
+    /// `leads:read`, `leads:write`, `conversations:read`, `knowledge:write`,
+    /// `webhooks:read`, `webhooks:write`.
+    #[schema(min_items = 1)]
     scopes: Vec<String>,
+    /// 1 to `tokens.max_lifetime_days` (default `tokens.lifetime_days`).
+    #[schema(minimum = 1, maximum = 365)]
     lifetime_days: Option<u32>,
 }
 

@@ -100,6 +100,12 @@ pub async fn list_conversations(
             "q must be at most {MAX_SEARCH_CHARS} characters"
         )));
     }
+    // PostgreSQL text cannot hold NUL: the search would fail, not find nothing.
+    if text.is_some_and(|q| q.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "q must not contain NUL characters".into(),
+        ));
+    }
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = conversations::list(
         &mut tx,

@@ -29,9 +29,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDocument {
+    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
     pub title: String,
+    #[schema(min_length = 1, pattern = r"\S")]
     pub content: String,
     /// `text` (default), `markdown` or `html`.
+    #[schema(pattern = "^(text|markdown|html)$")]
     pub content_type: Option<String>,
 }
 

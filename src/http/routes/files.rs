@@ -398,10 +398,10 @@ async fn remove(
 /// The file's bytes (a `Range` reads only part); never before its scan.
 #[utoipa::path(get, path = "/files/{file_id}/content", tag = "files", security(("dashboard" = [])),
     params(("file_id" = Uuid, Path, description = "The file's id"), ("range" = Option<String>, Header, description = "`bytes=start-end`")),
-    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+    responses((status = 200, description = "The file's bytes, as the type told from them (`application/pdf`, `image/png` …)", content_type = "*/*", body = Vec<u8>,
             headers(("content-disposition" = String, description = "`attachment` with the file's name"),
                 ("accept-ranges" = String, description = "`bytes`"))),
-        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "*/*", body = Vec<u8>,
             headers(("content-range" = String, description = "`bytes start-end/size`"))),
         (status = 409, description = "Still being scanned for viruses"),
         (status = 416, description = "The range is not within the file",
@@ -528,7 +528,8 @@ fn attachment(name: &str) -> String {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShareBody {
-    /// `1h`, `24h`, `7d`, `30d` or `permanent`.
+    /// `1h`, `24h`, `7d`, `30d` (as `files.share_expiries` names them) or `permanent`.
+    #[schema(example = "7d")]
     expires_in: String,
     /// The customer the link is for.
     lead_id: Option<Uuid>,
@@ -687,10 +688,10 @@ struct LinkQuery {
 #[utoipa::path(get, path = "/api/files/shared/{share_id}", tag = "files",
     params(("share_id" = Uuid, Path, description = "The share link's id"), LinkQuery,
         ("range" = Option<String>, Header, description = "`bytes=start-end`")),
-    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+    responses((status = 200, description = "The file's bytes, as the type told from them (`application/pdf`, `image/png` …)", content_type = "*/*", body = Vec<u8>,
             headers(("content-disposition" = String, description = "`attachment` with the file's name"),
                 ("accept-ranges" = String, description = "`bytes`"))),
-        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "*/*", body = Vec<u8>,
             headers(("content-range" = String, description = "`bytes start-end/size`"))),
         (status = 409, description = "Still being scanned for viruses"),
         (status = 416, description = "The range is not within the file",

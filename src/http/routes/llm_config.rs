@@ -82,6 +82,8 @@ async fn show(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LlmConfigBody {
+    /// `openai`, `azure`, `ollama`, `vllm`, `anthropic` or `offline`.
+    #[schema(example = "ollama")]
     provider: String,
     #[serde(default)]
     model: String,

@@ -58,6 +58,8 @@ async fn list_numbers(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNumber {
+    /// E.164, such as `+14155550100`.
+    #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     number: String,
     agent_id: Uuid,
 }
@@ -175,6 +177,8 @@ async fn show_config(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigBody {
+    /// `AC` and 32 lowercase hex digits.
+    #[schema(pattern = "^AC[0-9a-f]{32}$")]
     account_sid: String,
     #[schema(value_type = String, format = Password)]
     auth_token: Secret<String>,
@@ -295,6 +299,10 @@ async fn lift_suppression(
     Path(sender): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     user.require_manager()?;
+    // No suppressed sender holds a NUL, and PostgreSQL text could not hold one.
+    if sender.contains('\0') {
+        return Err(ApiError::NotFound);
+    }
     let mut tx = state.store.tenant(user.tenant).await?;
     let lifted = twilio::unsuppress(&mut tx, sender.trim()).await?;
     tx.commit().await?;

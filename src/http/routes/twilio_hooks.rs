@@ -220,6 +220,16 @@ impl Inbound {
             ));
         }
         let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        // PostgreSQL text cannot hold NUL: such a parameter would fail its
+        // query (a 500) rather than be refused. Twilio never sends one.
+        if params
+            .iter()
+            .any(|(key, value)| key.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(
+                "a form parameter holds a NUL character".into(),
+            ));
+        }
         let called = match number_in {
             NumberIn::Form(field) => param(&params, field)
                 .map(str::to_owned)
@@ -228,6 +238,11 @@ impl Inbound {
                 ApiError::BadRequest("the URL's number query parameter is missing".into())
             })?,
         };
+        if called.contains('\0') {
+            return Err(ApiError::BadRequest(
+                "the number holds a NUL character".into(),
+            ));
+        }
         let number = twilio::find_called(&state.store, &called)
             .await?
             .ok_or(ApiError::NotFound)?;

@@ -157,7 +157,11 @@ fn checked_event_types(types: &[String]) -> Result<Vec<String>, ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateEndpoint {
+    /// Checked by the SSRF guard, as every delivery is.
+    #[schema(max_length = 2048)]
     url: String,
+    /// `lead.created`, `lead.updated`, `booking.requested`, `quote.requested`, `support.escalated`.
+    #[schema(min_items = 1)]
     event_types: Vec<String>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,

@@ -26,6 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WidgetBody {
+    /// Origins (`https://shop.example.com`) whose pages may use the widget.
+    #[schema(max_items = 50)]
     allowed_origins: Vec<String>,
 }
 
