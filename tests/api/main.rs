@@ -32,6 +32,7 @@ mod rate_limits;
 mod recordings;
 mod redis_loss;
 mod resources;
+mod schemathesis;
 mod seed;
 mod signatures;
 mod tokens;
