@@ -95,10 +95,12 @@ static UNKNOWN_USER_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new
         .unwrap_or_default()
 });
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedTenant {
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
     pub name: String,
+    #[schema(value_type = uuid::Uuid)]
     pub admin_user_id: UserId,
     pub admin_email: String,
 }

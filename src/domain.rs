@@ -92,7 +92,7 @@ pub fn check_system_prompt(prompt: &str) -> Result<(), String> {
 }
 
 /// What an agent knows about the business it speaks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentProfile {
     pub brand: Option<String>,
@@ -102,6 +102,7 @@ pub struct AgentProfile {
     /// Said instead of a reply whose every sentence the guardrails removed.
     pub fallback: Option<String>,
     /// What the agent must never say, enforced on its output.
+    #[schema(value_type = crate::http::openapi::DirectivesSchema)]
     pub directives: Directives,
     /// Store visitor messages with emails, phone numbers, SSNs and card
     /// numbers replaced by placeholders (the turn's model still reads the

@@ -8,11 +8,12 @@ use sqlx::types::Json;
 use super::{DbError, TenantTx};
 use crate::domain::AgentProfile;
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Agent {
     pub id: uuid::Uuid,
     pub name: String,
     pub system_prompt: String,
+    #[schema(value_type = AgentProfile)]
     pub profile: Json<AgentProfile>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{DbError, Store, TenantTx};
 
 /// A token as lists show it: never the token, never its hash.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiTokenRow {
     pub id: Uuid,
     pub name: String,

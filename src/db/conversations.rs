@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{DbError, TenantTx};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ConversationSummary {
     pub id: Uuid,
     pub agent_id: Uuid,

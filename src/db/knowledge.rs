@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{DbError, Store, TenantTx};
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Document {
     pub id: Uuid,
     pub agent_id: Uuid,

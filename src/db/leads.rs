@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{DbError, TenantTx};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Lead {
     pub id: Uuid,
     pub name: Option<String>,
@@ -203,7 +203,7 @@ pub async fn update_notes(tx: &mut TenantTx, id: Uuid, notes: &str) -> Result<Le
 }
 
 /// A booking a lead asked for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Booking {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -215,7 +215,7 @@ pub struct Booking {
 }
 
 /// A quote a lead asked for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct QuoteRequest {
     pub id: Uuid,
     pub conversation_id: Uuid,

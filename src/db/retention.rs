@@ -7,14 +7,14 @@ use serde::Serialize;
 
 use super::{DbError, TenantTx};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Retention {
     pub conversations_days: Option<i32>,
     pub webhook_deliveries_days: Option<i32>,
     pub files_days: Option<i32>,
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RetentionRow {
     #[serde(flatten)]
     #[sqlx(flatten)]

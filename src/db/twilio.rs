@@ -15,7 +15,7 @@ pub fn auth_token_owner(tenant: TenantId) -> SecretOwner {
     SecretOwner::new(tenant, "tenant_twilio_configs", "auth_token_sealed")
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PhoneNumber {
     pub id: Uuid,
     pub number: String,
@@ -196,7 +196,7 @@ pub async fn delete_config(tx: &mut TenantTx) -> Result<bool, DbError> {
     Ok(deleted.rows_affected() > 0)
 }
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Suppression {
     pub sender: String,
     /// The word the sender opted out with.

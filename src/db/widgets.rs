@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{DbError, TenantTx};
 use crate::domain::AllowedOrigin;
 
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Widget {
     pub id: uuid::Uuid,
     pub agent_id: uuid::Uuid,

@@ -3,6 +3,7 @@
 //! and filters on a field with a fixed set of values.
 
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
@@ -11,12 +12,14 @@ pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 200;
 
 /// The query of a list with no filters: `?cursor=&limit=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 

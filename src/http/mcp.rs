@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
@@ -29,6 +28,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -38,7 +39,7 @@ use super::routes::{conversations, documents, leads, webhook_deliveries};
 use super::AppState;
 
 /// The `/mcp` endpoint: callers authenticate first, then the MCP service answers.
-pub fn router(state: AppState) -> Router<AppState> {
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
     let max_body = state.settings.http.max_body_bytes;
     let handler = Agentry {
         state: state.clone(),
@@ -59,10 +60,72 @@ pub fn router(state: AppState) -> Router<AppState> {
         Arc::new(NeverSessionManager::default()),
         config,
     );
-    Router::new()
+    let mut router = OpenApiRouter::new()
         .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(state, authenticate))
+        .layer(axum::middleware::from_fn_with_state(state, authenticate));
+    // The SDK's service is not a handler `routes!` can register, so its
+    // operation is added here, beside the one `nest_service` that serves it.
+    router.get_openapi_mut().merge(McpApi::openapi());
+    router
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(mcp_endpoint))]
+struct McpApi;
+
+/// A JSON-RPC 2.0 message of the Model Context Protocol (`initialize`,
+/// `tools/list`, `tools/call` …); see the MCP specification.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct JsonRpcMessage {
+    #[schema(example = "2.0")]
+    jsonrpc: String,
+    /// Absent on a notification.
+    #[schema(value_type = Option<Object>)]
+    id: Option<Value>,
+    method: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    params: Option<Value>,
+}
+
+/// A refusal before any tool ran: a JSON-RPC error carrying the REST
+/// error body as its `data`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct JsonRpcRefusal {
+    jsonrpc: String,
+    #[schema(value_type = Option<Object>)]
+    id: Option<Value>,
+    error: JsonRpcError,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct JsonRpcError {
+    code: i64,
+    message: String,
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// The MCP endpoint (Streamable HTTP, stateless, JSON responses): each tool
+/// runs a REST route's code with its scope check. Served by the SDK's
+/// service; this function only carries the operation's description.
+#[utoipa::path(post, path = "/mcp", tag = "mcp",
+    security(("api_token" = []), ("dashboard" = [])),
+    params(("accept" = String, Header, description = "`application/json, text/event-stream`")),
+    request_body(content = JsonRpcMessage, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The JSON-RPC response", content_type = "application/json", body = Object),
+        (status = 202, description = "A notification or response, accepted"),
+        (status = 400, description = "Not a JSON-RPC message the server takes"),
+        (status = 401, description = "No valid token", body = JsonRpcRefusal),
+        (status = 406, description = "`Accept` names neither `application/json` nor `text/event-stream`"),
+        (status = 415, description = "Not `Content-Type: application/json`"),
+        (status = 429, description = "Rate limited or locked out", body = JsonRpcRefusal),
+        (status = 503, description = "A dependency is briefly unavailable", body = JsonRpcRefusal)))]
+#[allow(dead_code)]
+async fn mcp_endpoint() {}
 
 /// JSON-RPC's code for a request refused before any tool ran (server-defined range).
 const REFUSED: i64 = -32001;

@@ -20,6 +20,11 @@ const STRICT_CSP: &str =
 const EMBEDDABLE_CSP: &str =
     "default-src 'self'; frame-ancestors *; base-uri 'none'; form-action 'self'; object-src 'none'";
 
+/// The API docs page (Swagger UI) draws a few icons from `data:` SVG images
+/// in its stylesheet; everything else stays as strict (no inline script, no
+/// eval: Swagger UI needs neither). A `data:` image cannot run script.
+const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
 /// Paths served to third-party websites through the embeddable widget.
 pub fn is_embeddable_path(path: &str) -> bool {
     path == "/widget.js" || path.starts_with("/widget/") || path.starts_with("/api/widget/")
@@ -58,8 +63,15 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let embeddable = is_embeddable_path(path);
     let api = path.starts_with("/api/");
+    let docs = path == "/api/docs";
     let mut response = next.run(request).await;
     apply_security_headers(response.headers_mut(), embeddable);
+    if docs {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        );
+    }
     if api {
         // API responses carry tokens (logins, widget sessions), transcripts and
         // system prompts: no browser or proxy cache may keep any of them.

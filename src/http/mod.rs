@@ -7,6 +7,7 @@ pub mod json_body;
 pub mod listing;
 pub mod mcp;
 pub mod middleware;
+pub mod openapi;
 pub mod origin_cache;
 pub mod routes;
 pub mod server;
@@ -25,6 +26,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
 
 use agentry_actors::pipeline::ChatPipeline;
 
@@ -113,7 +115,7 @@ fn timeout(seconds: u64) -> TimeoutLayer {
 /// `POST /api/v1/files` alone: its body may be `files.max_bytes` (plus the
 /// multipart framing), not `http.max_body_bytes`, and it may take
 /// `files.upload_timeout_secs`. The handler counts the file's bytes itself.
-fn file_upload_router(state: AppState) -> Router {
+fn file_upload_router(state: AppState) -> OpenApiRouter {
     let files = &state.settings.files;
     let max_body = usize::try_from(
         files
@@ -130,17 +132,25 @@ fn file_upload_router(state: AppState) -> Router {
         .layer(timeout(upload_timeout))
 }
 
+/// The whole HTTP API, as the router that serves it and the OpenAPI document
+/// that describes it, built by the same calls.
 pub fn router(state: AppState) -> Router {
+    let trace_trust = trace_context::TraceTrust::new(&state.settings.http.trusted_proxies);
+    let (router, api) = api_router(state).split_for_parts();
+    let document = openapi::ApiDocument::new(&openapi::finish(api));
+    edge_layers(router.layer(axum::Extension(document)), trace_trust)
+}
+
+fn api_router(state: AppState) -> OpenApiRouter {
     let max_body = state.settings.http.max_body_bytes;
-    let x_request_id = header::HeaderName::from_static("x-request-id");
     let request_timeout = state.settings.http.request_timeout_secs;
     // A chat turn has its own (often longer) deadline, answered by its handler;
     // the layer's margin only stops a handler that overruns it.
     let turn_timeout = state.settings.chat.turn_timeout_secs + 5;
-    let trace_trust = trace_context::TraceTrust::new(&state.settings.http.trusted_proxies);
-    Router::new()
+    OpenApiRouter::new()
         .merge(routes::health::router())
         .merge(routes::web::router())
+        .merge(openapi::router())
         .nest("/api/v1", routes::api_v1())
         .merge(mcp::router(state.clone()))
         .merge(routes::recordings::audio_router())
@@ -171,6 +181,12 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body))
         // Merged after the global body limit, so that limit does not cover it.
         .merge(file_upload_router(state))
+}
+
+/// What every request passes, outermost last.
+fn edge_layers(router: Router, trace_trust: trace_context::TraceTrust) -> Router {
+    let x_request_id = header::HeaderName::from_static("x-request-id");
+    router
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::rate_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))

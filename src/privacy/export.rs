@@ -128,7 +128,7 @@ async fn rows(tx: &mut TenantTx, person: &Person, sql: &str) -> Result<Vec<Value
 
 /// Everything held about a person. Empty (no lead, no rows) for a person
 /// never met, or erased.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Bundle {
     pub lead: Option<Lead>,
     /// With their messages, oldest first.

@@ -116,7 +116,7 @@ impl SubjectKey {
 }
 
 /// Whether an audit row's personal fields can be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PersonalData {
     /// Sealed under a key that still exists: shown opened.

@@ -210,7 +210,7 @@ pub fn shape_of(arguments: &Value) -> Value {
 }
 
 /// An action run as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ActionRun {
     pub id: Uuid,
     pub agent_id: Uuid,

@@ -6,9 +6,10 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::Scope;
@@ -18,27 +19,32 @@ use crate::http::listing::{into_page, page_limit};
 use crate::http::AppState;
 use crate::privacy::runs::{self, ActionRun, RunFilter};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/action-runs", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RunQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Runs per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Only this conversation's runs (it may have been erased since).
     conversation_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RunList {
     action_runs: Vec<ActionRun>,
     next_cursor: Option<Uuid>,
 }
 
+/// The agents' tool runs, newest first.
+#[utoipa::path(get, path = "/action-runs", tag = "conversations", security(("dashboard" = []), ("api_token" = ["conversations:read"])), params(RunQuery),
+    responses((status = 200, description = "A page of runs", body = RunList), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn list(
     State(state): State<AppState>,
     caller: Principal,

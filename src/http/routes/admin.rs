@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use agentry_actors::{OperatorId, Secret, TenantId};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{check_login, session_expiry, LoginRequest, TokenResponse};
 use crate::accounts::{self, AccountError, CreatedTenant};
@@ -20,18 +21,21 @@ use crate::http::AppState;
 use crate::rate_limit::{Tier, MAX_PER_MINUTE};
 use crate::tokens::TokenPurpose;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/tenants", get(list_tenants).post(create_tenant))
-        .route("/tenants/{tenant_id}", get(show_tenant))
-        .route(
-            "/tenants/{tenant_id}/rate-limits",
-            get(show_rate_limits).put(set_rate_limits),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(show_tenant))
+        .routes(routes!(show_rate_limits, set_rate_limits))
 }
 
+/// Signs a site operator in. Counted on the `admin` tier per client IP.
+#[utoipa::path(post, path = "/auth/login", tag = "admin", request_body = LoginRequest,
+    responses((status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Email or password is incorrect"),
+        (status = 429, description = "Rate limited or locked out"),
+        (status = 503, description = "Password checking or the rate limiter is busy")))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -60,16 +64,20 @@ async fn login(
     Ok((limited, Json(TokenResponse { token, expires_at })))
 }
 
+#[utoipa::path(post, path = "/auth/logout", tag = "admin", security(("operator" = [])),
+    responses((status = 204, description = "Signed out")))]
 async fn logout(State(state): State<AppState>, operator: Operator) -> Result<StatusCode, ApiError> {
     sessions::revoke_operator(&state.store, operator.session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TenantList {
     tenants: Vec<Tenant>,
 }
 
+#[utoipa::path(get, path = "/tenants", tag = "admin", security(("operator" = [])),
+    responses((status = 200, description = "Every tenant", body = TenantList)))]
 async fn list_tenants(
     State(state): State<AppState>,
     operator: Operator,
@@ -80,6 +88,8 @@ async fn list_tenants(
     }))
 }
 
+#[utoipa::path(get, path = "/tenants/{tenant_id}", tag = "admin", security(("operator" = [])), params(("tenant_id" = uuid::Uuid, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant", body = Tenant)))]
 async fn show_tenant(
     State(state): State<AppState>,
     operator: Operator,
@@ -89,14 +99,19 @@ async fn show_tenant(
     Ok(Json(tenants::get_for_operator(&mut tx, tenant).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     name: String,
     admin_email: String,
+    #[schema(value_type = String, format = Password)]
     admin_password: Secret<String>,
 }
 
+/// A tenant and its owner.
+#[utoipa::path(post, path = "/tenants", tag = "admin", security(("operator" = [])), request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = CreatedTenant),
+        (status = 409, description = "The email is taken")))]
 async fn create_tenant(
     State(state): State<AppState>,
     _operator: Operator,
@@ -118,13 +133,15 @@ async fn create_tenant(
 }
 
 /// A tenant's rate-limit tiers, per minute.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TenantRateLimits {
+    #[schema(value_type = uuid::Uuid)]
     tenant_id: TenantId,
     /// The tiers an operator set for this tenant.
     overrides: BTreeMap<String, u32>,
     /// Every tier counted within the tenant, at the limit it gets: its
     /// override, else the default from `[rate_limits]`.
+    #[schema(value_type = BTreeMap<String, u32>)]
     effective: BTreeMap<&'static str, u32>,
 }
 
@@ -147,6 +164,8 @@ impl TenantRateLimits {
     }
 }
 
+#[utoipa::path(get, path = "/tenants/{tenant_id}/rate-limits", tag = "admin", security(("operator" = [])), params(("tenant_id" = uuid::Uuid, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's tiers", body = TenantRateLimits)))]
 async fn show_rate_limits(
     State(state): State<AppState>,
     operator: Operator,
@@ -158,7 +177,7 @@ async fn show_rate_limits(
     Ok(Json(TenantRateLimits::new(&state, tenant, overrides)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRateLimits {
     /// Tier name to requests per minute; tiers left out get the default again.
@@ -167,6 +186,9 @@ struct SetRateLimits {
 
 /// Replaces the tenant's overrides; every instance applies them within
 /// `rate_limits.overrides_refresh_secs`, this one at once.
+#[utoipa::path(put, path = "/tenants/{tenant_id}/rate-limits", tag = "admin", security(("operator" = [])), params(("tenant_id" = uuid::Uuid, Path, description = "The tenant's id")),
+    request_body = SetRateLimits,
+    responses((status = 200, description = "The tenant's tiers as set", body = TenantRateLimits)))]
 async fn set_rate_limits(
     State(state): State<AppState>,
     operator: Operator,

@@ -3,9 +3,10 @@
 use agentry_actors::AgentId;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::agents::{self, Agent, AgentChanges, NewAgent};
 use crate::domain::{check_system_prompt, parse_name, AgentProfile};
@@ -13,35 +14,42 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, TenantUser};
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents", get(list).post(create))
-        .route("/agents/{agent_id}", get(show).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAgent {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 20000)]
     system_prompt: String,
     #[serde(default)]
     profile: AgentProfile,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateAgent {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: Option<String>,
+    #[schema(max_length = 20000)]
     system_prompt: Option<String>,
     profile: Option<AgentProfile>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AgentList {
     agents: Vec<Agent>,
 }
 
+/// The tenant's agents, oldest first.
+#[utoipa::path(get, path = "/agents", tag = "agents", security(("dashboard" = [])),
+    responses((status = 200, description = "The agents", body = AgentList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -52,6 +60,11 @@ async fn list(
     }))
 }
 
+/// Creates an agent (owners and admins).
+#[utoipa::path(post, path = "/agents", tag = "agents", security(("dashboard" = [])),
+    request_body = CreateAgent,
+    responses((status = 201, description = "Created", body = Agent),
+        (status = 403, description = "Your role cannot change configuration")))]
 async fn create(
     State(state): State<AppState>,
     user: TenantUser,
@@ -75,6 +88,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
+#[utoipa::path(get, path = "/agents/{agent_id}", tag = "agents", security(("dashboard" = [])),
+    params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    responses((status = 200, description = "The agent", body = Agent)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -84,6 +100,11 @@ async fn show(
     Ok(Json(agents::get(&mut tx, agent).await?))
 }
 
+/// Changes the fields given; the others stay (owners and admins).
+#[utoipa::path(patch, path = "/agents/{agent_id}", tag = "agents", security(("dashboard" = [])),
+    params(("agent_id" = Uuid, Path, description = "The agent's id")), request_body = UpdateAgent,
+    responses((status = 200, description = "The agent as changed", body = Agent),
+        (status = 403, description = "Your role cannot change configuration")))]
 async fn update(
     State(state): State<AppState>,
     user: TenantUser,
@@ -114,6 +135,11 @@ async fn update(
     Ok(Json(agent))
 }
 
+/// Deletes the agent with its widgets and knowledge base (owners and admins).
+#[utoipa::path(delete, path = "/agents/{agent_id}", tag = "agents", security(("dashboard" = [])),
+    params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(
     State(state): State<AppState>,
     user: TenantUser,

@@ -5,10 +5,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::{self, Scope};
@@ -19,27 +20,34 @@ use crate::http::AppState;
 
 const MAX_NAME_CHARS: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api-tokens", get(list).post(create))
-        .route("/api-tokens/{token_id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
+    /// `leads:read`, `leads:write`, `conversations:read`, `knowledge:write`,
+    /// `webhooks:read`, `webhooks:write`.
+    #[schema(min_items = 1)]
     scopes: Vec<String>,
+    /// 1 to `tokens.max_lifetime_days` (default `tokens.lifetime_days`).
+    #[schema(minimum = 1, maximum = 365)]
     lifetime_days: Option<u32>,
 }
 
 /// A token as the API shows it: masked, never its hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenView {
     #[serde(flatten)]
     row: ApiTokenRow,
     token_masked: String,
     /// `active`, `expired` or `revoked`.
+    #[schema(value_type = String)]
     status: &'static str,
 }
 
@@ -60,7 +68,7 @@ impl From<ApiTokenRow> for TokenView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedToken {
     #[serde(flatten)]
     view: TokenView,
@@ -68,6 +76,9 @@ struct CreatedToken {
     token: String,
 }
 
+/// Creates a token (owners and admins); the token is in this response only.
+#[utoipa::path(post, path = "/api-tokens", tag = "api-tokens", security(("dashboard" = [])), request_body = NewToken,
+    responses((status = 201, description = "Created; `token` is shown this once", body = CreatedToken), (status = 403, description = "Your role cannot change configuration")))]
 async fn create(
     State(state): State<AppState>,
     user: TenantUser,
@@ -125,11 +136,14 @@ async fn create(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     api_tokens: Vec<TokenView>,
 }
 
+/// The tenant's tokens, masked.
+#[utoipa::path(get, path = "/api-tokens", tag = "api-tokens", security(("dashboard" = [])),
+    responses((status = 200, description = "The tokens", body = TokenList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -142,6 +156,9 @@ async fn list(
 }
 
 /// Revocation is a column read on every use: it holds on every instance at once.
+#[utoipa::path(delete, path = "/api-tokens/{token_id}", tag = "api-tokens", security(("dashboard" = [])),
+    params(("token_id" = Uuid, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"), (status = 403, description = "Your role cannot change configuration")))]
 async fn revoke(
     State(state): State<AppState>,
     user: TenantUser,

@@ -3,10 +3,11 @@
 use agentry_actors::{Secret, TenantId, UserId};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::accounts::PasswordGate;
 use std::future::Future;
@@ -20,26 +21,34 @@ use crate::http::AppState;
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
+    #[schema(value_type = String, format = Password)]
     pub password: Secret<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub token: String,
     pub expires_at: DateTime<Utc>,
 }
 
+/// Signs a tenant user in: a dashboard token. Counted on the `auth` tier per
+/// client IP; wrong passwords count toward the lockout.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Email or password is incorrect"),
+        (status = 429, description = "Rate limited or locked out"),
+        (status = 503, description = "Password checking or the rate limiter is busy")))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -137,6 +146,9 @@ pub(super) fn session_expiry(state: &AppState) -> DateTime<Utc> {
     Utc::now() + Duration::seconds(state.settings.auth.dashboard_token_ttl_secs as i64)
 }
 
+/// Revokes this dashboard token's session, on every instance at once.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("dashboard" = [])),
+    responses((status = 204, description = "Signed out")))]
 async fn logout(State(state): State<AppState>, user: TenantUser) -> Result<StatusCode, ApiError> {
     let mut tx = state.store.tenant(user.tenant).await?;
     sessions::revoke_dashboard(&mut tx, user.session_id).await?;
@@ -144,13 +156,17 @@ async fn logout(State(state): State<AppState>, user: TenantUser) -> Result<Statu
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Me {
+    #[schema(value_type = uuid::Uuid)]
     user_id: UserId,
     role: tenants::Role,
     tenant: tenants::Tenant,
 }
 
+/// Who this token belongs to.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("dashboard" = [])),
+    responses((status = 200, description = "The signed-in user", body = Me)))]
 async fn me(State(state): State<AppState>, user: TenantUser) -> Result<Json<Me>, ApiError> {
     let mut tx = state.store.tenant(user.tenant).await?;
     let tenant = tenants::current(&mut tx).await?;

@@ -8,11 +8,12 @@ use agentry_actors::ConversationId;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::Scope;
@@ -27,30 +28,30 @@ const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
 /// A search phrase, not a document.
 const MAX_SEARCH_CHARS: usize = 200;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/conversations", get(list))
-        .route("/conversations/{conversation_id}", get(show))
-        .route(
-            "/conversations/{conversation_id}/session",
-            delete(revoke_session),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(revoke_session))
 }
 
 /// Which conversations to list: the query of `GET /conversations` and the
 /// `search_conversations` MCP tool.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Conversations per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `open`, or `waiting_for_human` for those escalated to a person.
     status: Option<String>,
     /// Only this agent's conversations.
     agent_id: Option<Uuid>,
     /// Only conversations with a message containing this text (case-insensitive).
+    #[param(max_length = 200)]
     q: Option<String>,
     /// Only conversations started after this time (RFC 3339).
     started_after: Option<DateTime<Utc>>,
@@ -58,13 +59,16 @@ pub struct ConversationQuery {
     started_before: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConversationList {
     conversations: Vec<ConversationSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
 }
 
+/// Conversations, newest first, a page at a time.
+#[utoipa::path(get, path = "/conversations", tag = "conversations", security(("dashboard" = []), ("api_token" = ["conversations:read"])), params(ConversationQuery),
+    responses((status = 200, description = "A page of conversations", body = ConversationList), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
@@ -96,6 +100,12 @@ pub async fn list_conversations(
             "q must be at most {MAX_SEARCH_CHARS} characters"
         )));
     }
+    // PostgreSQL text cannot hold NUL: the search would fail, not find nothing.
+    if text.is_some_and(|q| q.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "q must not contain NUL characters".into(),
+        ));
+    }
     let mut tx = state.store.tenant(caller.tenant()).await?;
     let rows = conversations::list(
         &mut tx,
@@ -118,15 +128,16 @@ pub async fn list_conversations(
 }
 
 /// A message of a transcript.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TranscriptMessage {
     id: Uuid,
+    #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
     role: MessageRole,
     content: String,
     created_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConversationDetail {
     #[serde(flatten)]
     conversation: ConversationSummary,
@@ -134,6 +145,9 @@ pub struct ConversationDetail {
     messages: Vec<TranscriptMessage>,
 }
 
+/// One conversation with its transcript.
+#[utoipa::path(get, path = "/conversations/{conversation_id}", tag = "conversations", security(("dashboard" = []), ("api_token" = ["conversations:read"])), params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    responses((status = 200, description = "The conversation", body = ConversationDetail), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn show(
     State(state): State<AppState>,
     caller: Principal,
@@ -168,6 +182,8 @@ pub async fn get_conversation(
 }
 
 /// Ends the visitor's widget session behind a conversation, on every instance at once.
+#[utoipa::path(delete, path = "/conversations/{conversation_id}/session", tag = "conversations", security(("dashboard" = [])), params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    responses((status = 204, description = "The visitor's session, if any, is ended"), (status = 403, description = "Your role cannot change configuration")))]
 async fn revoke_session(
     State(state): State<AppState>,
     user: TenantUser,

@@ -6,9 +6,10 @@ use agentry_actors::knowledge::ContentType;
 use agentry_actors::AgentId;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::Scope;
@@ -19,26 +20,32 @@ use crate::http::AppState;
 use crate::kb_ingest::{self, IngestJob};
 use crate::rate_limit::Tier;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/{agent_id}/documents", get(list).post(create))
-        .route("/agents/{agent_id}/documents/{document_id}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDocument {
+    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
     pub title: String,
+    #[schema(min_length = 1, pattern = r"\S")]
     pub content: String,
     /// `text` (default), `markdown` or `html`.
+    #[schema(pattern = "^(text|markdown|html)$")]
     pub content_type: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DocumentList {
     documents: Vec<Document>,
 }
 
+/// The agent's knowledge-base documents (without their content).
+#[utoipa::path(get, path = "/agents/{agent_id}/documents", tag = "knowledge", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    responses((status = 200, description = "The documents", body = DocumentList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -51,6 +58,11 @@ async fn list(
     }))
 }
 
+/// Adds a document, stored `pending` and ingested in the background;
+/// counted on the tenant's `upload` tier.
+#[utoipa::path(post, path = "/agents/{agent_id}/documents", tag = "knowledge", security(("dashboard" = []), ("api_token" = ["knowledge:write"])), params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    request_body = NewDocument,
+    responses((status = 201, description = "Stored, ingestion queued", body = Document), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn create(
     State(state): State<AppState>,
     caller: Principal,
@@ -111,6 +123,8 @@ pub async fn add_document(
     Ok((limited, document))
 }
 
+#[utoipa::path(delete, path = "/agents/{agent_id}/documents/{document_id}", tag = "knowledge", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id"), ("document_id" = Uuid, Path, description = "The document's id")),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(
     State(state): State<AppState>,
     user: TenantUser,

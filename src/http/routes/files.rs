@@ -15,11 +15,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Multipart, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::db::files::{self as db_files, FileRow, NewFile, NewShare, Share};
@@ -37,27 +38,27 @@ pub const MULTIPART_SLACK_BYTES: u64 = 64 * 1024;
 const MAX_NAME_CHARS: usize = 255;
 
 /// `/api/v1/files…` but the upload (see [`upload_router`]).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/files", get(list))
-        .route("/files/{file_id}", get(show).delete(remove))
-        .route("/files/{file_id}/content", get(content))
-        .route("/files/{file_id}/share", post(share))
-        .route("/files/{file_id}/shares", get(list_shares))
-        .route("/files/{file_id}/shares/{share_id}", delete(revoke_share))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(content))
+        .routes(routes!(share))
+        .routes(routes!(list_shares))
+        .routes(routes!(revoke_share))
 }
 
 /// `POST /api/v1/files`, mounted with its own body limit and deadline.
-pub fn upload_router() -> Router<AppState> {
-    Router::new().route("/api/v1/files", post(upload))
+pub fn upload_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upload))
 }
 
 /// `/api/files/shared/{share_id}`, for whoever holds a share link.
-pub fn shared_router() -> Router<AppState> {
-    Router::new().route("/api/files/shared/{share_id}", get(shared))
+pub fn shared_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(shared))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FileView {
     id: Uuid,
     name: String,
@@ -129,6 +130,18 @@ fn clean_name(raw: Option<&str>) -> String {
     }
 }
 
+/// The multipart body of an upload, as the docs describe it (the handler
+/// reads the fields as a stream).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The file; its content type is told from its bytes.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Make the file (once clean) a document of this agent.
+    agent_id: Option<Uuid>,
+}
+
 /// What the multipart body carried.
 struct Received {
     name: String,
@@ -136,6 +149,11 @@ struct Received {
     agent: Option<Uuid>,
 }
 
+/// Uploads a file (owners and admins), streamed and sealed on the way in;
+/// counted on the tenant's `upload` tier. Its limit is `files.max_bytes`.
+#[utoipa::path(post, path = "/api/v1/files", tag = "files", security(("dashboard" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Stored (`pending` while a scan is due)", body = FileView), (status = 403, description = "Your role cannot change configuration")))]
 async fn upload(
     State(state): State<AppState>,
     user: TenantUser,
@@ -316,12 +334,15 @@ async fn save(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FileList {
     files: Vec<FileView>,
     next_cursor: Option<Uuid>,
 }
 
+/// Files, newest first.
+#[utoipa::path(get, path = "/files", tag = "files", security(("dashboard" = [])), params(PageQuery),
+    responses((status = 200, description = "A page of files", body = FileList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -339,6 +360,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/files/{file_id}", tag = "files", security(("dashboard" = [])), params(("file_id" = Uuid, Path, description = "The file's id")),
+    responses((status = 200, description = "The file's metadata", body = FileView)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -348,6 +371,9 @@ async fn show(
     Ok(Json(db_files::get(&mut tx, id).await?.into()))
 }
 
+/// Deletes the file, its share links and the document made from it (owners and admins).
+#[utoipa::path(delete, path = "/files/{file_id}", tag = "files", security(("dashboard" = [])), params(("file_id" = Uuid, Path, description = "The file's id")),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(
     State(state): State<AppState>,
     user: TenantUser,
@@ -369,6 +395,18 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The file's bytes (a `Range` reads only part); never before its scan.
+#[utoipa::path(get, path = "/files/{file_id}/content", tag = "files", security(("dashboard" = [])),
+    params(("file_id" = Uuid, Path, description = "The file's id"), ("range" = Option<String>, Header, description = "`bytes=start-end`")),
+    responses((status = 200, description = "The file's bytes, as the type told from them (`application/pdf`, `image/png` …)", content_type = "*/*", body = Vec<u8>,
+            headers(("content-disposition" = String, description = "`attachment` with the file's name"),
+                ("accept-ranges" = String, description = "`bytes`"))),
+        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "*/*", body = Vec<u8>,
+            headers(("content-range" = String, description = "`bytes start-end/size`"))),
+        (status = 409, description = "Still being scanned for viruses"),
+        (status = 416, description = "The range is not within the file",
+            headers(("content-range" = String, description = "`bytes */size`"))),
+        (status = 451, description = "The virus scanner flagged it: never served")))]
 async fn content(
     State(state): State<AppState>,
     user: TenantUser,
@@ -487,16 +525,17 @@ fn attachment(name: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShareBody {
-    /// `1h`, `24h`, `7d`, `30d` or `permanent`.
+    /// `1h`, `24h`, `7d`, `30d` (as `files.share_expiries` names them) or `permanent`.
+    #[schema(example = "7d")]
     expires_in: String,
     /// The customer the link is for.
     lead_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShareView {
     id: Uuid,
     file_id: Uuid,
@@ -531,6 +570,9 @@ fn share_view(state: &AppState, tenant: TenantId, share: Share) -> ShareView {
     }
 }
 
+/// A share link for the file (owners and admins).
+#[utoipa::path(post, path = "/files/{file_id}/share", tag = "files", security(("dashboard" = [])), params(("file_id" = Uuid, Path, description = "The file's id")), request_body = NewShareBody,
+    responses((status = 201, description = "The link", body = ShareView), (status = 403, description = "Your role cannot change configuration")))]
 async fn share(
     State(state): State<AppState>,
     user: TenantUser,
@@ -595,11 +637,13 @@ async fn share(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShareList {
     shares: Vec<ShareView>,
 }
 
+#[utoipa::path(get, path = "/files/{file_id}/shares", tag = "files", security(("dashboard" = [])), params(("file_id" = Uuid, Path, description = "The file's id")),
+    responses((status = 200, description = "The file's share links", body = ShareList)))]
 async fn list_shares(
     State(state): State<AppState>,
     user: TenantUser,
@@ -616,6 +660,9 @@ async fn list_shares(
     }))
 }
 
+#[utoipa::path(delete, path = "/files/{file_id}/shares/{share_id}", tag = "files", security(("dashboard" = [])),
+    params(("file_id" = Uuid, Path, description = "The file's id"), ("share_id" = Uuid, Path, description = "The share link's id")),
+    responses((status = 204, description = "Revoked"), (status = 403, description = "Your role cannot change configuration")))]
 async fn revoke_share(
     State(state): State<AppState>,
     user: TenantUser,
@@ -628,12 +675,32 @@ async fn revoke_share(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A share link's query, as its `url` gives it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LinkQuery {
     expires: i64,
     signature: String,
 }
 
+/// A shared file, through its link (no bearer token). Counted on the
+/// tenant's `standard` tier.
+#[utoipa::path(get, path = "/api/files/shared/{share_id}", tag = "files",
+    params(("share_id" = Uuid, Path, description = "The share link's id"), LinkQuery,
+        ("range" = Option<String>, Header, description = "`bytes=start-end`")),
+    responses((status = 200, description = "The file's bytes, as the type told from them (`application/pdf`, `image/png` …)", content_type = "*/*", body = Vec<u8>,
+            headers(("content-disposition" = String, description = "`attachment` with the file's name"),
+                ("accept-ranges" = String, description = "`bytes`"))),
+        (status = 206, description = "The range asked for (one `Range: bytes=`)", content_type = "*/*", body = Vec<u8>,
+            headers(("content-range" = String, description = "`bytes start-end/size`"))),
+        (status = 409, description = "Still being scanned for viruses"),
+        (status = 416, description = "The range is not within the file",
+            headers(("content-range" = String, description = "`bytes */size`"))),
+        (status = 451, description = "The virus scanner flagged it: never served"),
+        (status = 403, description = "The link is not valid"),
+        (status = 410, description = "The link was revoked or has expired"),
+        (status = 429, description = "The tenant's standard tier is exhausted"),
+        (status = 503, description = "File storage or the rate limiter is unavailable")))]
 async fn shared(
     State(state): State<AppState>,
     IdPath(share): IdPath<Uuid>,

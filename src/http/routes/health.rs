@@ -7,13 +7,46 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Liveness {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Readiness {
+    #[schema(example = "ready")]
+    status: String,
+    checks: Checks,
+}
+
+/// `ok` or `unreachable` per dependency.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Checks {
+    postgres: String,
+    redis: String,
+}
+
+/// The 503 body: the error, and the checks that name what failed.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct NotReady {
+    error: crate::http::openapi::ErrorDetail,
+    checks: Checks,
 }
 
 /// The metrics listener's router: `/metrics` only (see `metrics.bind`).
@@ -24,11 +57,16 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 /// The process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Liveness)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// PostgreSQL and Redis both answer; otherwise 503 naming what does not.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "PostgreSQL or Redis unreachable", body = NotReady)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let (postgres_ok, redis_ok) =
         crate::saturation::check_dependencies(&state.store, &state.bus).await;

@@ -5,12 +5,13 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::Scope;
@@ -24,19 +25,21 @@ use crate::http::AppState;
 
 const MAX_NOTES_CHARS: usize = 10_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/leads", get(list).post(create))
-        .route("/leads/{lead_id}", get(show).patch(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update))
 }
 
 /// Which leads to list: the query of `GET /leads` and the `list_leads` MCP tool.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LeadQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Leads per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Only leads created after this time (RFC 3339).
     created_after: Option<DateTime<Utc>>,
@@ -44,13 +47,16 @@ pub struct LeadQuery {
     created_before: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LeadList {
     leads: Vec<Lead>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
 }
 
+/// Leads, newest first, a page at a time.
+#[utoipa::path(get, path = "/leads", tag = "leads", security(("dashboard" = []), ("api_token" = ["leads:read"])), params(LeadQuery),
+    responses((status = 200, description = "A page of leads", body = LeadList), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
@@ -84,7 +90,7 @@ pub async fn list_leads(
 }
 
 /// A lead added by hand or by automation: `POST /leads` and `create_lead`.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLead {
     /// The person's name.
@@ -98,6 +104,10 @@ pub struct CreateLead {
     notes: String,
 }
 
+/// Adds a lead (with an email or a phone); emits `lead.created`.
+#[utoipa::path(post, path = "/leads", tag = "leads", security(("dashboard" = []), ("api_token" = ["leads:write"])), request_body = CreateLead,
+    responses((status = 201, description = "Created", body = Lead), (status = 403, description = "The token lacks the scope, or the role cannot do this"),
+        (status = 409, description = "A lead with this email or phone exists")))]
 async fn create(
     State(state): State<AppState>,
     caller: Principal,
@@ -149,7 +159,7 @@ pub async fn create_lead(
 }
 
 /// A lead with what it asked for.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LeadDetail {
     #[serde(flatten)]
     lead: Lead,
@@ -157,6 +167,9 @@ pub struct LeadDetail {
     quote_requests: Vec<QuoteRequest>,
 }
 
+/// A lead with its bookings and quote requests.
+#[utoipa::path(get, path = "/leads/{lead_id}", tag = "leads", security(("dashboard" = []), ("api_token" = ["leads:read"])), params(("lead_id" = Uuid, Path, description = "The lead's id")),
+    responses((status = 200, description = "The lead", body = LeadDetail), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn show(
     State(state): State<AppState>,
     caller: Principal,
@@ -181,12 +194,15 @@ pub async fn get_lead(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateLead {
     notes: String,
 }
 
+/// Replaces the lead's notes; emits `lead.updated`.
+#[utoipa::path(patch, path = "/leads/{lead_id}", tag = "leads", security(("dashboard" = []), ("api_token" = ["leads:write"])), params(("lead_id" = Uuid, Path, description = "The lead's id")), request_body = UpdateLead,
+    responses((status = 200, description = "The lead as changed", body = Lead), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn update(
     State(state): State<AppState>,
     caller: Principal,

@@ -4,10 +4,11 @@
 use agentry_actors::Secret;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::llm_configs::{self, LlmConfigRow};
 use crate::http::error::ApiError;
@@ -20,7 +21,7 @@ use crate::llm::{self, ProviderKind};
 use crate::net_guard;
 
 /// What the dashboard shows: everything but the key, and whether there is one.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LlmConfigView {
     pub provider: String,
     pub model: String,
@@ -58,10 +59,13 @@ impl LlmConfigView {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/llm", get(show).put(replace).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, replace, remove))
 }
 
+/// The tenant's LLM connection, without its key (`offline` when none is set).
+#[utoipa::path(get, path = "/llm", tag = "tenant", security(("dashboard" = [])),
+    responses((status = 200, description = "The connection", body = LlmConfigView)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -75,13 +79,16 @@ async fn show(
     Ok(Json(LlmConfigView::new(&row, &connection)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LlmConfigBody {
+    /// `openai`, `azure`, `ollama`, `vllm`, `anthropic` or `offline`.
+    #[schema(example = "ollama")]
     provider: String,
     #[serde(default)]
     model: String,
     base_url: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
     api_key: Option<Secret<String>>,
     azure_deployment: Option<String>,
     azure_api_version: Option<String>,
@@ -94,6 +101,9 @@ fn non_blank(value: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Sets the tenant's LLM connection (owners and admins); the key is sealed.
+#[utoipa::path(put, path = "/llm", tag = "tenant", security(("dashboard" = [])), request_body = LlmConfigBody,
+    responses((status = 200, description = "The connection as stored", body = LlmConfigView), (status = 403, description = "Your role cannot change configuration")))]
 async fn replace(
     State(state): State<AppState>,
     user: TenantUser,
@@ -126,6 +136,9 @@ async fn replace(
     Ok(Json(LlmConfigView::new(&stored, &connection)))
 }
 
+/// Back to the built-in offline responder (owners and admins).
+#[utoipa::path(delete, path = "/llm", tag = "tenant", security(("dashboard" = [])),
+    responses((status = 204, description = "Removed"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(State(state): State<AppState>, user: TenantUser) -> Result<StatusCode, ApiError> {
     user.require_manager()?;
     let mut tx = state.store.tenant(user.tenant).await?;

@@ -24,14 +24,14 @@ pub mod webhook_endpoints;
 pub mod widget;
 pub mod widgets;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::error::ApiError;
 use super::AppState;
 
 /// `/api/v1`: the dashboard API (tenant users) and the operator API (`/admin`).
-pub fn api_v1() -> Router<AppState> {
-    Router::new()
+pub fn api_v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(auth::router())
         .merge(agents::router())
         .merge(widgets::router())

@@ -6,10 +6,11 @@
 use agentry_actors::{AgentId, Secret};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::db::twilio::{self, NewConfig, PhoneNumber, Suppression, TwilioConfig};
@@ -18,19 +19,13 @@ use crate::http::extract::{ApiJson, IdPath, TenantUser};
 use crate::http::AppState;
 use crate::twilio::sms_text::is_e164;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/phone-numbers", get(list_numbers).post(add_number))
-        .route(
-            "/phone-numbers/{number_id}",
-            get(show_number).patch(move_number).delete(remove_number),
-        )
-        .route(
-            "/twilio",
-            get(show_config).put(replace_config).delete(remove_config),
-        )
-        .route("/sms-suppressions", get(list_suppressions))
-        .route("/sms-suppressions/{sender}", delete(lift_suppression))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_numbers, add_number))
+        .routes(routes!(show_number, move_number, remove_number))
+        .routes(routes!(show_config, replace_config, remove_config))
+        .routes(routes!(list_suppressions))
+        .routes(routes!(lift_suppression))
 }
 
 fn e164(field: &str, number: &str) -> Result<(), ApiError> {
@@ -43,11 +38,13 @@ fn e164(field: &str, number: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NumberList {
     phone_numbers: Vec<PhoneNumber>,
 }
 
+#[utoipa::path(get, path = "/phone-numbers", tag = "telephony", security(("dashboard" = [])),
+    responses((status = 200, description = "The tenant's numbers", body = NumberList)))]
 async fn list_numbers(
     State(state): State<AppState>,
     user: TenantUser,
@@ -58,13 +55,19 @@ async fn list_numbers(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNumber {
+    /// E.164, such as `+14155550100`.
+    #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     number: String,
     agent_id: Uuid,
 }
 
+/// A number (E.164) answered by one agent (owners and admins).
+#[utoipa::path(post, path = "/phone-numbers", tag = "telephony", security(("dashboard" = [])), request_body = NewNumber,
+    responses((status = 201, description = "Added", body = PhoneNumber), (status = 403, description = "Your role cannot change configuration"),
+        (status = 409, description = "The number is taken")))]
 async fn add_number(
     State(state): State<AppState>,
     user: TenantUser,
@@ -84,6 +87,8 @@ async fn add_number(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(get, path = "/phone-numbers/{number_id}", tag = "telephony", security(("dashboard" = [])), params(("number_id" = Uuid, Path, description = "The phone number's id")),
+    responses((status = 200, description = "The number", body = PhoneNumber)))]
 async fn show_number(
     State(state): State<AppState>,
     user: TenantUser,
@@ -93,12 +98,15 @@ async fn show_number(
     Ok(Json(twilio::get_number(&mut tx, id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MoveNumber {
     agent_id: Uuid,
 }
 
+/// Hands the number to another agent (owners and admins).
+#[utoipa::path(patch, path = "/phone-numbers/{number_id}", tag = "telephony", security(("dashboard" = [])), params(("number_id" = Uuid, Path, description = "The phone number's id")), request_body = MoveNumber,
+    responses((status = 200, description = "The number as changed", body = PhoneNumber), (status = 403, description = "Your role cannot change configuration")))]
 async fn move_number(
     State(state): State<AppState>,
     user: TenantUser,
@@ -113,6 +121,8 @@ async fn move_number(
     Ok(Json(moved))
 }
 
+#[utoipa::path(delete, path = "/phone-numbers/{number_id}", tag = "telephony", security(("dashboard" = [])), params(("number_id" = Uuid, Path, description = "The phone number's id")),
+    responses((status = 204, description = "Removed"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove_number(
     State(state): State<AppState>,
     user: TenantUser,
@@ -126,7 +136,7 @@ async fn remove_number(
 }
 
 /// What the dashboard shows: everything but the auth token.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConfigView {
     account_sid: String,
     has_auth_token: bool,
@@ -149,6 +159,10 @@ impl From<TwilioConfig> for ConfigView {
     }
 }
 
+/// The tenant's Twilio account, without its auth token.
+#[utoipa::path(get, path = "/twilio", tag = "telephony", security(("dashboard" = [])),
+    responses((status = 200, description = "The account", body = ConfigView),
+        (status = 404, description = "No Twilio account is set")))]
 async fn show_config(
     State(state): State<AppState>,
     user: TenantUser,
@@ -160,10 +174,13 @@ async fn show_config(
     Ok(Json(config.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigBody {
+    /// `AC` and 32 lowercase hex digits.
+    #[schema(pattern = "^AC[0-9a-f]{32}$")]
     account_sid: String,
+    #[schema(value_type = String, format = Password)]
     auth_token: Secret<String>,
     help_text: Option<String>,
     voice_greeting: Option<String>,
@@ -179,6 +196,9 @@ fn optional_text(field: &str, text: Option<&str>, max: usize) -> Result<Option<S
     Ok(Some(text.to_owned()))
 }
 
+/// Sets the Twilio account (owners and admins); the auth token is sealed.
+#[utoipa::path(put, path = "/twilio", tag = "telephony", security(("dashboard" = [])), request_body = ConfigBody,
+    responses((status = 200, description = "The account as stored", body = ConfigView), (status = 403, description = "Your role cannot change configuration")))]
 async fn replace_config(
     State(state): State<AppState>,
     user: TenantUser,
@@ -231,6 +251,9 @@ async fn replace_config(
     Ok(Json(stored.into()))
 }
 
+#[utoipa::path(delete, path = "/twilio", tag = "telephony", security(("dashboard" = [])),
+    responses((status = 204, description = "Removed"), (status = 403, description = "Your role cannot change configuration"),
+        (status = 404, description = "No Twilio account is set")))]
 async fn remove_config(
     State(state): State<AppState>,
     user: TenantUser,
@@ -246,11 +269,14 @@ async fn remove_config(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SuppressionList {
     suppressions: Vec<Suppression>,
 }
 
+/// Senders who opted out of SMS.
+#[utoipa::path(get, path = "/sms-suppressions", tag = "telephony", security(("dashboard" = [])),
+    responses((status = 200, description = "The suppression list", body = SuppressionList)))]
 async fn list_suppressions(
     State(state): State<AppState>,
     user: TenantUser,
@@ -262,12 +288,21 @@ async fn list_suppressions(
 }
 
 /// Lets the tenant message a sender again (who asked for it outside SMS).
+#[utoipa::path(delete, path = "/sms-suppressions/{sender}", tag = "telephony", security(("dashboard" = [])),
+    params(("sender" = String, Path, description = "The sender's number, E.164")),
+    responses((status = 204, description = "Lifted"), (status = 403, description = "Your role cannot change configuration"),
+        (status = 400, description = "The path is not valid UTF-8"),
+        (status = 404, description = "The sender is not suppressed")))]
 async fn lift_suppression(
     State(state): State<AppState>,
     user: TenantUser,
     Path(sender): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     user.require_manager()?;
+    // No suppressed sender holds a NUL, and PostgreSQL text could not hold one.
+    if sender.contains('\0') {
+        return Err(ApiError::NotFound);
+    }
     let mut tx = state.store.tenant(user.tenant).await?;
     let lifted = twilio::unsuppress(&mut tx, sender.trim()).await?;
     tx.commit().await?;

@@ -13,15 +13,19 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ApiJson, TenantUser};
 use crate::http::AppState;
+use crate::privacy::export::Bundle;
 use crate::privacy::{erase, export, PersonKey};
 use crate::rate_limit::Tier;
 
@@ -31,14 +35,15 @@ const EXPLANATION: &str = "The person's lead, conversations, messages, bookings,
     those fields can no longer be read. Webhook events that carried their data were kept with \
     the payload redacted and will not be sent again.";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/privacy/export", get(export_person))
-        .route("/privacy/erase", post(erase_person))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(export_person))
+        .routes(routes!(erase_person))
 }
 
 /// The one key a person is asked about by.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PersonFields {
     lead_id: Option<String>,
@@ -57,6 +62,35 @@ impl PersonFields {
     }
 }
 
+/// What an export answers.
+#[derive(Serialize, ToSchema)]
+struct Export {
+    /// `lead_id`, `email` or `phone`: the key asked by.
+    key_kind: &'static str,
+    exported_at: DateTime<Utc>,
+    /// Nothing is held (never met, or erased: the answer does not tell which).
+    empty: bool,
+    bundle: Bundle,
+}
+
+/// What an erasure answers.
+#[derive(Serialize, ToSchema)]
+struct ErasureReport {
+    erasure_id: Uuid,
+    key_kind: &'static str,
+    /// Rows deleted, per kind.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    erased: BTreeMap<&'static str, u64>,
+    /// Audit rows kept with their personal fields made unreadable, and
+    /// events kept with their payload redacted.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    shredded: BTreeMap<&'static str, u64>,
+    recording_objects_removed: u64,
+    /// Recording objects not removed from storage (logged; nothing links to them).
+    recording_objects_left: u64,
+    explanation: &'static str,
+}
+
 /// A manager, within the privacy tier.
 async fn admit(state: &AppState, user: &TenantUser) -> Result<RateHeaders, ApiError> {
     user.require_manager()?;
@@ -65,11 +99,15 @@ async fn admit(state: &AppState, user: &TenantUser) -> Result<RateHeaders, ApiEr
         .await
 }
 
+/// Everything held about one person (owners and admins; the `privacy` tier).
+#[utoipa::path(get, path = "/privacy/export", tag = "privacy", security(("dashboard" = [])), params(PersonFields),
+    responses((status = 200, description = "The person's data, possibly empty", body = Export), (status = 400, description = "Not exactly one of lead_id, email, phone"), (status = 403, description = "Your role cannot change configuration"),
+        (status = 409, description = "Several leads share this phone: ask by lead_id (their ids are named)")))]
 async fn export_person(
     State(state): State<AppState>,
     user: TenantUser,
     query: Result<Query<PersonFields>, QueryRejection>,
-) -> Result<(RateHeaders, Json<Value>), ApiError> {
+) -> Result<(RateHeaders, Json<Export>), ApiError> {
     let limited = admit(&state, &user).await?;
     let Query(fields) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let key = fields.key()?;
@@ -80,20 +118,24 @@ async fn export_person(
     metrics::counter!("agentry_privacy_exports_total", "key_kind" => key.kind()).increment(1);
     Ok((
         limited,
-        Json(json!({
-            "key_kind": key.kind(),
-            "exported_at": Utc::now(),
-            "empty": bundle.is_empty(),
-            "bundle": bundle,
-        })),
+        Json(Export {
+            key_kind: key.kind(),
+            exported_at: Utc::now(),
+            empty: bundle.is_empty(),
+            bundle,
+        }),
     ))
 }
 
+/// Erases one person: their rows deleted, their audit rows' personal fields shredded.
+#[utoipa::path(post, path = "/privacy/erase", tag = "privacy", security(("dashboard" = [])), request_body = PersonFields,
+    responses((status = 200, description = "What was erased", body = ErasureReport), (status = 400, description = "Not exactly one of lead_id, email, phone"), (status = 403, description = "Your role cannot change configuration"),
+        (status = 409, description = "Several leads share this phone: ask by lead_id (their ids are named)")))]
 async fn erase_person(
     State(state): State<AppState>,
     user: TenantUser,
     ApiJson(fields): ApiJson<PersonFields>,
-) -> Result<(RateHeaders, Json<Value>), ApiError> {
+) -> Result<(RateHeaders, Json<ErasureReport>), ApiError> {
     let limited = admit(&state, &user).await?;
     let key = fields.key()?;
     let mut tx = state.store.tenant(user.tenant).await?;
@@ -112,14 +154,14 @@ async fn erase_person(
     tracing::info!(erasure = %erasure.id, key_kind = erasure.key_kind, "privacy erasure");
     Ok((
         limited,
-        Json(json!({
-            "erasure_id": erasure.id,
-            "key_kind": erasure.key_kind,
-            "erased": erasure.erased,
-            "shredded": erasure.shredded,
-            "recording_objects_removed": erasure.recording_objects.len() as u64 - objects_left,
-            "recording_objects_left": objects_left,
-            "explanation": EXPLANATION,
-        })),
+        Json(ErasureReport {
+            erasure_id: erasure.id,
+            key_kind: erasure.key_kind,
+            recording_objects_removed: erasure.recording_objects.len() as u64 - objects_left,
+            erased: erasure.erased,
+            shredded: erasure.shredded,
+            recording_objects_left: objects_left,
+            explanation: EXPLANATION,
+        }),
     ))
 }

@@ -14,10 +14,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::db::recordings::{self, Recording};
@@ -30,18 +31,18 @@ use crate::recordings::capability::CapabilityError;
 use crate::recordings::RecordingError;
 
 /// `/api/v1/recordings…`, for signed-in tenant users.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/recordings", get(list))
-        .route("/recordings/{recording_id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 /// `/api/recordings/{id}/audio`, for whoever holds a signed link.
-pub fn audio_router() -> Router<AppState> {
-    Router::new().route("/api/recordings/{recording_id}/audio", get(audio))
+pub fn audio_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(audio))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RecordingView {
     id: Uuid,
     conversation_id: Option<Uuid>,
@@ -77,12 +78,15 @@ fn view(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RecordingList {
     recordings: Vec<RecordingView>,
     next_cursor: Option<Uuid>,
 }
 
+/// Call recordings, newest first, each with a signed `url` to its audio.
+#[utoipa::path(get, path = "/recordings", tag = "telephony", security(("dashboard" = [])), params(PageQuery),
+    responses((status = 200, description = "A page of recordings", body = RecordingList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -104,6 +108,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/recordings/{recording_id}", tag = "telephony", security(("dashboard" = [])), params(("recording_id" = Uuid, Path, description = "The recording's id")),
+    responses((status = 200, description = "The recording", body = RecordingView)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -114,13 +120,24 @@ async fn show(
     Ok(Json(view(&state, user.tenant, recording, Utc::now())))
 }
 
-#[derive(Deserialize)]
+/// A signed link's query, as `url` in a recording's view gives it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LinkQuery {
     tenant: Uuid,
     expires: i64,
     signature: String,
 }
 
+/// A recording's audio through its signed link (no bearer token: an
+/// `<audio>` element cannot send one). Counted on the tenant's `standard` tier.
+#[utoipa::path(get, path = "/api/recordings/{recording_id}/audio", tag = "telephony",
+    params(("recording_id" = Uuid, Path, description = "The recording's id"), LinkQuery),
+    responses((status = 200, description = "The audio (WAV)", content_type = "audio/wav", body = Vec<u8>),
+        (status = 403, description = "The link is incomplete, expired or not valid"),
+        (status = 404, description = "A valid link to a recording since deleted"),
+        (status = 429, description = "The tenant's standard tier is exhausted"),
+        (status = 503, description = "Recording storage or the rate limiter is unavailable")))]
 async fn audio(
     State(state): State<AppState>,
     IdPath(id): IdPath<Uuid>,

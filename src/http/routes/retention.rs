@@ -4,9 +4,10 @@
 //! what is older.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::retention::{self, Retention, RetentionRow};
 use crate::http::error::ApiError;
@@ -17,19 +18,22 @@ use crate::http::AppState;
 pub const MIN_DAYS: i64 = 1;
 pub const MAX_DAYS: i64 = 3650;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/retention", get(show).put(set))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, set))
 }
 
 /// The whole setting: a field left out keeps that data forever, like `null`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RetentionBody {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     conversations_days: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     webhook_deliveries_days: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     files_days: Option<i64>,
 }
 
@@ -43,6 +47,9 @@ fn days(field: &str, value: Option<i64>) -> Result<Option<i32>, ApiError> {
     }
 }
 
+/// How many days each kind of data is kept (`null`: forever).
+#[utoipa::path(get, path = "/retention", tag = "tenant", security(("dashboard" = [])),
+    responses((status = 200, description = "The retention windows", body = RetentionRow)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -53,6 +60,9 @@ async fn show(
     Ok(Json(row))
 }
 
+/// Replaces the retention windows (owners and admins); a field left out is `null`.
+#[utoipa::path(put, path = "/retention", tag = "tenant", security(("dashboard" = [])), request_body = RetentionBody,
+    responses((status = 200, description = "The windows as set", body = RetentionRow), (status = 403, description = "Your role cannot change configuration")))]
 async fn set(
     State(state): State<AppState>,
     user: TenantUser,

@@ -32,8 +32,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, OriginalUri, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::twilio::{self, CalledNumber, OutboundSms};
 use crate::domain::first_chars;
@@ -55,14 +55,79 @@ const CONNECTING: &str = "Connecting you now.";
 const TOO_SLOW: &str = "Sorry, that is taking me too long. Could you say that again?";
 const UNAVAILABLE: &str = "Sorry, I can't answer right now. Please try again later.";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sms", post(sms))
-        .route("/sms/status", post(sms_status))
-        .route("/voice", post(voice))
-        .route("/voice/gather", post(voice_gather))
-        .route("/voice/status", post(voice_status))
-        .route("/voice/recording", post(voice_recording))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sms))
+        .routes(routes!(sms_status))
+        .routes(routes!(voice))
+        .routes(routes!(voice_gather))
+        .routes(routes!(voice_status))
+        .routes(routes!(voice_recording))
+}
+
+// The form parameters each webhook reads, for the API document (the
+// handlers read the signed form as Twilio sent it, in order: see [`Signed`]).
+// Twilio sends many more, which are signed and ignored.
+
+/// An inbound text message.
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct SmsForm {
+    /// The tenant's number texted (E.164).
+    To: String,
+    /// The sender (E.164).
+    From: String,
+    Body: Option<String>,
+    MessageSid: Option<String>,
+}
+
+/// A status callback of a message the tenant's number sent.
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct SmsStatusForm {
+    /// The tenant's number that sent it.
+    From: String,
+    MessageSid: String,
+    MessageStatus: Option<String>,
+    SmsStatus: Option<String>,
+    ErrorCode: Option<String>,
+}
+
+/// A call, or a call's event.
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct CallForm {
+    /// The tenant's number called (E.164).
+    To: String,
+    From: Option<String>,
+    CallSid: String,
+    /// What the caller said (`/voice/gather`).
+    SpeechResult: Option<String>,
+    /// The call's state (`/voice/status`): `completed`, `busy` …
+    CallStatus: Option<String>,
+}
+
+/// A recording status callback (the tenant's number is in the query).
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct RecordingForm {
+    /// Only `completed` is acted on.
+    RecordingStatus: String,
+    RecordingSid: String,
+    CallSid: String,
+    /// Downloaded only from `twilio.recording_hosts`.
+    RecordingUrl: String,
+    RecordingDuration: Option<String>,
+    AccountSid: Option<String>,
+}
+
+/// The callback URL's query: the tenant's number.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct RecordingQuery {
+    /// The tenant's number, E.164 (`%2B14155550100`).
+    number: String,
 }
 
 /// Where a request names the tenant's number.
@@ -155,6 +220,16 @@ impl Inbound {
             ));
         }
         let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        // PostgreSQL text cannot hold NUL: such a parameter would fail its
+        // query (a 500) rather than be refused. Twilio never sends one.
+        if params
+            .iter()
+            .any(|(key, value)| key.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(
+                "a form parameter holds a NUL character".into(),
+            ));
+        }
         let called = match number_in {
             NumberIn::Form(field) => param(&params, field)
                 .map(str::to_owned)
@@ -163,6 +238,11 @@ impl Inbound {
                 ApiError::BadRequest("the URL's number query parameter is missing".into())
             })?,
         };
+        if called.contains('\0') {
+            return Err(ApiError::BadRequest(
+                "the number holds a NUL character".into(),
+            ));
+        }
         let number = twilio::find_called(&state.store, &called)
             .await?
             .ok_or(ApiError::NotFound)?;
@@ -255,6 +335,16 @@ fn twiml(response: TwiML) -> Response {
         .into_response()
 }
 
+/// An inbound SMS: a compliance keyword, or a chat turn answered with `<Message>`.
+#[utoipa::path(post, path = "/sms", tag = "twilio", security(("twilio_signature" = [])), request_body(content = SmsForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable")))]
 async fn sms(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -391,6 +481,16 @@ fn submit(
         .map_err(|_| ApiError::Unavailable("the assistant"))
 }
 
+/// The delivery status of a reply sent through the REST API.
+#[utoipa::path(post, path = "/sms/status", tag = "twilio", security(("twilio_signature" = [])), request_body(content = SmsStatusForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable")))]
 async fn sms_status(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<SentFrom>,
@@ -429,6 +529,16 @@ fn listen_after(state: &AppState, response: TwiML, say: &str) -> TwiML {
         .hangup()
 }
 
+/// An incoming call: the greeting and a speech `<Gather>`.
+#[utoipa::path(post, path = "/voice", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable")))]
 async fn voice(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -453,6 +563,16 @@ async fn voice(
     Ok(twiml(listen_after(&state, response, &greeting)))
 }
 
+/// What the caller said: a turn answered with `<Say>` (or `<Dial>` on escalation).
+#[utoipa::path(post, path = "/voice/gather", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable")))]
 async fn voice_gather(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -509,6 +629,16 @@ async fn voice_gather(
 }
 
 /// The end of a call ends its conversation.
+/// A call's status callback; the end of a call ends its conversation.
+#[utoipa::path(post, path = "/voice/status", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable")))]
 async fn voice_status(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -528,6 +658,17 @@ async fn voice_status(
 
 /// A recording Twilio made of a call (the tenant turned recording on for the
 /// number, with this route as its recording status callback).
+/// A recording status callback: a completed recording is downloaded, sealed and stored.
+#[utoipa::path(post, path = "/voice/recording", tag = "twilio", security(("twilio_signature" = [])), request_body(content = RecordingForm, content_type = "application/x-www-form-urlencoded"), params(RecordingQuery),
+    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
+        (status = 403, description = "The Twilio signature is missing or does not match"),
+        (status = 404, description = "No tenant has this number"),
+        (status = 413, description = "Request body is too large"),
+        (status = 415, description = "Not application/x-www-form-urlencoded"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "A dependency is briefly unavailable"),
+        (status = 422, description = "The recording URL is refused (host, scheme, size or not a WAV)")))]
 async fn voice_recording(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<InQuery>,

@@ -21,11 +21,11 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::Utc;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -73,10 +73,19 @@ impl MediaBridges {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/media", get(by_query))
-        .route("/media/{token}", get(by_path))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(by_query))
+        .routes(routes!(by_path))
+}
+
+/// The token in the query, for clients that keep it (Twilio drops it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TokenQuery {
+    /// The stream token the greeting's `<Stream>` was given.
+    token: Option<String>,
 }
 
 /// The `<Stream url>` of a new media stream for `call_sid`: `wss://` when
@@ -97,6 +106,16 @@ pub fn stream_url(state: &AppState, tenant: TenantId, call_sid: &str) -> String 
     signature::public_url(&ws_base, &format!("/ws/twilio/media/{token}"))
 }
 
+/// A Twilio media stream (WebSocket) of one call, recording the caller; the
+/// token, signed for one call of one tenant, is in the path.
+#[utoipa::path(get, path = "/media/{token}", tag = "twilio",
+    params(("token" = String, Path, description = "The stream token")),
+    responses((status = 101, description = "Upgraded: Twilio Media Streams messages (`start`, `media`, `stop`) follow"),
+        (status = 400, description = "Not a WebSocket upgrade"),
+        (status = 401, description = "No stream token"),
+        (status = 403, description = "The stream token is forged, expired or for another call"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "The rate limiter is unavailable")))]
 async fn by_path(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -105,6 +124,14 @@ async fn by_path(
     accept(state, Some(token), upgrade).await
 }
 
+/// The same stream with its token in the query.
+#[utoipa::path(get, path = "/media", tag = "twilio", params(TokenQuery),
+    responses((status = 101, description = "Upgraded: Twilio Media Streams messages (`start`, `media`, `stop`) follow"),
+        (status = 400, description = "Not a WebSocket upgrade"),
+        (status = 401, description = "No stream token"),
+        (status = 403, description = "The stream token is forged, expired or for another call"),
+        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
+        (status = 503, description = "The rate limiter is unavailable")))]
 async fn by_query(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::usage_daily::{self, UsageRow};
 use crate::http::error::ApiError;
@@ -19,18 +20,23 @@ use crate::http::AppState;
 /// The longest range one request may ask for, in days (both ends included).
 pub const MAX_RANGE_DAYS: i64 = 366;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/usage", get(usage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
+    /// The first day, YYYY-MM-DD (required).
+    #[param(format = Date)]
     from: Option<String>,
+    /// The last day, YYYY-MM-DD (required; at most 366 days after `from`, both included).
+    #[param(format = Date)]
     to: Option<String>,
 }
 
-#[derive(Clone, Copy, Default, Serialize)]
+#[derive(Clone, Copy, Default, Serialize, ToSchema)]
 struct Totals {
     /// Chat turns answered (usage events of kind `chat`).
     turns: i64,
@@ -51,14 +57,14 @@ impl Totals {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Day {
     day: NaiveDate,
     #[serde(flatten)]
     totals: Totals,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ModelTotals {
     kind: String,
     provider: String,
@@ -68,14 +74,14 @@ struct ModelTotals {
     completion_tokens: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Sum {
     #[serde(flatten)]
     totals: Totals,
     by_model: Vec<ModelTotals>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UsageReport {
     from: NaiveDate,
     to: NaiveDate,
@@ -109,6 +115,10 @@ fn parse_range(query: &UsageQuery) -> Result<(NaiveDate, NaiveDate), ApiError> {
     Ok((from, to))
 }
 
+/// Daily usage totals for billing, every day of the range, and their sum.
+#[utoipa::path(get, path = "/usage", tag = "tenant", security(("dashboard" = [])), params(UsageQuery),
+    responses((status = 200, description = "The usage report", body = UsageReport),
+        (status = 400, description = "A missing, malformed or reversed date, or a range over 366 days")))]
 async fn usage(
     State(state): State<AppState>,
     user: TenantUser,

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -14,17 +13,24 @@ const WIDGET_JS: &str = include_str!("../../../web/widget.js");
 const DEMO_HTML: &str = include_str!("../../../web/demo.html");
 const DEMO_CSS: &str = include_str!("../../../web/demo.css");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/widget.js", get(widget_js))
-        .route("/demo", get(demo))
-        .route("/demo.css", get(demo_css))
-        .route(
-            "/favicon.ico",
-            get(|| async { axum::http::StatusCode::NO_CONTENT }),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(widget_js))
+        .routes(routes!(demo))
+        .routes(routes!(demo_css))
+        .routes(routes!(favicon))
 }
 
+/// No icon: an empty answer rather than a 404 in every browser's console.
+#[utoipa::path(get, path = "/favicon.ico", tag = "web",
+    responses((status = 204, description = "No icon")))]
+async fn favicon() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// The embeddable widget script (see web/README.md).
+#[utoipa::path(get, path = "/widget.js", tag = "widget",
+    responses((status = 200, description = "The widget", content_type = "text/javascript", body = String)))]
 async fn widget_js() -> Response {
     (
         [
@@ -36,6 +42,8 @@ async fn widget_js() -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/demo.css", tag = "web",
+    responses((status = 200, description = "The demo page's styles", content_type = "text/css", body = String)))]
 async fn demo_css() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -45,6 +53,9 @@ async fn demo_css() -> Response {
 }
 
 /// The demo page, only where the demo is enabled (development).
+#[utoipa::path(get, path = "/demo", tag = "web",
+    responses((status = 200, description = "The demo page", content_type = "text/html", body = String),
+        (status = 404, description = "The demo is not enabled here")))]
 async fn demo(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
     if !state.settings.demo.seed {
         return Err(ApiError::NotFound);

@@ -8,11 +8,12 @@ use agentry_actors::ports::StreamBus;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::api_tokens::Scope;
@@ -27,21 +28,22 @@ use crate::http::AppState;
 use crate::webhook_delivery::webhook_id;
 use crate::webhook_dispatch::{AttemptJob, DeliveryState};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhook-deliveries", get(list)).route(
-        "/webhook-deliveries/{delivery_id}/redeliver",
-        post(redeliver),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(redeliver))
 }
 
 /// Which delivery attempts to list: the query of `GET /webhook-deliveries`
 /// and the `list_webhook_deliveries` MCP tool.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Attempts per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Only attempts at this endpoint.
     endpoint_id: Option<Uuid>,
@@ -56,7 +58,7 @@ pub struct DeliveryQuery {
 }
 
 /// A delivery attempt as the dashboard shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryView {
     id: Uuid,
     endpoint_id: Uuid,
@@ -93,13 +95,16 @@ impl From<Delivery> for DeliveryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeliveryList {
     deliveries: Vec<DeliveryView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<Uuid>,
 }
 
+/// Delivery attempts, newest first, a page at a time.
+#[utoipa::path(get, path = "/webhook-deliveries", tag = "webhooks", security(("dashboard" = []), ("api_token" = ["webhooks:read"])), params(DeliveryQuery),
+    responses((status = 200, description = "A page of attempts", body = DeliveryList), (status = 403, description = "The token lacks the scope, or the role cannot do this")))]
 async fn list(
     State(state): State<AppState>,
     caller: Principal,
@@ -148,7 +153,7 @@ pub async fn list_deliveries(
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Redelivery {
     /// The delivery this one repeats.
     redelivery_of: Uuid,
@@ -159,11 +164,16 @@ struct Redelivery {
     attempt: u32,
     /// Always `scheduled`: the attempt runs in the background; list the
     /// deliveries of the endpoint to see its outcome.
+    #[schema(value_type = String)]
     status: &'static str,
 }
 
 /// Schedules one new attempt of the delivery's event at its endpoint, now.
 /// A manual redelivery is one attempt: if it fails it is not retried.
+#[utoipa::path(post, path = "/webhook-deliveries/{delivery_id}/redeliver", tag = "webhooks", security(("dashboard" = []), ("api_token" = ["webhooks:write"])),
+    params(("delivery_id" = Uuid, Path, description = "The delivery attempt's id")),
+    responses((status = 202, description = "One new attempt scheduled", body = Redelivery), (status = 403, description = "The token lacks the scope, or the role cannot do this"),
+        (status = 409, description = "The endpoint was deleted or is disabled")))]
 async fn redeliver(
     State(state): State<AppState>,
     caller: Principal,

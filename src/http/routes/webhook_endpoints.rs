@@ -9,13 +9,14 @@ use std::collections::BTreeSet;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::crypto::Keyring;
@@ -39,22 +40,16 @@ const SECRET_BYTES: usize = 32;
 const MAX_URL_CHARS: usize = 2_048;
 const MAX_DESCRIPTION_CHARS: usize = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhook-endpoints", get(list).post(create))
-        .route(
-            "/webhook-endpoints/{endpoint_id}",
-            get(show).patch(update).delete(remove),
-        )
-        .route(
-            "/webhook-endpoints/{endpoint_id}/rotate-secret",
-            post(rotate_secret),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(rotate_secret))
 }
 
 /// An endpoint as the API shows it: the secret masked, except in the answer
 /// that made it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EndpointView {
     id: Uuid,
     url: String,
@@ -159,10 +154,14 @@ fn checked_event_types(types: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(unique.into_iter().collect())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateEndpoint {
+    /// Checked by the SSRF guard, as every delivery is.
+    #[schema(max_length = 2048)]
     url: String,
+    /// `lead.created`, `lead.updated`, `booking.requested`, `quote.requested`, `support.escalated`.
+    #[schema(min_items = 1)]
     event_types: Vec<String>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
@@ -174,11 +173,13 @@ fn enabled_by_default() -> bool {
     true
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EndpointList {
     webhook_endpoints: Vec<EndpointView>,
 }
 
+#[utoipa::path(get, path = "/webhook-endpoints", tag = "webhooks", security(("dashboard" = [])),
+    responses((status = 200, description = "The endpoints, secrets masked", body = EndpointList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -193,6 +194,10 @@ async fn list(
     }))
 }
 
+/// An endpoint and its signing secret, shown in this response only
+/// (owners and admins). The URL must pass the SSRF guard.
+#[utoipa::path(post, path = "/webhook-endpoints", tag = "webhooks", security(("dashboard" = [])), request_body = CreateEndpoint,
+    responses((status = 201, description = "Created, with `secret`", body = EndpointView), (status = 403, description = "Your role cannot change configuration")))]
 async fn create(
     State(state): State<AppState>,
     user: TenantUser,
@@ -225,6 +230,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(get, path = "/webhook-endpoints/{endpoint_id}", tag = "webhooks", security(("dashboard" = [])), params(("endpoint_id" = Uuid, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint", body = EndpointView)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -239,7 +246,7 @@ async fn show(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateEndpoint {
     url: Option<String>,
@@ -248,6 +255,10 @@ struct UpdateEndpoint {
     description: Option<String>,
 }
 
+/// Changes the fields given (owners and admins).
+#[utoipa::path(patch, path = "/webhook-endpoints/{endpoint_id}", tag = "webhooks", security(("dashboard" = [])), params(("endpoint_id" = Uuid, Path, description = "The endpoint's id")),
+    request_body = UpdateEndpoint,
+    responses((status = 200, description = "The endpoint as changed", body = EndpointView), (status = 403, description = "Your role cannot change configuration")))]
 async fn update(
     State(state): State<AppState>,
     user: TenantUser,
@@ -287,6 +298,8 @@ async fn update(
     )))
 }
 
+#[utoipa::path(delete, path = "/webhook-endpoints/{endpoint_id}", tag = "webhooks", security(("dashboard" = [])), params(("endpoint_id" = Uuid, Path, description = "The endpoint's id")),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(
     State(state): State<AppState>,
     user: TenantUser,
@@ -300,6 +313,8 @@ async fn remove(
 }
 
 /// A new secret; the current one keeps signing beside it for the grace period.
+#[utoipa::path(post, path = "/webhook-endpoints/{endpoint_id}/rotate-secret", tag = "webhooks", security(("dashboard" = [])), params(("endpoint_id" = Uuid, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint with its new `secret`", body = EndpointView), (status = 403, description = "Your role cannot change configuration")))]
 async fn rotate_secret(
     State(state): State<AppState>,
     user: TenantUser,

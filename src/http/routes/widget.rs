@@ -18,11 +18,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::db::{chat, widgets};
@@ -33,11 +34,11 @@ use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 use crate::widget_sessions::WidgetSession;
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/session", post(create_session))
-        .route("/session/end", post(end_session))
-        .route("/messages", post(send_message).get(transcript))
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .routes(routes!(end_session))
+        .routes(routes!(send_message, transcript))
         .layer(axum::middleware::from_fn_with_state(state, cors))
 }
 
@@ -121,18 +122,26 @@ fn allow_origin(mut response: Response, origin: Option<HeaderValue>) -> Response
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionRequest {
     public_key: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionResponse {
     token: String,
     expires_at: chrono::DateTime<Utc>,
 }
 
+/// Starts a visitor session for a widget, from a page on one of its allowed
+/// origins. Counted on the `widget_sessions` tier per client IP and widget.
+#[utoipa::path(post, path = "/session", tag = "widget", params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows")), request_body = SessionRequest,
+    responses((status = 201, description = "A session token for the widget", body = SessionResponse, headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 403, description = "The page's origin may not use this widget"),
+        (status = 404, description = "No widget has this public key"),
+        (status = 429, description = "Too many new sessions from this client"),
+        (status = 503, description = "The session store or the rate limiter is unavailable")))]
 async fn create_session(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -311,9 +320,10 @@ impl Visitor {
 }
 
 /// A message as its visitor sees it: no conversation, agent or tenant ids.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VisitorMessage {
     id: Uuid,
+    #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
     role: MessageRole,
     content: String,
     created_at: chrono::DateTime<Utc>,
@@ -354,6 +364,10 @@ fn turn_refusal(error: TurnError) -> ApiError {
     }
 }
 
+/// Ends the visitor's session (the widget's "End conversation").
+#[utoipa::path(post, path = "/session/end", tag = "widget", security(("widget_session" = [])), params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows")),
+    responses((status = 204, description = "Ended", headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 403, description = "The page's origin may not use this widget")))]
 async fn end_session(
     State(state): State<AppState>,
     visitor: Visitor,
@@ -370,11 +384,15 @@ async fn end_session(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Transcript {
     messages: Vec<VisitorMessage>,
 }
 
+/// The visitor's own conversation so far.
+#[utoipa::path(get, path = "/messages", tag = "widget", security(("widget_session" = [])), params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows")),
+    responses((status = 200, description = "The messages, oldest first", body = Transcript, headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 403, description = "The page's origin may not use this widget")))]
 async fn transcript(State(state): State<AppState>, visitor: Visitor) -> Result<Response, ApiError> {
     visitor.check_widget(&state).await?;
     let mut tx = state.store.tenant(visitor.session.tenant).await?;
@@ -389,10 +407,16 @@ async fn transcript(State(state): State<AppState>, visitor: Visitor) -> Result<R
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageRequest {
     text: String,
+}
+
+/// A turn's answer to a client that did not ask for an event stream.
+#[derive(Serialize, ToSchema)]
+struct Reply {
+    reply: VisitorMessage,
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -402,6 +426,17 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// One chat turn. With `Accept: text/event-stream` the reply streams as
+/// server-sent events (`delta` `{"text"}`…, then `message` with the stored
+/// reply, then `done`; or `error` `{"error":{…}}`); otherwise it is one JSON
+/// answer. Counted on `widget_messages` (client IP and widget) and `chat`
+/// (this session).
+#[utoipa::path(post, path = "/messages", tag = "widget", security(("widget_session" = [])),
+    params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows"), ("accept" = Option<String>, Header, description = "`text/event-stream` to stream the reply")),
+    request_body = MessageRequest,
+    responses((status = 200, description = "The reply (cleaned, as stored)",
+            content((Reply = "application/json"), (String = "text/event-stream")), headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 403, description = "The page's origin may not use this widget")))]
 async fn send_message(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -452,7 +487,9 @@ async fn send_message(
         return Ok(allow_origin(
             (
                 limited,
-                Json(json!({ "reply": VisitorMessage::from(reply) })),
+                Json(Reply {
+                    reply: VisitorMessage::from(reply),
+                }),
             )
                 .into_response(),
             visitor.origin,

@@ -3,9 +3,10 @@
 use agentry_actors::{AgentId, WidgetId};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::agents;
 use crate::db::widgets::{self, Widget};
@@ -16,18 +17,17 @@ use crate::http::AppState;
 
 const MAX_ORIGINS: usize = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/{agent_id}/widgets", get(list).post(create))
-        .route(
-            "/agents/{agent_id}/widgets/{widget_id}",
-            get(show).patch(update).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WidgetBody {
+    /// Origins (`https://shop.example.com`) whose pages may use the widget.
+    #[schema(max_items = 50)]
     allowed_origins: Vec<String>,
 }
 
@@ -49,11 +49,13 @@ impl WidgetBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WidgetList {
     widgets: Vec<Widget>,
 }
 
+#[utoipa::path(get, path = "/agents/{agent_id}/widgets", tag = "agents", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    responses((status = 200, description = "The agent's widgets", body = WidgetList)))]
 async fn list(
     State(state): State<AppState>,
     user: TenantUser,
@@ -67,6 +69,10 @@ async fn list(
     }))
 }
 
+/// A widget with a fresh public key, for the origins given (owners and admins).
+#[utoipa::path(post, path = "/agents/{agent_id}/widgets", tag = "agents", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    request_body = WidgetBody,
+    responses((status = 201, description = "Created", body = Widget), (status = 403, description = "Your role cannot change configuration")))]
 async fn create(
     State(state): State<AppState>,
     user: TenantUser,
@@ -86,6 +92,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(widget)))
 }
 
+#[utoipa::path(get, path = "/agents/{agent_id}/widgets/{widget_id}", tag = "agents", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id"), ("widget_id" = Uuid, Path, description = "The widget's id")),
+    responses((status = 200, description = "The widget", body = Widget)))]
 async fn show(
     State(state): State<AppState>,
     user: TenantUser,
@@ -95,6 +103,10 @@ async fn show(
     Ok(Json(widgets::get(&mut tx, agent, widget).await?))
 }
 
+/// Replaces the widget's allowed origins (owners and admins).
+#[utoipa::path(patch, path = "/agents/{agent_id}/widgets/{widget_id}", tag = "agents", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id"), ("widget_id" = Uuid, Path, description = "The widget's id")),
+    request_body = WidgetBody,
+    responses((status = 200, description = "The widget as changed", body = Widget), (status = 403, description = "Your role cannot change configuration")))]
 async fn update(
     State(state): State<AppState>,
     user: TenantUser,
@@ -110,6 +122,8 @@ async fn update(
     Ok(Json(widget))
 }
 
+#[utoipa::path(delete, path = "/agents/{agent_id}/widgets/{widget_id}", tag = "agents", security(("dashboard" = [])), params(("agent_id" = Uuid, Path, description = "The agent's id"), ("widget_id" = Uuid, Path, description = "The widget's id")),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Your role cannot change configuration")))]
 async fn remove(
     State(state): State<AppState>,
     user: TenantUser,
