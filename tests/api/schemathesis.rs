@@ -266,7 +266,10 @@ async fn schemathesis_finds_no_contract_failure_in_any_operation() {
         .args(["--checks", CHECKS])
         .args(["--max-examples", &examples.to_string()])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--workers", "2", "--request-timeout", "30"])
+        // One worker: with two, schemathesis 4.32's coverage phase can fail
+        // with a KeyError from a cache its worker threads share (seen once
+        // under the full suite's load); the run is then also reproducible.
+        .args(["--workers", "1", "--request-timeout", "30"])
         .args(["--seed", &seed.to_string()])
         .arg("--generation-database=none")
         .arg("--report-dir")
