@@ -335,16 +335,46 @@ fn twiml(response: TwiML) -> Response {
         .into_response()
 }
 
+/// What every Twilio webhook answers: TwiML, or a refusal of the edge or of
+/// the signature check (described once here, for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum TwilioWebhookResponses {
+    /// TwiML
+    #[response(status = 200, content_type = "text/xml")]
+    TwiML(String),
+    /// A parameter the webhook needs is missing or malformed
+    #[response(status = 400)]
+    BadRequest,
+    /// The Twilio signature is missing or does not match
+    #[response(status = 403)]
+    BadSignature,
+    /// No tenant has this number
+    #[response(status = 404)]
+    UnknownNumber,
+    /// Request body is too large
+    #[response(status = 413)]
+    TooLarge,
+    /// Not application/x-www-form-urlencoded
+    #[response(status = 415)]
+    NotAForm,
+    /// The tenant's provider_webhooks tier is exhausted
+    #[response(status = 429)]
+    RateLimited,
+    /// A dependency is briefly unavailable
+    #[response(status = 503)]
+    Unavailable,
+}
+
+/// The recording URL is refused (host, scheme, size or not a WAV)
+#[derive(utoipa::IntoResponses)]
+#[response(status = 422)]
+#[allow(dead_code)]
+struct RecordingRefused;
+
 /// An inbound SMS: a compliance keyword, or a chat turn answered with `<Message>`.
 #[utoipa::path(post, path = "/sms", tag = "twilio", security(("twilio_signature" = [])), request_body(content = SmsForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable")))]
+    responses(TwilioWebhookResponses))]
 async fn sms(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -483,14 +513,7 @@ fn submit(
 
 /// The delivery status of a reply sent through the REST API.
 #[utoipa::path(post, path = "/sms/status", tag = "twilio", security(("twilio_signature" = [])), request_body(content = SmsStatusForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable")))]
+    responses(TwilioWebhookResponses))]
 async fn sms_status(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<SentFrom>,
@@ -531,14 +554,7 @@ fn listen_after(state: &AppState, response: TwiML, say: &str) -> TwiML {
 
 /// An incoming call: the greeting and a speech `<Gather>`.
 #[utoipa::path(post, path = "/voice", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable")))]
+    responses(TwilioWebhookResponses))]
 async fn voice(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -565,14 +581,7 @@ async fn voice(
 
 /// What the caller said: a turn answered with `<Say>` (or `<Dial>` on escalation).
 #[utoipa::path(post, path = "/voice/gather", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable")))]
+    responses(TwilioWebhookResponses))]
 async fn voice_gather(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -631,14 +640,7 @@ async fn voice_gather(
 /// The end of a call ends its conversation.
 /// A call's status callback; the end of a call ends its conversation.
 #[utoipa::path(post, path = "/voice/status", tag = "twilio", security(("twilio_signature" = [])), request_body(content = CallForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable")))]
+    responses(TwilioWebhookResponses))]
 async fn voice_status(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<CalledTo>,
@@ -660,15 +662,7 @@ async fn voice_status(
 /// number, with this route as its recording status callback).
 /// A recording status callback: a completed recording is downloaded, sealed and stored.
 #[utoipa::path(post, path = "/voice/recording", tag = "twilio", security(("twilio_signature" = [])), request_body(content = RecordingForm, content_type = "application/x-www-form-urlencoded"), params(RecordingQuery),
-    responses((status = 200, description = "TwiML", content_type = "text/xml", body = String),
-        (status = 400, description = "A parameter the webhook needs is missing or malformed"),
-        (status = 403, description = "The Twilio signature is missing or does not match"),
-        (status = 404, description = "No tenant has this number"),
-        (status = 413, description = "Request body is too large"),
-        (status = 415, description = "Not application/x-www-form-urlencoded"),
-        (status = 429, description = "The tenant's provider_webhooks tier is exhausted"),
-        (status = 503, description = "A dependency is briefly unavailable"),
-        (status = 422, description = "The recording URL is refused (host, scheme, size or not a WAV)")))]
+    responses(TwilioWebhookResponses, RecordingRefused))]
 async fn voice_recording(
     State(state): State<AppState>,
     Signed(inbound, _): Signed<InQuery>,
