@@ -329,6 +329,10 @@ impl Actor for ChatSession {
         span.in_scope(
             || tracing::debug!(outcome, elapsed = ?started.elapsed(), "chat turn answered"),
         );
+        // Closed (and so handed to the exporter) before the caller hears the
+        // answer and before a draining shutdown can flush: otherwise the
+        // last turn's span could miss the final export.
+        drop(span);
         let _ = reply.send(result);
         drop(in_flight);
         Ok(())
