@@ -475,6 +475,8 @@ pub struct HttpSettings {
     pub header_read_timeout_secs: u64,
     /// A keep-alive connection with nothing in flight is closed after this long.
     pub idle_timeout_secs: u64,
+    /// A live event stream ends after this long; its client reconnects.
+    pub event_stream_secs: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed.

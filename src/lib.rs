@@ -17,6 +17,7 @@ pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod kb_ingest;
+pub mod live;
 pub mod llm;
 pub mod llm_resolver;
 pub mod lockout;

@@ -111,6 +111,9 @@ pub const METRICS: &[Metric] = &[
     histogram("agentry_tool_run_duration_seconds", REQUEST, "Tool call latency, by tool."),
     counter("agentry_mcp_tool_calls_total", "MCP tool calls, by tool."),
     counter("agentry_mcp_tool_errors_total", "MCP tool calls that failed, by tool."),
+    // Live conversations (takeover).
+    counter("agentry_live_events_total", "Live conversation events, by outcome (read from the stream, publish_failed, read_failed)."),
+    gauge("agentry_live_streams", "Event streams open on this instance, by audience (widget, dashboard)."),
     // Outbox relay.
     counter("agentry_outbox_relay_runs_total", "Outbox relay passes, by outcome (published, idle, error)."),
     histogram("agentry_outbox_relay_duration_seconds", FAST, "Outbox relay pass latency."),

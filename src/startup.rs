@@ -25,6 +25,7 @@ use crate::db::knowledge::PgKnowledgeStore;
 use crate::db::tool_runs::PgToolRunner;
 use crate::http::{self, AppContext, AppState};
 use crate::kb_ingest::IngestWorker;
+use crate::live::LiveHub;
 use crate::llm;
 use crate::llm_resolver::PgLlmResolver;
 use crate::lockout::Lockout;
@@ -99,9 +100,10 @@ impl Application {
             .context(
                 "embedding configuration (a private address needs llm.allow_private_base_urls)",
             )?;
+        let live = Arc::new(LiveHub::new(&bus).context("Redis: the live stream")?);
         let chat = &settings.chat;
         let pipeline = ChatPipeline::start(PipelineDeps {
-            chat: Arc::new(PgChatStore::new(store.clone())),
+            chat: Arc::new(PgChatStore::new(store.clone(), live.clone())),
             knowledge: Arc::new(PgKnowledgeStore::new(store.clone())),
             embedder: embedder.clone(),
             llm: Arc::new(PgLlmResolver::new(
@@ -109,7 +111,11 @@ impl Application {
                 keyring.clone(),
                 llm_http.clone(),
             )),
-            tools: Arc::new(PgToolRunner::new(store.clone(), keyring.clone())),
+            tools: Arc::new(PgToolRunner::new(
+                store.clone(),
+                keyring.clone(),
+                live.clone(),
+            )),
             resident: Arc::new(ResidentNamespaces::new(settings.knowledge.cache_max_bytes)),
             settings: PipelineSettings {
                 session_idle: Duration::from_secs(chat.session_idle_secs),
@@ -166,6 +172,7 @@ impl Application {
         )
         .context("HTTP client for Twilio")?;
         workers.push(tokio::spawn(sms_sender.run(workers_stopped.clone())));
+        workers.push(tokio::spawn(live.clone().run(workers_stopped.clone())));
         let files_stopped = workers_stopped.clone();
         if let Some((listener, address)) = echo {
             // Verifies signatures only when this start seeded the endpoint (the
@@ -248,6 +255,7 @@ impl Application {
             limiter,
             password_gate,
             widget_sessions: WidgetSessions::new(bus.clone()),
+            live,
             lockout: Lockout::new(bus.clone(), settings.lockout.clone()),
             origin_cache: http::origin_cache::OriginCache::new(Duration::from_secs(
                 settings.widget.origin_cache_ttl_secs,
@@ -298,8 +306,11 @@ impl Application {
         let router = http::router(self.state.clone());
         // One shutdown signal for both listeners.
         let (stop_serving, serving_stopped) = watch::channel(false);
+        let live = self.state.live.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Event streams never end by themselves: the server would wait on them.
+            live.close();
             let _ = stop_serving.send(true);
         });
         let stopped = |mut receiver: watch::Receiver<bool>| async move {

@@ -55,6 +55,10 @@
     log: 'Conversation',
     you: 'You:',
     assistant: 'Assistant:',
+    human: 'Team member:',
+    humanTag: 'Team member',
+    takenOver: 'A person from the team has joined the conversation.',
+    handedBack: 'The assistant is answering again.',
     typing: 'The assistant is typing',
     connecting: 'Connecting…',
     generic: 'Sorry, something went wrong. Please try again.',
@@ -65,6 +69,9 @@
   };
 
   const STREAM_IDLE_MS = 90_000;
+  // The conversation's live stream reconnects after 1 s, doubling to 30 s.
+  const LIVE_RETRY_MS = 1_000;
+  const LIVE_RETRY_MAX_MS = 30_000;
   const MAX_ERROR_CHARS = 300;
 
   // ---------------------------------------------------------------- session
@@ -146,8 +153,8 @@
     return new ApiError(response.status, code, message);
   }
 
-  function call(path, { method = 'GET', token, body, accept = 'application/json', signal } = {}) {
-    const headers = { Accept: accept };
+  function call(path, { method = 'GET', token, body, accept = 'application/json', signal, extraHeaders = {} } = {}) {
+    const headers = { Accept: accept, ...extraHeaders };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     return fetch(apiBase + path, {
@@ -217,9 +224,10 @@
     let skipLeadingLF = false;
     let eventType = '';
     let data = [];
+    let lastEventId = '';
 
     const dispatch = () => {
-      if (data.length || eventType) onEvent({ event: eventType || 'message', data: data.join('\n') });
+      if (data.length || eventType) onEvent({ event: eventType || 'message', data: data.join('\n'), id: lastEventId });
       eventType = '';
       data = [];
     };
@@ -233,6 +241,7 @@
       if (value.charCodeAt(0) === 32 /* space */) value = value.slice(1);
       if (field === 'data') data.push(value);
       else if (field === 'event') eventType = value;
+      else if (field === 'id' && !value.includes('\u0000')) lastEventId = value;
       return undefined;
     };
 
@@ -393,6 +402,8 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
 }
 .visitor .bubble { background: var(--aw-accent); color: var(--aw-accent-text); border-bottom-right-radius: 5px; }
 .assistant .bubble { background: var(--aw-soft); color: var(--aw-fg); border-bottom-left-radius: 5px; }
+.human .bubble { border: 1px solid var(--aw-accent); }
+.human-tag { display: block; font-size: 12px; font-weight: 600; color: var(--aw-muted); margin-bottom: 2px; }
 .typing { display: inline-flex; gap: 4px; align-items: center; padding: 4px 2px; }
 .typing span { width: 7px; height: 7px; border-radius: 50%; background: var(--aw-muted); opacity: .35; animation: aw-dot 1.2s infinite ease-in-out; }
 .typing span:nth-child(2) { animation-delay: .15s; }
@@ -549,6 +560,9 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
   let loadPromise = null;
   let inflight = null; // AbortController of the running turn
   let generation = 0; // bumps when the conversation is ended, so late answers are dropped
+  let lastSeq = -1; // the latest message position shown: where the live stream resumes
+  let live = null; // AbortController of the conversation's live stream
+  let humanAnswers = false; // a person from the team has the conversation
 
   const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 60;
   const scrollToEnd = () => {
@@ -594,17 +608,29 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
     log.append(p);
   }
 
-  function messageNode(role, text, state) {
+  function messageNode(role, text, state, human = false) {
     const label = h('span', { class: 'sr-only' });
-    label.textContent = role === 'visitor' ? TEXT.you : TEXT.assistant;
+    label.textContent = role === 'visitor' ? TEXT.you : human ? TEXT.human : TEXT.assistant;
     const bubble = h('div', { class: 'bubble' });
-    bubble.textContent = text;
-    return h('div', { class: `msg ${role}`, 'data-role': role, 'data-state': state }, label, bubble);
+    if (human) {
+      const tag = h('span', { class: 'human-tag', 'aria-hidden': 'true' });
+      tag.textContent = TEXT.humanTag;
+      bubble.append(tag, document.createTextNode(text));
+    } else {
+      bubble.textContent = text;
+    }
+    const attrs = { class: `msg ${role}${human ? ' human' : ''}`, 'data-role': role, 'data-state': state };
+    if (human) attrs['data-human'] = 'true';
+    return h('div', attrs, label, bubble);
   }
 
-  function appendMessage(role, text, state = 'done') {
+  function noteSeq(message) {
+    if (message && Number.isInteger(message.seq) && message.seq > lastSeq) lastSeq = message.seq;
+  }
+
+  function appendMessage(role, text, state = 'done', human = false) {
     const stick = nearBottom();
-    const node = messageNode(role, text, state);
+    const node = messageNode(role, text, state, human);
     log.append(node);
     if (stick || role === 'visitor') scrollToEnd();
     return node;
@@ -678,13 +704,17 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
           for (const m of messages) {
             if (!m || typeof m.content !== 'string') continue;
             if (m.role !== 'visitor' && m.role !== 'assistant') continue;
-            const node = appendMessage(m.role, m.content);
+            const node = appendMessage(m.role, m.content, 'done', m.human === true);
             if (typeof m.id === 'string') node.setAttribute('data-id', m.id);
+            noteSeq(m);
           }
         } else {
           await ensureSession();
         }
-        if (gen === generation) loaded = true;
+        if (gen === generation) {
+          loaded = true;
+          startLive();
+        }
       } catch (error) {
         if (gen === generation) showError(visitorMessageFor(error));
       } finally {
@@ -713,6 +743,8 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
       } else if (event === 'message') {
         const body = parseJson(data);
         if (body && typeof body.content === 'string') final = body;
+      } else if (event === 'held') {
+        final = { held: true };
       } else if (event === 'done') {
         done = true;
       } else if (event === 'error') {
@@ -783,12 +815,23 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
         final = await readStream(response, reply, controller.signal);
       } else {
         const body = await response.json();
-        final = body && body.reply;
-        if (!final || typeof final.content !== 'string') throw new StreamError('interrupted', '');
+        final = body && body.held === true ? { held: true } : body && body.reply;
+        if (!final || (!final.held && typeof final.content !== 'string')) throw new StreamError('interrupted', '');
       }
       if (gen !== generation) return;
-      reply.finish(final.content, typeof final.id === 'string' ? final.id : '');
       loaded = true;
+      startLive();
+      if (final.held) {
+        // A person from the team has it: their answer comes on the live stream.
+        reply.remove();
+        return;
+      }
+      if (typeof final.id === 'string' && log.querySelector(`[data-id="${CSS.escape(final.id)}"]`)) {
+        reply.remove(); // heard on the live stream already
+      } else {
+        reply.finish(final.content, typeof final.id === 'string' ? final.id : '');
+      }
+      noteSeq(final);
       if (!isOpen) badge.hidden = false;
     } catch (error) {
       if (gen !== generation) return;
@@ -824,11 +867,97 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
     sendTurn(text);
   }
 
+  // ------------------------------------------------------------ live stream
+
+  /** Shows a message heard on the live stream, unless it is on show already. */
+  function liveMessage(m) {
+    if (!m || typeof m.content !== 'string' || typeof m.id !== 'string') return;
+    // The visitor's own lines are on show from when they were sent; the
+    // assistant's reply to a turn in flight comes with that turn.
+    if (m.role !== 'assistant' || (inflight && m.human !== true)) {
+      noteSeq(m);
+      return;
+    }
+    if (log.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+    const node = appendMessage('assistant', m.content, 'done', m.human === true);
+    node.setAttribute('data-id', m.id);
+    noteSeq(m);
+    if (!isOpen) badge.hidden = false;
+  }
+
+  function setHumanAnswers(human) {
+    if (human === humanAnswers) return;
+    humanAnswers = human;
+    const note = h('p', { class: 'status', role: 'status' });
+    note.textContent = human ? TEXT.takenOver : TEXT.handedBack;
+    log.append(note);
+    if (nearBottom()) scrollToEnd();
+  }
+
+  async function readLive(response, signal) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    const parser = createSseParser(({ event, data }) => {
+      const body = parseJson(data);
+      if (event === 'state' && body) setHumanAnswers(body.state === 'human');
+      else if (event === 'message') liveMessage(body);
+    });
+    signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      parser.push(decoder.decode(value, { stream: true }));
+    }
+  }
+
+  /** Follows the conversation's live stream (a team member's replies) while a session lasts. */
+  function startLive() {
+    if (live || !session) return;
+    const gen = generation;
+    const controller = new AbortController();
+    live = controller;
+    (async () => {
+      let delay = LIVE_RETRY_MS;
+      while (gen === generation && session && !controller.signal.aborted) {
+        try {
+          const response = await withSession((token) =>
+            call('/api/widget/events', {
+              token,
+              accept: 'text/event-stream',
+              signal: controller.signal,
+              extraHeaders: lastSeq >= 0 ? { 'Last-Event-ID': String(lastSeq) } : {},
+            }),
+          );
+          // Refused for good (origin, ended widget): no point asking again.
+          if (response.status >= 400 && response.status < 500 && response.status !== 429) break;
+          if (response.ok && response.body) {
+            delay = LIVE_RETRY_MS;
+            await readLive(response, controller.signal);
+          }
+        } catch {
+          // Network trouble: try again below.
+        }
+        if (controller.signal.aborted || gen !== generation) break;
+        await new Promise((resolve) => setTimeout(resolve, delay * (0.75 + Math.random() / 2)));
+        delay = Math.min(delay * 2, LIVE_RETRY_MAX_MS);
+      }
+      if (live === controller) live = null;
+    })();
+  }
+
+  function stopLive() {
+    if (live) live.abort();
+    live = null;
+  }
+
   async function endConversation() {
     const ended = session;
     generation += 1;
     if (inflight) inflight.abort();
     inflight = null;
+    stopLive();
+    lastSeq = -1;
+    humanAnswers = false;
     forgetSession();
     loaded = true; // a fresh conversation has nothing to load
     busy = false;

@@ -64,6 +64,10 @@ pub enum TurnError {
     Store(#[from] StoreError),
     #[error("the chat pipeline is unavailable: {0}")]
     Unavailable(String),
+    /// Not a failure: a person on the tenant's team has the conversation,
+    /// the visitor's message is stored for them, and the agent stays silent.
+    #[error("a team member has taken this conversation over")]
+    TakenOver,
 }
 
 pub type TurnReply = oneshot::Sender<Result<StoredReply, TurnError>>;
@@ -318,7 +322,11 @@ impl Actor for ChatSession {
             // The store may hold more than this session knows (a reply never stored).
             state.history = None;
         }
-        let outcome = if result.is_ok() { "ok" } else { "error" };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TurnError::TakenOver) => "held",
+            Err(_) => "error",
+        };
         stage_metrics::record_labelled(
             Stage::ChatTurn,
             ("channel", request.channel.label()),
@@ -670,6 +678,9 @@ async fn run_turn(
         false => request.text.as_str(),
     };
     let _ = accepted.send(());
+    if opened.held {
+        return Err(TurnError::TakenOver);
+    }
     let versions = opened.versions;
     let namespace = Namespace { tenant, agent };
     let (history, compiled, retrieved, provider) = tokio::join!(

@@ -257,7 +257,7 @@ pub fn needs_fallback(raw: &str, cleaned: &str, removals: &Removals) -> bool {
 /// becomes `<b>`), so it runs until nothing changes: the result is a fixed
 /// point, and finalizing it again changes nothing. Each further pass only
 /// shortens the text, so the loop ends.
-fn sanitize(text: &str) -> String {
+pub fn sanitize(text: &str) -> String {
     let mut current = decode_entities(&ammonia::Builder::empty().clean(text).to_string());
     while current.contains(['<', '&']) {
         let next = decode_entities(&ammonia::Builder::empty().clean(&current).to_string());

@@ -196,6 +196,7 @@ mod tests {
             let seq = conversation.last().map_or(0, |(seq, _, _)| seq + 1);
             conversation.push((seq, "visitor".into(), message.text.into()));
             Ok(OpenedTurn {
+                held: false,
                 slot: TurnSlot {
                     visitor_seq: seq,
                     reply_seq: seq + 1,
@@ -223,6 +224,7 @@ mod tests {
             ));
             Ok(StoredReply {
                 id: uuid::Uuid::new_v4(),
+                seq: record.reply_seq,
                 content: record.content,
                 created_at: chrono::Utc::now(),
             })

@@ -193,6 +193,9 @@ pub struct VisitorMessage<'a> {
 /// A turn whose visitor message is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenedTurn {
+    /// A person on the tenant's team has the conversation: the message is
+    /// stored for them, and the agent does not answer it.
+    pub held: bool,
     pub slot: TurnSlot,
     pub versions: CacheVersions,
     /// Whether the scrubbed text is what was stored.
@@ -246,6 +249,8 @@ pub struct TurnRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredReply {
     pub id: uuid::Uuid,
+    /// Its position in the conversation.
+    pub seq: i64,
     /// What the visitor was told (a call's transcript stores it scrubbed).
     pub content: String,
     pub created_at: chrono::DateTime<chrono::Utc>,

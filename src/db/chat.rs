@@ -14,9 +14,12 @@ use agentry_actors::ports::{
 use agentry_actors::{AgentId, ConversationId, TenantId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::{agents, usage, DbError, Store, TenantTx};
+use crate::live::{LiveEvent, LiveHub, LiveMessage};
 
 impl From<DbError> for StoreError {
     fn from(error: DbError) -> Self {
@@ -35,9 +38,13 @@ fn unavailable(error: sqlx::Error) -> StoreError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub id: Uuid,
+    /// Its position in the conversation.
+    pub seq: i64,
     pub role: MessageRole,
     pub content: String,
     pub created_at: DateTime<Utc>,
+    /// A team member's reply during a takeover, not the agent's.
+    pub human: bool,
 }
 
 fn role_of(stored: &str) -> Option<MessageRole> {
@@ -69,37 +76,73 @@ pub async fn transcript(
     tx: &mut TenantTx,
     conversation: ConversationId,
 ) -> Result<Vec<Message>, DbError> {
+    messages_after(tx, conversation, -1).await
+}
+
+/// The conversation's messages after position `after_seq`, oldest first:
+/// what a visitor's event stream resumes with.
+pub async fn messages_after(
+    tx: &mut TenantTx,
+    conversation: ConversationId,
+    after_seq: i64,
+) -> Result<Vec<Message>, DbError> {
     let tenant = tx.tenant();
-    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, role, content, created_at FROM agent_messages
-         WHERE tenant_id = $1 AND conversation_id = $2 AND role IN ('visitor', 'assistant')
+    let rows: Vec<(Uuid, i64, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT id, seq, role, content, created_at, human FROM agent_messages
+         WHERE tenant_id = $1 AND conversation_id = $2 AND seq > $3
+           AND role IN ('visitor', 'assistant')
          ORDER BY seq",
     )
     .bind(tenant.as_uuid())
     .bind(conversation.as_uuid())
+    .bind(after_seq)
     .fetch_all(tx.conn())
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id, role, content, created_at)| {
+        .filter_map(|(id, seq, role, content, created_at, human)| {
             Some(Message {
                 id,
+                seq,
                 role: role_of(&role)?,
                 content,
                 created_at,
+                human,
             })
         })
         .collect())
 }
 
-/// The PostgreSQL side of the chat pipeline.
+impl From<Message> for crate::live::LiveMessage {
+    fn from(message: Message) -> Self {
+        Self {
+            id: message.id,
+            seq: message.seq,
+            role: message.role.as_str().to_owned(),
+            content: message.content,
+            created_at: message.created_at,
+            human: message.human,
+        }
+    }
+}
+
+/// The PostgreSQL side of the chat pipeline. A turn's messages in a
+/// conversation the team watches are also announced on the live stream,
+/// after they are stored.
 pub struct PgChatStore {
     store: Store,
+    live: Arc<LiveHub>,
 }
 
 impl PgChatStore {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, live: Arc<LiveHub>) -> Self {
+        Self { store, live }
+    }
+
+    async fn announce(&self, tenant: TenantId, conversation: ConversationId, message: LiveMessage) {
+        self.live
+            .announce(tenant, conversation, LiveEvent::Message { message })
+            .await;
     }
 }
 
@@ -165,14 +208,27 @@ impl ChatStore for PgChatStore {
             } => (Some(widget.as_uuid()), Some(*session), origin.as_deref()),
             TurnChannel::Sms | TurnChannel::Voice => (None, None, None),
         };
+        let message_id = Uuid::now_v7();
         // One statement outside an explicit transaction: one round trip, one commit.
-        let (outcome, visitor_seq, agent_version, llm_version, namespace_version, scrubbed): (
+        #[allow(clippy::type_complexity)]
+        let (
+            outcome,
+            visitor_seq,
+            agent_version,
+            llm_version,
+            namespace_version,
+            scrubbed,
+            live,
+            created_at,
+        ): (
             String,
             Option<i64>,
             Option<i64>,
             Option<i64>,
             Option<i64>,
             Option<bool>,
+            Option<bool>,
+            Option<DateTime<Utc>>,
         ) = sqlx::query_as(
             "SELECT * FROM agentry_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
@@ -183,15 +239,16 @@ impl ChatStore for PgChatStore {
         .bind(widget)
         .bind(session)
         .bind(origin)
-        .bind(Uuid::now_v7())
+        .bind(message_id)
         .bind(message.text)
         .bind(message.scrubbed)
         .bind(pii_json(&message.pii))
         .fetch_one(self.store.pool())
         .await
         .map_err(unavailable)?;
-        match outcome.as_str() {
-            "ok" => {}
+        let held = match outcome.as_str() {
+            "ok" => false,
+            "held" => true,
             "origin_refused" => return Err(StoreError::OriginRefused),
             "widget_gone" | "conversation_ended" => return Err(StoreError::NotFound),
             other => {
@@ -199,10 +256,27 @@ impl ChatStore for PgChatStore {
                     "agentry_begin_turn answered {other:?}"
                 )))
             }
-        }
+        };
         let visitor_seq = visitor_seq
             .ok_or_else(|| StoreError::Unavailable("agentry_begin_turn returned no seq".into()))?;
+        let stored_scrubbed = scrubbed.unwrap_or(false);
+        if live == Some(true) {
+            let content = match stored_scrubbed {
+                true => message.scrubbed.unwrap_or(message.text),
+                false => message.text,
+            };
+            let message = LiveMessage {
+                id: message_id,
+                seq: visitor_seq,
+                role: MessageRole::Visitor.as_str().to_owned(),
+                content: content.to_owned(),
+                created_at: created_at.unwrap_or_else(Utc::now),
+                human: false,
+            };
+            self.announce(tenant, conversation, message).await;
+        }
         Ok(OpenedTurn {
+            held,
             slot: TurnSlot {
                 visitor_seq,
                 reply_seq: visitor_seq + 1,
@@ -213,7 +287,7 @@ impl ChatStore for PgChatStore {
                 llm: llm_version.unwrap_or(0),
                 namespace: namespace_version.unwrap_or(0),
             },
-            stored_scrubbed: scrubbed.unwrap_or(false),
+            stored_scrubbed,
         })
     }
 
@@ -224,8 +298,8 @@ impl ChatStore for PgChatStore {
         record: TurnRecord,
     ) -> Result<StoredReply, StoreError> {
         let id = Uuid::now_v7();
-        let created_at: DateTime<Utc> =
-            sqlx::query_scalar("SELECT agentry_finish_turn($1, $2, $3, $4, $5, $6, $7, $8)")
+        let (created_at, live): (DateTime<Utc>, bool) =
+            sqlx::query_as("SELECT * FROM agentry_finish_turn($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(tenant.as_uuid())
                 .bind(record.agent.as_uuid())
                 .bind(conversation.as_uuid())
@@ -237,8 +311,20 @@ impl ChatStore for PgChatStore {
                 .fetch_one(self.store.pool())
                 .await
                 .map_err(unavailable)?;
+        if live {
+            let message = LiveMessage {
+                id,
+                seq: record.reply_seq,
+                role: MessageRole::Assistant.as_str().to_owned(),
+                content: record.content.clone(),
+                created_at,
+                human: false,
+            };
+            self.announce(tenant, conversation, message).await;
+        }
         Ok(StoredReply {
             id,
+            seq: record.reply_seq,
             content: record.content,
             created_at,
         })

@@ -21,18 +21,43 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::leads::{self, Contact, Lead};
-use super::{outbox, DbError, Store, TenantTx};
+use super::{conversations, outbox, DbError, Store, TenantTx};
 use crate::crypto::Keyring;
+use crate::live::{LiveEvent, LiveHub};
 use crate::privacy::runs::{self, SealedRun};
 
 pub struct PgToolRunner {
     store: Store,
     keyring: Arc<Keyring>,
+    live: Arc<LiveHub>,
 }
 
 impl PgToolRunner {
-    pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring }
+    pub fn new(store: Store, keyring: Arc<Keyring>, live: Arc<LiveHub>) -> Self {
+        Self {
+            store,
+            keyring,
+            live,
+        }
+    }
+
+    /// Tells the tenant's dashboards that a conversation now waits for a
+    /// person. Best effort: the conversation is stored as waiting, and a
+    /// dashboard lists it on its next load whatever happens here.
+    async fn announce_escalation(&self, tenant: TenantId, conversation: ConversationId) {
+        let summary = async {
+            let mut tx = self.store.tenant(tenant).await?;
+            conversations::get(&mut tx, conversation.as_uuid()).await
+        };
+        match summary.await {
+            Ok(conversation_summary) => {
+                let event = LiveEvent::Conversation {
+                    conversation: conversation_summary,
+                };
+                self.live.announce(tenant, conversation, event).await;
+            }
+            Err(error) => tracing::warn!(%error, "an escalation was not announced"),
+        }
     }
 }
 
@@ -81,6 +106,9 @@ impl ToolRunner for PgToolRunner {
                 .ok_or_else(|| StoreError::Unavailable("a concurrent run vanished".into()));
         }
         tx.commit().await?;
+        if run.output["status"] == "waiting_for_human" {
+            self.announce_escalation(tenant, conversation).await;
+        }
         Ok(run)
     }
 }

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod origin_cache;
 pub mod routes;
 pub mod server;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub pipeline: ChatPipeline,
     pub widget_sessions: WidgetSessions,
+    /// Live conversation events across instances (takeover).
+    pub live: Arc<crate::live::LiveHub>,
     pub limiter: crate::rate_limit::RateLimiter,
     pub password_gate: crate::accounts::PasswordGate,
     pub lockout: Lockout,

@@ -36,6 +36,7 @@ mod resources;
 mod schemathesis;
 mod seed;
 mod signatures;
+mod takeover;
 mod tokens;
 mod tools;
 mod traces;

@@ -330,7 +330,11 @@ async fn a_call_id_runs_once_however_often_it_arrives() {
     let mut owner = app.owner_connection().await;
     let conversation = only_conversation(&mut owner, &site).await;
 
-    let runner = PgToolRunner::new(app.store.clone(), app.state.keyring.clone());
+    let runner = PgToolRunner::new(
+        app.store.clone(),
+        app.state.keyring.clone(),
+        app.state.live.clone(),
+    );
     let tenant = site.tenant.id;
     let agent = AgentId::from_uuid(site.agent_id.parse().unwrap());
     let call = ToolCall {

@@ -1206,7 +1206,12 @@ async fn the_transcript_holds_only_this_sessions_messages_in_order() {
     for message in &transcript {
         let mut keys: Vec<&String> = message.as_object().unwrap().keys().collect();
         keys.sort();
-        assert_eq!(keys, ["content", "created_at", "id", "role"], "{message}");
+        // Positions and the human mark, never a conversation, agent or tenant id.
+        assert_eq!(
+            keys,
+            ["content", "created_at", "human", "id", "role", "seq"],
+            "{message}"
+        );
     }
 }
 

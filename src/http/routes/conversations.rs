@@ -1,7 +1,12 @@
 //! `/api/v1/conversations`: a tenant's conversations, and the ones waiting
-//! for a person (`?status=waiting_for_human`), found by what was said
-//! (`?q=`), and one with its transcript.
-//! API tokens read them with `conversations:read`.
+//! for a person (`?state=waiting`), found by what was said (`?q=`), and one
+//! with its transcript; API tokens read them with `conversations:read`.
+//!
+//! Live takeover, for signed-in team members of any role: `takeover` makes
+//! the agent stay silent, `messages` replies as a person (through the HTML
+//! sanitizer, not the model's guardrails), `handback` returns it to the
+//! agent. Each change and reply is announced on the live stream, which the
+//! visitor's widget and the team's dashboards follow (see [`crate::live`]).
 
 use agentry_actors::ports::MessageRole;
 use agentry_actors::ConversationId;
@@ -18,11 +23,12 @@ use uuid::Uuid;
 
 use crate::api_tokens::Scope;
 use crate::db::chat;
-use crate::db::conversations::{self, ConversationPage, ConversationSummary};
+use crate::db::conversations::{self, ConversationPage, ConversationSummary, TakeoverError};
 use crate::http::error::ApiError;
-use crate::http::extract::{IdPath, Principal, TenantUser};
+use crate::http::extract::{ApiJson, IdPath, Principal, TenantUser};
 use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::AppState;
+use crate::live::{LiveEvent, LiveMessage};
 
 const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
 /// A search phrase, not a document.
@@ -33,6 +39,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show))
         .routes(routes!(revoke_session))
+        .routes(routes!(take_over))
+        .routes(routes!(reply_as_human))
+        .routes(routes!(hand_back))
 }
 
 /// Which conversations to list: the query of `GET /conversations` and the
@@ -48,6 +57,9 @@ pub struct ConversationQuery {
     limit: Option<i64>,
     /// `open`, or `waiting_for_human` for those escalated to a person.
     status: Option<String>,
+    /// Who answers: `agent`, `waiting` (escalated, not yet taken over) or
+    /// `human` (a team member has it).
+    state: Option<String>,
     /// Only this agent's conversations.
     agent_id: Option<Uuid>,
     /// Only conversations with a message containing this text (case-insensitive).
@@ -87,6 +99,7 @@ pub async fn list_conversations(
     caller.require(Scope::ConversationsRead)?;
     let limit = page_limit(query.limit)?;
     check_one_of("status", query.status.as_deref(), &STATUSES)?;
+    check_one_of("state", query.state.as_deref(), &conversations::STATES)?;
     if let (Some(after), Some(before)) = (query.started_after, query.started_before) {
         if after >= before {
             return Err(ApiError::BadRequest(
@@ -112,6 +125,7 @@ pub async fn list_conversations(
         ConversationPage {
             before: query.cursor,
             status: query.status.as_deref(),
+            state: query.state.as_deref(),
             agent: query.agent_id,
             text,
             started_after: query.started_after,
@@ -131,10 +145,14 @@ pub async fn list_conversations(
 #[derive(Serialize, ToSchema)]
 struct TranscriptMessage {
     id: Uuid,
+    /// Its position in the conversation.
+    seq: i64,
     #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
     role: MessageRole,
     content: String,
     created_at: DateTime<Utc>,
+    /// A team member's reply during a takeover, not the agent's.
+    human: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -170,9 +188,11 @@ pub async fn get_conversation(
         .into_iter()
         .map(|message| TranscriptMessage {
             id: message.id,
+            seq: message.seq,
             role: message.role,
             content: message.content,
             created_at: message.created_at,
+            human: message.human,
         })
         .collect();
     Ok(ConversationDetail {
@@ -201,4 +221,120 @@ async fn revoke_session(
             .map_err(|_| ApiError::Unavailable("the session store"))?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A conversation after a takeover or handback.
+#[derive(Serialize, ToSchema)]
+struct ConversationChanged {
+    conversation: ConversationSummary,
+}
+
+impl From<TakeoverError> for ApiError {
+    fn from(error: TakeoverError) -> Self {
+        match error {
+            TakeoverError::NotFound => ApiError::NotFound,
+            TakeoverError::Db(error) => error.into(),
+            refused => ApiError::Conflict(refused.to_string()),
+        }
+    }
+}
+
+/// Takes the conversation over: from the visitor's next message on, the
+/// agent stays silent and the team member answers (`messages`). A turn
+/// already running finishes. Any role may, the tenant's members included;
+/// taking over one's own again changes nothing.
+#[utoipa::path(post, path = "/conversations/{conversation_id}/takeover", tag = "conversations", security(("dashboard" = [])), params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    responses((status = 200, description = "Taken over", body = ConversationChanged),
+        (status = 403, description = "Only a signed-in team member takes over"),
+        (status = 409, description = "Another team member has it, it has ended, or it is not a widget conversation")))]
+async fn take_over(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+) -> Result<Json<ConversationChanged>, ApiError> {
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let conversation = conversations::take_over(&mut tx, id, user.user.as_uuid()).await?;
+    tx.commit().await?;
+    announce_change(&state, &user, conversation.clone()).await;
+    Ok(Json(ConversationChanged { conversation }))
+}
+
+/// Returns the conversation to its agent, which answers the visitor's next
+/// message. The team member who has it hands it back; an owner or admin may
+/// hand back anyone's.
+#[utoipa::path(post, path = "/conversations/{conversation_id}/handback", tag = "conversations", security(("dashboard" = [])), params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    responses((status = 200, description = "Handed back", body = ConversationChanged),
+        (status = 403, description = "Only a signed-in team member hands back"),
+        (status = 409, description = "Nobody has it, or another team member does")))]
+async fn hand_back(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+) -> Result<Json<ConversationChanged>, ApiError> {
+    let holder = (!user.role.can_manage()).then(|| user.user.as_uuid());
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let conversation = conversations::hand_back(&mut tx, id, holder).await?;
+    tx.commit().await?;
+    announce_change(&state, &user, conversation.clone()).await;
+    Ok(Json(ConversationChanged { conversation }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HumanReply {
+    /// Plain text; markup is removed, as from the agent's replies.
+    text: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct HumanReplyStored {
+    message: LiveMessage,
+}
+
+/// Replies to the visitor as the team member who took the conversation
+/// over. The text goes through the HTML sanitizer (no markup reaches the
+/// visitor) and is stored once, at the conversation's next position,
+/// marked human; the visitor's widget shows it live.
+#[utoipa::path(post, path = "/conversations/{conversation_id}/messages", tag = "conversations", security(("dashboard" = [])), params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    request_body = HumanReply,
+    responses((status = 201, description = "Stored and sent", body = HumanReplyStored),
+        (status = 403, description = "Only a signed-in team member replies"),
+        (status = 409, description = "Take the conversation over first; or it has ended"),
+        (status = 422, description = "Empty, too long, or nothing left once markup is removed")))]
+async fn reply_as_human(
+    State(state): State<AppState>,
+    user: TenantUser,
+    IdPath(id): IdPath<Uuid>,
+    ApiJson(body): ApiJson<HumanReply>,
+) -> Result<(StatusCode, Json<HumanReplyStored>), ApiError> {
+    let max = state.settings.widget.max_message_chars;
+    if body.text.chars().count() > max {
+        return Err(ApiError::Invalid(format!(
+            "text must be at most {max} characters"
+        )));
+    }
+    let text = agentry_actors::guardrail_finalizer::sanitize(&body.text);
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::Invalid(
+            "text must not be empty once markup is removed".into(),
+        ));
+    }
+    let mut tx = state.store.tenant(user.tenant).await?;
+    let message = conversations::human_reply(&mut tx, id, user.user.as_uuid(), text).await?;
+    tx.commit().await?;
+    let event = LiveEvent::Message {
+        message: message.clone(),
+    };
+    state
+        .live
+        .announce(user.tenant, ConversationId::from_uuid(id), event)
+        .await;
+    Ok((StatusCode::CREATED, Json(HumanReplyStored { message })))
+}
+
+async fn announce_change(state: &AppState, user: &TenantUser, conversation: ConversationSummary) {
+    let id = ConversationId::from_uuid(conversation.id);
+    let event = LiveEvent::Conversation { conversation };
+    state.live.announce(user.tenant, id, event).await;
 }

@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod auth;
 pub mod conversations;
 pub mod documents;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod leads;
@@ -37,6 +38,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(widgets::router())
         .merge(documents::router())
         .merge(conversations::router())
+        .merge(events::router())
         .merge(llm_config::router())
         .merge(leads::router())
         .merge(webhook_endpoints::router())

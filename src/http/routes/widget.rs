@@ -26,10 +26,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::db::{chat, widgets};
+use crate::db::{chat, conversations, widgets};
 use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ip_subject, signed_session, ApiJson, ClientIp};
+use crate::http::sse::{self, StreamGauge};
 use crate::http::AppState;
+use crate::live::{self, LiveEvent, LiveMessage};
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 use crate::widget_sessions::WidgetSession;
@@ -39,6 +41,7 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(create_session))
         .routes(routes!(end_session))
         .routes(routes!(send_message, transcript))
+        .routes(routes!(events))
         .layer(axum::middleware::from_fn_with_state(state, cors))
 }
 
@@ -75,7 +78,7 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
                 );
                 headers.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("authorization, content-type, accept"),
+                    HeaderValue::from_static("authorization, content-type, accept, last-event-id"),
                 );
                 headers.insert(
                     header::ACCESS_CONTROL_MAX_AGE,
@@ -323,19 +326,25 @@ impl Visitor {
 #[derive(Serialize, ToSchema)]
 struct VisitorMessage {
     id: Uuid,
+    /// Its position in the conversation (the event stream's `Last-Event-ID`).
+    seq: i64,
     #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
     role: MessageRole,
     content: String,
     created_at: chrono::DateTime<Utc>,
+    /// Written by a person on the business's team, not by the assistant.
+    human: bool,
 }
 
 impl From<chat::Message> for VisitorMessage {
     fn from(message: chat::Message) -> Self {
         Self {
             id: message.id,
+            seq: message.seq,
             role: message.role,
             content: message.content,
             created_at: message.created_at,
+            human: message.human,
         }
     }
 }
@@ -344,10 +353,30 @@ impl From<StoredReply> for VisitorMessage {
     fn from(reply: StoredReply) -> Self {
         Self {
             id: reply.id,
+            seq: reply.seq,
             role: MessageRole::Assistant,
             content: reply.content,
             created_at: reply.created_at,
+            human: false,
         }
+    }
+}
+
+impl VisitorMessage {
+    fn from_live(message: &LiveMessage) -> Option<Self> {
+        let role = match message.role.as_str() {
+            "visitor" => MessageRole::Visitor,
+            "assistant" => MessageRole::Assistant,
+            _ => return None,
+        };
+        Some(Self {
+            id: message.id,
+            seq: message.seq,
+            role,
+            content: message.content.clone(),
+            created_at: message.created_at,
+            human: message.human,
+        })
     }
 }
 
@@ -413,10 +442,15 @@ struct MessageRequest {
     text: String,
 }
 
-/// A turn's answer to a client that did not ask for an event stream.
+/// A turn's answer to a client that did not ask for an event stream:
+/// the reply; or, while a person on the team has the conversation, none
+/// (`held`), their answer coming on the conversation's event stream.
 #[derive(Serialize, ToSchema)]
 struct Reply {
-    reply: VisitorMessage,
+    reply: Option<VisitorMessage>,
+    /// A team member has the conversation: the message is theirs to answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    held: bool,
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -479,19 +513,29 @@ async fn send_message(
     let unavailable = || ApiError::Unavailable("the assistant");
 
     if !wants_event_stream(&headers) {
-        let reply = tokio::time::timeout(timeout, handle.reply)
+        let answered = tokio::time::timeout(timeout, handle.reply)
             .await
             .map_err(|_| unavailable())?
-            .map_err(|_| unavailable())?
-            .map_err(turn_refusal)?;
+            .map_err(|_| unavailable())?;
+        let (status, reply) = match answered {
+            Ok(reply) => (
+                StatusCode::OK,
+                Reply {
+                    reply: Some(VisitorMessage::from(reply)),
+                    held: false,
+                },
+            ),
+            Err(TurnError::TakenOver) => (
+                StatusCode::ACCEPTED,
+                Reply {
+                    reply: None,
+                    held: true,
+                },
+            ),
+            Err(error) => return Err(turn_refusal(error)),
+        };
         return Ok(allow_origin(
-            (
-                limited,
-                Json(Reply {
-                    reply: VisitorMessage::from(reply),
-                }),
-            )
-                .into_response(),
+            (status, limited, Json(reply)).into_response(),
             visitor.origin,
         ));
     }
@@ -534,6 +578,7 @@ async fn send_message(
                         Ok(Ok(reply)) => Event::default()
                             .event("message")
                             .data(json!(VisitorMessage::from(reply)).to_string()),
+                        Ok(Err(TurnError::TakenOver)) => Event::default().event("held").data("{}"),
                         other => {
                             if let Ok(Err(error)) = other {
                                 tracing::warn!(%error, "chat turn failed");
@@ -571,4 +616,182 @@ fn delta_event(text: &str) -> Event {
 fn error_event() -> Event {
     let body = json!({ "error": { "code": "unavailable", "message": "the assistant is unavailable, try again shortly" } });
     Event::default().event("error").data(body.to_string())
+}
+
+/// Who answers the visitor, as the widget is told: `agent` (the assistant,
+/// also while the conversation waits for a person) or `human`.
+fn visitor_state(state: &str) -> &'static str {
+    if state == "human" {
+        "human"
+    } else {
+        "agent"
+    }
+}
+
+fn state_event(state: &str) -> Event {
+    Event::default()
+        .event("state")
+        .data(json!({ "state": visitor_state(state) }).to_string())
+}
+
+/// The visitor's conversation, live: first `state` `{"state":"agent"|"human"}`,
+/// then each `message` stored in it while the team watches (a team member's
+/// replies among them, marked `human`), and `state` again when a person
+/// takes over or hands back. A message's event `id` is its position: with
+/// `Last-Event-ID` the stream first sends every message after it, from the
+/// transcript. A connection lasts at most `http.event_stream_secs`, then
+/// the widget reconnects (and its session is checked again).
+#[utoipa::path(get, path = "/events", tag = "widget", security(("widget_session" = [])),
+    params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows"),
+        ("last-event-id" = Option<String>, Header, description = "The position of the last message received")),
+    responses((status = 200, description = "`state` and `message` events", content_type = "text/event-stream", body = crate::http::sse::ServerSentEvent,
+            headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 400, description = "`Last-Event-ID` is not a message position"),
+        (status = 403, description = "The page's origin may not use this widget")))]
+async fn events(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    visitor.check_widget(&state).await?;
+    let after = match sse::last_event_id(&headers) {
+        None => None,
+        Some(id) => Some(
+            id.parse::<i64>()
+                .ok()
+                .filter(|seq| *seq >= -1)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Last-Event-ID must be a message position".into())
+                })?,
+        ),
+    };
+    // Subscribed before the transcript is read: nothing falls between the two.
+    let mut subscription = state.live.subscribe();
+    let (tenant, conversation) = (visitor.session.tenant, visitor.session.conversation);
+    let mut tx = state.store.tenant_snapshot(tenant).await?;
+    let current = match conversations::get(&mut tx, conversation.as_uuid()).await {
+        Ok(summary) => summary.state,
+        // No message yet: the conversation starts at the first.
+        Err(crate::db::DbError::NotFound) => "agent".to_owned(),
+        Err(error) => return Err(error.into()),
+    };
+    let replay = match after {
+        Some(after) => chat::messages_after(&mut tx, conversation, after).await?,
+        None => Vec::new(),
+    };
+    tx.commit().await?;
+    let (sender, stream) = sse::channel();
+    let lifetime = super::events::stream_lifetime(&state);
+    let mut feed = WidgetFeed {
+        sender,
+        store: state.store.clone(),
+        tenant,
+        conversation,
+        last_seq: after,
+    };
+    tokio::spawn(async move {
+        let _open = StreamGauge::open("widget");
+        let mut told = visitor_state(&current);
+        let deadline = tokio::time::sleep(lifetime);
+        tokio::pin!(deadline);
+        if feed.sender.send(state_event(told)).await.is_err() {
+            return;
+        }
+        for message in replay.into_iter().map(LiveMessage::from) {
+            if !feed.send(&message).await {
+                return;
+            }
+        }
+        loop {
+            let delivered = tokio::select! {
+                received = subscription.events.recv() => match received {
+                    Ok(entry) if entry.conversation == conversation && entry.tenant == tenant => {
+                        match &entry.event {
+                            LiveEvent::Message { message } => feed.deliver(message).await,
+                            LiveEvent::Conversation { conversation } => {
+                                let now = visitor_state(&conversation.state);
+                                let changed = now != told;
+                                told = now;
+                                !changed || feed.sender.send(state_event(now)).await.is_ok()
+                            }
+                        }
+                    }
+                    Ok(_) => true,
+                    // Too slow to keep up: what was missed is in the transcript.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => feed.catch_up().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                },
+                _ = live::until_set(&mut subscription.closing) => false,
+                _ = feed.sender.closed() => false,
+                _ = &mut deadline => false,
+            };
+            if !delivered {
+                return;
+            }
+        }
+    });
+    Ok(allow_origin(
+        sse::response(stream).into_response(),
+        visitor.origin,
+    ))
+}
+
+/// One visitor's stream of their conversation's messages: each sent once,
+/// in position order. Instances publish independently, so a message can be
+/// heard before an earlier one; a gap is filled from the transcript first.
+struct WidgetFeed {
+    sender: sse::Sender,
+    store: crate::db::Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+    /// The last position sent; `None` until the first (a fresh connection
+    /// starts at whatever comes next).
+    last_seq: Option<i64>,
+}
+
+impl WidgetFeed {
+    /// Sends a message heard live, after any stored before it and not yet
+    /// sent; `false` once the visitor is gone (or the store is).
+    async fn deliver(&mut self, message: &LiveMessage) -> bool {
+        match self.last_seq {
+            Some(last) if message.seq > last + 1 => self.catch_up().await,
+            _ => self.send(message).await,
+        }
+    }
+
+    /// Sends every stored message after the last one sent.
+    async fn catch_up(&mut self) -> bool {
+        let Some(after) = self.last_seq else {
+            return true;
+        };
+        let missed = async {
+            let mut tx = self.store.tenant(self.tenant).await?;
+            chat::messages_after(&mut tx, self.conversation, after).await
+        };
+        let Ok(missed) = missed.await else {
+            return false;
+        };
+        for message in missed.into_iter().map(LiveMessage::from) {
+            if !self.send(&message).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends a message newer than the last one sent.
+    async fn send(&mut self, message: &LiveMessage) -> bool {
+        if self.last_seq.is_some_and(|last| message.seq <= last) {
+            return true;
+        }
+        self.last_seq = Some(message.seq);
+        let Some(visible) = VisitorMessage::from_live(message) else {
+            return true;
+        };
+        let event = Event::default()
+            .event("message")
+            .id(message.seq.to_string())
+            .data(json!(visible).to_string());
+        self.sender.send(event).await.is_ok()
+    }
 }
