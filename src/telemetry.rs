@@ -50,6 +50,85 @@ pub fn log_filter(configured: &str) -> EnvFilter {
         })
 }
 
+/// A per-layer filter that is asked at every span and event, never
+/// trusted to have decided once per callsite.
+///
+/// Why: with per-layer filters, tracing-subscriber (0.3.23) records each
+/// filter's verdict in a thread-local map during `enabled` and consumes it
+/// in `new_span`/`on_event`. A callsite whose interest is cached as
+/// `always` skips `enabled` and reads the map as the thread's previous
+/// pass left it; a pass that no filter enabled (a `log` record bridged by
+/// tracing-log, an `enabled!` check) leaves "disabled" bits behind. The
+/// next `always` span on that thread, a request's span say, is then
+/// silently off for every layer: its lines lose their trace id and its
+/// export starts a trace of its own (seen as about half of the OTLP test's
+/// runs). Asking every time keeps the map fresh, for a few nanoseconds.
+struct AskEveryTime<F>(F);
+
+impl<S, F: tracing_subscriber::layer::Filter<S>> tracing_subscriber::layer::Filter<S>
+    for AskEveryTime<F>
+{
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.enabled(metadata, cx)
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        match self.0.callsite_enabled(metadata).is_never() {
+            true => tracing::subscriber::Interest::never(),
+            false => tracing::subscriber::Interest::sometimes(),
+        }
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, cx)
+    }
+}
+
 /// What [`init_logging`] started: the span export, when configured.
 #[derive(Default)]
 pub struct Telemetry {
@@ -70,7 +149,7 @@ fn log_layer<W>(settings: &LogSettings, writer: W) -> Box<dyn Layer<Registry> + 
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = log_filter(&settings.filter);
+    let filter = AskEveryTime(log_filter(&settings.filter));
     match settings.format {
         LogFormat::Json => {
             let format = tracing_subscriber::fmt::format()
@@ -110,10 +189,10 @@ pub fn init_logging(
         tracing_opentelemetry::layer()
             .with_tracer(exporter.tracer())
             .with_threads(false)
-            .with_filter(
+            .with_filter(AskEveryTime(
                 filter_fn(|metadata| metadata.is_span())
                     .and(Targets::new().with_target("agentry", tracing::Level::DEBUG)),
-            )
+            ))
     });
     let installed = Registry::default().with(logs).with(exported).try_init();
     Ok(match installed {
