@@ -139,7 +139,9 @@ function messageNode(message) {
 
 export async function detail(ctx, id) {
   const data = await api('GET', `/conversations/${id}`);
-  let conversation = data.conversation;
+  // The detail is the conversation's fields and its `messages` side by side.
+  const { messages: initialMessages, ...fields } = data;
+  let conversation = data.conversation || fields;
   const seen = new Set();
   const transcript = h('ol.transcript', { 'aria-live': 'polite' });
   const addMessage = (message) => {
@@ -231,6 +233,6 @@ export async function detail(ctx, id) {
     summary,
     section('Transcript', transcript),
     section('Live takeover', errors.el, controls, replyBox));
-  for (const message of data.messages) addMessage(message);
+  for (const message of initialMessages) addMessage(message);
   drawAll();
 }

@@ -127,18 +127,20 @@ function signInPage(message) {
   ctx.listeners = [];
   document.title = 'Sign in · agentry';
   const errors = errorBox();
-  if (message) errors.show({ message });
+  const notice = message ? h('p.notice', { role: 'status' }, message) : null;
   const email = h('input', { type: 'email', name: 'email', autocomplete: 'username', required: true });
   const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password', required: true });
   const submit = h('button.primary', { type: 'submit' }, 'Sign in');
   const form = h('form.signin', { novalidate: true },
     h('h1', 'Sign in'),
+    notice,
     errors.el,
     field('Email', email),
     field('Password', password),
     submit);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
+    if (notice) notice.remove();
     await busy(submit, errors, async () => {
       const login = await api('POST', '/auth/login', { body: { email: email.value, password: password.value } });
       session.token = login.token;
