@@ -46,11 +46,10 @@ async fn tenant_through_operator_api(app: &TestApp, owner_email: &str) -> Uuid {
 /// A member (the read-only role). There is no API that invites users yet,
 /// so this uses the accounts code directly.
 async fn add_member(app: &TestApp, tenant: Uuid, email: &str) {
-    let hash = agentry::accounts::hash_password(agentry_actors::Secret::new(
-        MEMBER_PASSWORD.into(),
-    ))
-    .await
-    .unwrap();
+    let hash =
+        agentry::accounts::hash_password(agentry_actors::Secret::new(MEMBER_PASSWORD.into()))
+            .await
+            .unwrap();
     let mut tx = app
         .store
         .tenant(agentry_actors::TenantId::from_uuid(tenant))
@@ -66,7 +65,9 @@ async fn add_member(app: &TestApp, tenant: Uuid, email: &str) {
 #[tokio::test]
 async fn a_new_tenant_runs_its_dashboard_in_a_real_browser() {
     if std::env::var("AGENTRY_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!("dashboard browser test not run: set AGENTRY_BROWSER_TESTS=1 (bash .ci/run does)");
+        eprintln!(
+            "dashboard browser test not run: set AGENTRY_BROWSER_TESTS=1 (bash .ci/run does)"
+        );
         return;
     }
     // The production tiers, to see whether a normal dashboard session trips them.
@@ -112,7 +113,10 @@ async fn a_new_tenant_runs_its_dashboard_in_a_real_browser() {
         .expect("node runs (install Node.js and run `npm ci` in web/)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("dashboard browser test took {:?}:\n{stdout}", started.elapsed());
+    eprintln!(
+        "dashboard browser test took {:?}:\n{stdout}",
+        started.elapsed()
+    );
     assert!(
         output.status.success(),
         "dashboard browser test failed after {:?}:\n{stdout}\n{stderr}",
