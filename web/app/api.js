@@ -48,7 +48,18 @@ export async function errorFrom(response) {
  * `body` is sent as JSON unless it is FormData. `query` is an object of
  * parameters; empty values are left out.
  */
-export async function api(method, path, { body, query, signal } = {}) {
+export async function api(method, path, options = {}) {
+  return request(method, path, options, 0);
+}
+
+// A read refused by the rate limiter is tried again once the limiter allows
+// (`Retry-After`; the tenant's `standard` tier refills one request a second),
+// with jitter so a page's parallel reads do not collide again, at most five
+// times; a change is never repeated: its 429 is shown.
+const MAX_READ_RETRIES = 5;
+const MAX_RETRY_WAIT_SECS = 10;
+
+async function request(method, path, { body, query, signal } = {}, attempt) {
   const url = new URL('/api/v1' + path, location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
@@ -67,6 +78,14 @@ export async function api(method, path, { body, query, signal } = {}) {
   } catch (error) {
     if (error.name === 'AbortError') throw error;
     throw new ApiError(0, 'network', 'The server could not be reached. Check your connection and try again.');
+  }
+  if (response.status === 429 && method === 'GET' && attempt < MAX_READ_RETRIES) {
+    const wait = Number(response.headers.get('retry-after'));
+    if (wait >= 0 && wait <= MAX_RETRY_WAIT_SECS) {
+      const jitter = Math.random() * 1000 * (attempt + 1);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 1) * 1000 + jitter));
+      return request(method, path, { body, query, signal }, attempt + 1);
+    }
   }
   if (!response.ok) {
     const error = await errorFrom(response);

@@ -25,8 +25,9 @@ const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WAIT = 60_000;
 const skip = BASE && OWNER.email ? {} : { skip: 'needs BASE_URL, OWNER_EMAIL … (run it through tests/api/dashboard.rs)' };
 
-// Responses the test provokes on purpose, which Chromium reports on the console.
-const EXPECTED_CONSOLE = [/Failed to load resource: the server responded with a status of (400|401|403|404|409|422)/];
+// Responses the test provokes on purpose, which Chromium reports on the console
+// (429: the production rate limits are on, and the dashboard retries reads).
+const EXPECTED_CONSOLE = [/Failed to load resource: the server responded with a status of (400|401|403|404|409|422|429)/];
 
 let browser;
 let context;
@@ -93,6 +94,9 @@ after(async () => {
     const limited = apiRequests.filter((r) => r.status === 429).length;
     const seconds = ((times.at(-1) - times[0]) / 1000).toFixed(0);
     console.log(`# dashboard API requests: ${times.length} in ${seconds} s, busiest minute ${peak}, answered 429: ${limited}`);
+    for (const r of apiRequests.filter((r) => r.status === 429)) {
+      console.log(`#   429 at +${((r.at - times[0]) / 1000).toFixed(1)} s: ${r.method} ${r.path}`);
+    }
   }
 });
 
@@ -107,7 +111,7 @@ async function watchedPage() {
   page.on('response', (response) => {
     const url = new URL(response.url());
     if (url.pathname.startsWith('/api/v1/') && [BASE, SECOND].includes(url.origin)) {
-      apiRequests.push({ at: Date.now(), status: response.status(), path: url.pathname });
+      apiRequests.push({ at: Date.now(), status: response.status(), method: response.request().method(), path: url.pathname });
     }
   });
   watched.push(watch);
@@ -216,13 +220,21 @@ test('the owner creates an agent with a knowledge document, and a widget for ano
   await settings.locator('input[name=brand]').fill('Dockside Bikes');
   await settings.locator('textarea[name=facts]').fill('Repairs usually take two days.\nWe sell no e-bikes.');
   await settings.locator('textarea[name=competitors]').fill('Spoke City');
-  await settings.locator('input[name="directive-competitor_deflection"]').check();
+  // Directives are on by default: one off, one in the tenant's own words.
+  assert.equal(await settings.locator('input[name="directive-no_trade_in_values"]').isChecked(), true);
+  await settings.locator('input[name="directive-no_trade_in_values"]').uncheck();
+  await settings.locator('input[name="wording-competitor_deflection"]').fill('Ask us about our own bikes instead.');
   await settings.locator('button[type=submit]').click();
   await settings.locator('.saved', { hasText: 'Saved' }).waitFor({ timeout: WAIT });
+  const stored = await apiFromPage(page, 'GET', `/agents/${state.agentId}`);
+  assert.equal(stored.body.profile.directives.no_trade_in_values, false);
+  assert.deepEqual(stored.body.profile.directives.competitor_deflection, { enabled: true, wording: 'Ask us about our own bikes instead.' });
+  assert.deepEqual(stored.body.profile.facts, ['Repairs usually take two days.', 'We sell no e-bikes.']);
   await page.reload();
   await page.locator('form.agent-settings').waitFor({ timeout: WAIT });
   assert.equal(await page.locator('form.agent-settings input[name=brand]').inputValue(), 'Dockside Bikes');
-  assert.equal(await page.locator('input[name="directive-competitor_deflection"]').isChecked(), true);
+  assert.equal(await page.locator('input[name="directive-no_trade_in_values"]').isChecked(), false);
+  assert.equal(await page.locator('input[name="wording-competitor_deflection"]').inputValue(), 'Ask us about our own bikes instead.');
 
   // A knowledge document, ingested to ready.
   const details = page.locator('details.add');
@@ -289,6 +301,10 @@ test('a webhook endpoint\'s secret and an API token are shown once', { ...skip, 
   await dialog.locator('button[type=submit]').click();
   await dialog.waitFor({ state: 'detached' });
   assert.equal(await hasSecret(rotated), false);
+  await page.locator('tr[data-endpoint-id] button.toggle', { hasText: 'Disable' }).click();
+  await page.locator('tr[data-endpoint-id]', { hasText: 'disabled' }).waitFor({ timeout: WAIT });
+  await page.locator('tr[data-endpoint-id] button.toggle', { hasText: 'Enable' }).click();
+  await page.locator('tr[data-endpoint-id]', { hasText: 'enabled' }).waitFor({ timeout: WAIT });
   await shot(page, '04-webhooks');
 
   await go(page, '#/tokens');
