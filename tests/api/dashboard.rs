@@ -113,7 +113,11 @@ async fn a_new_tenant_runs_its_dashboard_in_a_real_browser() {
         .unwrap_or_else(|_| web.join("test-results/screenshots").display().to_string());
     let started = Instant::now();
     let output = tokio::process::Command::new("node")
-        .args(["--test", "tests/dashboard.test.mjs"])
+        .args([
+            "--test",
+            "tests/dashboard-events.test.mjs",
+            "tests/dashboard.test.mjs",
+        ])
         .current_dir(&web)
         .env("BASE_URL", &app.address)
         .env("SECOND_BASE_URL", &second.address)

@@ -177,14 +177,14 @@ export async function detail(ctx, id) {
     const take = h('button.primary.take', { type: 'button' }, state === 'human' ? 'Take over from them' : 'Take over');
     take.addEventListener('click', () => busy(take, errors, async () => {
       const answer = await api('POST', `/conversations/${id}/takeover`);
-      conversation = answer.conversation;
+      conversation = { ...conversation, ...answer.conversation };
       drawAll();
       replyText.focus();
     }));
     const back = h('button.handback', { type: 'button' }, 'Hand back to the agent');
     back.addEventListener('click', () => busy(back, errors, async () => {
       const answer = await api('POST', `/conversations/${id}/handback`);
-      conversation = answer.conversation;
+      conversation = { ...conversation, ...answer.conversation };
       drawAll();
     }));
     replace(controls,

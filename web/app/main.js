@@ -80,13 +80,19 @@ function onConversationEvent(data) {
   if (conversation.state === 'waiting') {
     ctx.waiting.set(conversation.id, conversation);
     if (!wasWaiting) {
-      toast('A visitor is waiting for a person.', 'waiting', {
+      const notice = toast('A visitor is waiting for a person.', 'waiting', {
         href: `#/conversations/${conversation.id}`,
         text: 'Open the conversation',
       });
+      notice.dataset.conversationId = conversation.id;
+      notice.querySelector('a').addEventListener('click', () => notice.remove());
     }
   } else {
     ctx.waiting.delete(conversation.id);
+    // Someone took it (or it went back to the agent): its notice is stale.
+    for (const notice of document.querySelectorAll('.toast.waiting')) {
+      if (notice.dataset.conversationId === conversation.id) notice.remove();
+    }
   }
   renderBadge();
   emit('conversation', data);

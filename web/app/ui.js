@@ -107,7 +107,8 @@ export function toast(message, kind = 'info', link) {
     link ? h('a', { href: link.href }, link.text) : null,
     h('button.dismiss', { type: 'button', 'aria-label': 'Dismiss', onclick: () => item.remove() }, '×'));
   region.append(item);
-  setTimeout(() => item.remove(), kind === 'error' ? 15_000 : 30_000);
+  // A waiting visitor's notice stays until someone acts on it (the badge stays too).
+  if (kind !== 'waiting') setTimeout(() => item.remove(), kind === 'error' ? 15_000 : 30_000);
   return item;
 }
 
