@@ -104,6 +104,8 @@ function renderBadge() {
   badge.hidden = count === 0;
   badge.textContent = count ? String(count) : '';
   badge.title = `${count} waiting for a person`;
+  // With someone waiting, the link opens the list of those waiting.
+  document.getElementById('conversations-link').href = count ? '#/conversations?state=waiting' : '#/conversations';
 }
 
 /** The conversations waiting for a person when the dashboard opens; events keep it current. */
@@ -179,7 +181,8 @@ async function start() {
 
 async function route() {
   if (!ctx.me) return;
-  const path = location.hash.replace(/^#/, '') || '/agents';
+  // `#/conversations?state=waiting`: the query is the page's own.
+  const path = location.hash.replace(/^#/, '').split('?')[0] || '/agents';
   ctx.listeners = [];
   for (const link of document.querySelectorAll('#nav a')) link.removeAttribute('aria-current');
   for (const [pattern, name, page] of routes) {

@@ -157,8 +157,14 @@ async function shownError(page, scope = page) {
 /** The API as the test itself calls it, with the page's token. */
 async function apiFromPage(page, method, pathname) {
   return page.evaluate(async ([method, p]) => {
-    const response = await fetch('/api/v1' + p, { method, headers: { authorization: 'Bearer ' + sessionStorage.getItem('agentry-dashboard:token') } });
-    return { status: response.status, body: response.status === 204 ? null : await response.json() };
+    for (let attempt = 0; ; attempt++) {
+      const response = await fetch('/api/v1' + p, { method, headers: { authorization: 'Bearer ' + sessionStorage.getItem('agentry-dashboard:token') } });
+      if (response.status === 429 && attempt < 5) {
+        await new Promise((r) => setTimeout(r, 1000 * (Number(response.headers.get('retry-after')) || 1) + 500 * attempt));
+        continue;
+      }
+      return { status: response.status, body: response.status === 204 ? null : await response.json() };
+    }
   }, [method, pathname]);
 }
 
@@ -245,6 +251,22 @@ test('the owner creates an agent with a knowledge document, and a widget for ano
   await doc.locator('textarea[name=content]').fill('# Opening hours\n\nDockside Bikes is open Monday to Saturday from 8 am to 6 pm. The workshop closes on Sunday.');
   await doc.locator('button[type=submit]').click();
   await page.locator('tr[data-status="ready"]', { hasText: 'Opening hours' }).waitFor({ timeout: WAIT });
+
+  // A file: uploaded (multipart), then a document of the agent; and deleted again.
+  await page.locator('form.upload-file input[type=file]').setInputFiles({
+    name: 'returns-policy.md',
+    mimeType: 'text/markdown',
+    buffer: Buffer.from('# Returns\n\nUnused parts can be returned within 30 days with the receipt.\n'),
+  });
+  await page.locator('form.upload-file button[type=submit]').click();
+  await page.locator('form.upload-file .uploaded', { hasText: 'returns-policy.md' }).waitFor({ timeout: WAIT });
+  const fromFile = page.locator('tr[data-document-id]', { hasText: 'returns-policy' });
+  await fromFile.waitFor({ timeout: WAIT });
+  await page.locator('tr[data-status="ready"]', { hasText: 'returns-policy' }).waitFor({ timeout: WAIT });
+  await fromFile.locator('button.danger').click();
+  await page.locator('dialog.confirm button[value=ok]').click();
+  await fromFile.waitFor({ state: 'detached', timeout: WAIT });
+  assert.equal(await page.locator('tr[data-document-id]').count(), 1, 'the typed document stays');
 
   // Invalid input: the API's 422 message is shown.
   const widgetForm = page.locator('form.create-widget');
