@@ -383,6 +383,16 @@ test('a visitor chats through the widget on another origin; the dashboard shows 
   await owner.locator('form.filters button[type=submit]').click();
   await owner.locator('p.empty', { hasText: 'No conversations match.' }).waitFor({ timeout: WAIT });
   await owner.locator('form.filters input[name=q]').fill('');
+  // By agent, and by dates: from tomorrow on there is nothing.
+  await owner.locator('form.filters select[name=agent_id]').selectOption(state.agentId);
+  await owner.locator('form.filters button[type=submit]').click();
+  await owner.locator(`tr[data-conversation-id="${state.conversationId}"]`).waitFor({ timeout: WAIT });
+  const tomorrow = new Date(Date.now() + 86_400_000);
+  const day = `${tomorrow.getFullYear()}-${String(tomorrow.getMonth() + 1).padStart(2, '0')}-${String(tomorrow.getDate()).padStart(2, '0')}`;
+  await owner.locator('form.filters input[name=from]').fill(day);
+  await owner.locator('form.filters button[type=submit]').click();
+  await owner.locator('p.empty', { hasText: 'No conversations match.' }).waitFor({ timeout: WAIT });
+  await owner.locator('form.filters input[name=from]').fill('');
   await owner.locator('form.filters button[type=submit]').click();
   await row.first().waitFor();
   await shot(owner, '08-conversations');
