@@ -97,7 +97,11 @@ export async function list(ctx) {
     { empty: 'No conversations match.', rowAttrs: (c) => ({ dataset: { conversationId: c.id, state: stateOf(c) } }) },
   ));
 
+  // The filter of the rows shown, for live additions: only a list filtered by
+  // state alone can tell that a conversation belongs in it.
+  let shownFilter = {};
   const load = async (append) => {
+    shownFilter = { state: state.value, other: !!(agent.value || q.value.trim() || after.value || before.value) };
     const page = await listPage({
       stateFilter: state.value,
       agent_id: agent.value,
@@ -121,6 +125,10 @@ export async function list(ctx) {
     const index = rows.findIndex((c) => c.id === conversation.id);
     if (index >= 0) {
       rows[index] = { ...rows[index], ...conversation };
+      draw();
+    } else if (shownFilter.state === stateOf(conversation) && !shownFilter.other) {
+      // Newly waiting (or taken): it belongs at the top of a list of those.
+      rows.unshift(conversation);
       draw();
     }
   });
