@@ -149,6 +149,11 @@ function signInPage(message) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     if (notice) notice.remove();
+    // An empty try would still count toward the IP's lockout: not sent.
+    if (!email.value.trim() || !password.value) {
+      errors.show({ message: 'Enter your email and password.' });
+      return;
+    }
     await busy(submit, errors, async () => {
       const login = await api('POST', '/auth/login', { body: { email: email.value, password: password.value } });
       session.token = login.token;

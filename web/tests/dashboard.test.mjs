@@ -197,6 +197,11 @@ test('the owner signs in (after a wrong password is refused with the server\'s m
   await page.goto(`${BASE}/app`);
   await shot(page, '00-sign-in');
   const form = page.locator('form.signin');
+  // Empty: refused in the page, no request (it would count toward the lockout).
+  const logins = () => apiRequests.filter((r) => r.path === '/api/v1/auth/login').length;
+  await form.locator('button[type=submit]').click();
+  assert.match(await shownError(page), /Enter your email and password/);
+  assert.equal(logins(), 0);
   await form.locator('input[name=email]').fill(OWNER.email);
   await form.locator('input[name=password]').fill('not the password');
   await form.locator('button[type=submit]').click();
