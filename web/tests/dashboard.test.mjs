@@ -455,6 +455,16 @@ test('the LLM key is write-only; usage, phone and the other pages render', { ...
   await shot(page, '12-usage');
   await go(page, '#/phone');
   await page.locator('h2', { hasText: 'Twilio account' }).waitFor();
+  const twilio = page.locator('form.twilio');
+  await twilio.locator('input[name=account_sid]').fill('AC0123456789abcdef0123456789abcdef');
+  await twilio.locator('input[name=auth_token]').fill('twilioAuthToken0123456789');
+  await twilio.locator('button[type=submit]').click();
+  await page.locator('p', { hasText: 'Account AC0123456789abcdef0123456789abcdef, changed' }).waitFor({ timeout: WAIT });
+  assert.equal(await page.evaluate(() => document.documentElement.outerHTML.includes('twilioAuthToken0123456789')), false, 'the auth token is write-only');
+  const number = page.locator('form.add-number');
+  await number.locator('input[name=number]').fill('+14155550123');
+  await number.locator('button[type=submit]').click();
+  await page.locator('td', { hasText: '+14155550123' }).waitFor({ timeout: WAIT });
   await shot(page, '13-phone');
   await assertClean(state.owner);
 });
