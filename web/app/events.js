@@ -112,6 +112,12 @@ export class LiveEvents {
         this.status('unavailable');
         return this.retry(120_000);
       }
+      if (response.status === 400 && this.lastEventId) {
+        // The resume point is not one the server knows (any more): start afresh.
+        this.lastEventId = '';
+        this.status('reconnecting');
+        return this.retry(1000);
+      }
       if (response.status === 429) {
         const after = Number(response.headers.get('retry-after')) || 30;
         this.status('reconnecting');

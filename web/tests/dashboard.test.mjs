@@ -181,10 +181,18 @@ async function visitorSays(page, text, { expectReply = true } = {}) {
   await input.fill(text);
   await input.press('Enter');
   if (!expectReply) return null;
-  await page.waitForFunction((n) => {
-    const sr = document.querySelector('agentry-widget').shadowRoot;
-    return sr.querySelectorAll('.msg[data-role="assistant"][data-state="done"]').length > n && !sr.querySelector('.msg[data-state="pending"]');
-  }, before, { timeout: WAIT });
+  try {
+    await page.waitForFunction((n) => {
+      const sr = document.querySelector('agentry-widget').shadowRoot;
+      return sr.querySelectorAll('.msg[data-role="assistant"][data-state="done"]').length > n && !sr.querySelector('.msg[data-state="pending"]');
+    }, before, { timeout: WAIT });
+  } catch (error) {
+    // For whoever reads a CI log: what the widget showed, and a picture of it.
+    const log = await page.evaluate(() => document.querySelector('agentry-widget').shadowRoot.querySelector('.log').outerHTML).catch(() => '');
+    console.log(`# no answer to ${JSON.stringify(text)} within ${WAIT} ms; the widget shows: ${log}`);
+    await shot(page, `failed-visitor-${Date.now()}`).catch(() => {});
+    throw error;
+  }
   return (await widgetText(page)).filter((m) => m.role === 'assistant').at(-1).text;
 }
 
