@@ -523,6 +523,9 @@ test('live takeover: waiting notification, take over, reply, hand back (instance
   await team.locator('#live[data-state="live"]').waitFor({ timeout: WAIT });
 
   const visitor = state.visitor.page;
+  // When the widget (re)opens its live stream, for the latency line below.
+  const widgetStreams = [];
+  visitor.on('request', (r) => { if (new URL(r.url()).pathname === '/api/widget/events') widgetStreams.push(Date.now()); });
   const asked = Date.now();
   await visitorSays(visitor, 'Can I talk to a real person please?');
   const toast = team.locator('.toast.waiting a');
@@ -538,10 +541,14 @@ test('live takeover: waiting notification, take over, reply, hand back (instance
   const text = 'Hi, this is Sam from the workshop team.';
   await reply.locator('textarea').fill(text);
   const sent = Date.now();
+  let replyStored = 0;
+  const posted = team.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/messages'))
+    .then(() => { replyStored = Date.now() - sent; });
   await reply.locator('button[type=submit]').click();
   await visitor.waitForFunction((t) => [...document.querySelector('agentry-widget').shadowRoot.querySelectorAll('.msg')]
     .some((m) => m.textContent.includes(t)), text, { timeout: WAIT });
   const toVisitor = Date.now() - sent;
+  await posted;
   await team.locator('li.msg.human', { hasText: text }).waitFor();
 
   const answer = 'Thanks Sam, can you fix a flat today?';
@@ -566,6 +573,6 @@ test('live takeover: waiting notification, take over, reply, hand back (instance
   assert.equal(stored.find((m) => m.content === text).human, true);
   const seqs = stored.map((m) => m.seq).filter((s) => s !== undefined);
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'in order');
-  console.log(`# takeover latency (${dashboardBase === BASE ? 'one instance' : 'visitor on A, dashboard on B'}): notification ${notified} ms, reply to visitor ${toVisitor} ms, visitor to dashboard ${toTeam} ms`);
+  console.log(`# takeover latency (${dashboardBase === BASE ? 'one instance' : 'visitor on A, dashboard on B'}): notification ${notified} ms, reply to visitor ${toVisitor} ms (its POST answered after ${replyStored} ms), visitor to dashboard ${toTeam} ms; the widget opened its live stream at ${widgetStreams.map((t) => `${t - sent} ms`).join(', ') || 'no time'} relative to the reply's send`);
   await assertClean(teamWatch);
 });
