@@ -549,6 +549,7 @@ test('live takeover: waiting notification, take over, reply, hand back (instance
     .some((m) => m.textContent.includes(t)), text, { timeout: WAIT });
   const toVisitor = Date.now() - sent;
   await posted;
+  await shot(visitor, '18-visitor-sees-the-reply');
   await team.locator('li.msg.human', { hasText: text }).waitFor();
 
   const answer = 'Thanks Sam, can you fix a flat today?';
