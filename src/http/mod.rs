@@ -153,6 +153,7 @@ fn api_router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::new()
         .merge(routes::health::router())
         .merge(routes::web::router())
+        .merge(routes::app::router())
         .merge(openapi::router())
         .nest("/api/v1", routes::api_v1())
         .merge(mcp::router(state.clone()))

@@ -9,6 +9,7 @@ mod caches;
 mod chat_support;
 mod cli;
 mod cluster;
+mod dashboard;
 mod deliveries;
 mod deliveries_api;
 mod dispatch;

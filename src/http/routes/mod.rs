@@ -4,6 +4,7 @@ pub mod action_runs;
 pub mod admin;
 pub mod agents;
 pub mod api_tokens;
+pub mod app;
 pub mod auth;
 pub mod conversations;
 pub mod documents;
