@@ -276,7 +276,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%address, %metrics, %profile, "agentry listening");
     if let Some(demo) = &app.seeded_demo {
         println!(
-            "\nDemo tenant \"{}\" created.\n  Dashboard API login: POST {public_url}/api/v1/auth/login  email {}  password {}\n  Operator login:      POST {public_url}/api/v1/admin/auth/login  email {}  password {}\n  Widget public key:   {}\n",
+            "\nDemo tenant \"{}\" created.\n  Dashboard:           {public_url}/app  (the API: POST {public_url}/api/v1/auth/login)  email {}  password {}\n  Operator login:      POST {public_url}/api/v1/admin/auth/login  email {}  password {}\n  Widget public key:   {}\n",
             demo.tenant_name,
             demo.admin_email,
             demo.admin_password,
