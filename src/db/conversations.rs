@@ -138,56 +138,49 @@ impl From<sqlx::Error> for TakeoverError {
     }
 }
 
-/// `user` takes the conversation over: from the next visitor message on,
-/// the agent stays silent. Taking over one's own again changes nothing.
-/// The row lock orders this against a turn's first write (see the
-/// migration `live_takeover`): a turn that began before still answers.
-pub async fn take_over(
-    tx: &mut TenantTx,
-    id: Uuid,
-    user: Uuid,
-) -> Result<ConversationSummary, TakeoverError> {
-    let tenant = tx.tenant();
-    let taken: Option<ConversationSummary> = sqlx::query_as(&format!(
-        "UPDATE conversations
-         SET handled_by = $3,
-             taken_over_at = CASE WHEN handled_by = $3 THEN taken_over_at ELSE now() END
-         WHERE tenant_id = $1 AND id = $2 AND channel = 'widget' AND ended_at IS NULL
-           AND (handled_by IS NULL OR handled_by = $3)
-         RETURNING {SUMMARY_COLUMNS}"
-    ))
-    .bind(tenant.as_uuid())
-    .bind(id)
-    .bind(user)
-    .fetch_optional(tx.conn())
-    .await?;
-    match taken {
-        Some(summary) => Ok(summary),
-        None => Err(why_refused(tx, id, user).await?),
-    }
+/// A conversation changing hands.
+#[derive(Clone, Copy, Debug)]
+pub enum Handover {
+    /// `by` takes it over: from the next visitor message on, the agent stays
+    /// silent. Taking over one's own again changes nothing. The row lock
+    /// orders this against a turn's first write (see the migration
+    /// `live_takeover`): a turn that began before still answers.
+    TakeOver { by: Uuid },
+    /// Back to the agent, from `holder` only (`None`: from whoever has it).
+    /// The person answered it, so it no longer waits for one.
+    HandBack { holder: Option<Uuid> },
 }
 
-/// Returns the conversation to its agent; only the team member who has it
-/// (or, see the route, a manager) hands it back.
-pub async fn hand_back(
+pub async fn change_hands(
     tx: &mut TenantTx,
     id: Uuid,
-    user: Option<Uuid>,
+    handover: Handover,
 ) -> Result<ConversationSummary, TakeoverError> {
     let tenant = tx.tenant();
-    // The person answered it: it no longer waits for one.
-    let returned: Option<ConversationSummary> = sqlx::query_as(&format!(
-        "UPDATE conversations SET handled_by = NULL, taken_over_at = NULL, status = 'open'
-         WHERE tenant_id = $1 AND id = $2 AND handled_by IS NOT NULL
-           AND ($3::uuid IS NULL OR handled_by = $3)
-         RETURNING {SUMMARY_COLUMNS}"
+    let (change, user) = match handover {
+        Handover::TakeOver { by } => (
+            "SET handled_by = $3,
+                 taken_over_at = CASE WHEN handled_by = $3 THEN taken_over_at ELSE now() END
+             WHERE tenant_id = $1 AND id = $2 AND channel = 'widget' AND ended_at IS NULL
+               AND (handled_by IS NULL OR handled_by = $3)",
+            Some(by),
+        ),
+        Handover::HandBack { holder } => (
+            "SET handled_by = NULL, taken_over_at = NULL, status = 'open'
+             WHERE tenant_id = $1 AND id = $2 AND handled_by IS NOT NULL
+               AND ($3::uuid IS NULL OR handled_by = $3)",
+            holder,
+        ),
+    };
+    let changed: Option<ConversationSummary> = sqlx::query_as(&format!(
+        "UPDATE conversations {change} RETURNING {SUMMARY_COLUMNS}"
     ))
     .bind(tenant.as_uuid())
     .bind(id)
     .bind(user)
     .fetch_optional(tx.conn())
     .await?;
-    match returned {
+    match changed {
         Some(summary) => Ok(summary),
         None => Err(why_refused(tx, id, user.unwrap_or_default()).await?),
     }

@@ -545,8 +545,10 @@ test('live takeover: waiting notification, take over, reply, hand back (instance
   const posted = team.waitForResponse((r) => r.request().method() === 'POST' && r.url().endsWith('/messages'))
     .then(() => { replyStored = Date.now() - sent; });
   await reply.locator('button[type=submit]').click();
+  // Polled every 20 ms: the default (animation frames) is throttled on a
+  // page that is not in front, which added most of a second to the figure.
   await visitor.waitForFunction((t) => [...document.querySelector('agentry-widget').shadowRoot.querySelectorAll('.msg')]
-    .some((m) => m.textContent.includes(t)), text, { timeout: WAIT });
+    .some((m) => m.textContent.includes(t)), text, { timeout: WAIT, polling: 20 });
   const toVisitor = Date.now() - sent;
   await posted;
   await shot(visitor, '18-visitor-sees-the-reply');

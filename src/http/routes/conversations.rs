@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use crate::api_tokens::Scope;
 use crate::db::chat;
-use crate::db::conversations::{self, ConversationPage, ConversationSummary, TakeoverError};
+use crate::db::conversations::{
+    self, ConversationPage, ConversationSummary, Handover, TakeoverError,
+};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, Principal, TenantUser};
 use crate::http::listing::{check_one_of, into_page, page_limit};
@@ -252,11 +254,8 @@ async fn take_over(
     user: TenantUser,
     IdPath(id): IdPath<Uuid>,
 ) -> Result<Json<ConversationChanged>, ApiError> {
-    let mut tx = state.store.tenant(user.tenant).await?;
-    let conversation = conversations::take_over(&mut tx, id, user.user.as_uuid()).await?;
-    tx.commit().await?;
-    announce_change(&state, &user, conversation.clone()).await;
-    Ok(Json(ConversationChanged { conversation }))
+    let by = user.user.as_uuid();
+    change_hands(&state, &user, id, Handover::TakeOver { by }).await
 }
 
 /// Returns the conversation to its agent, which answers the visitor's next
@@ -272,10 +271,27 @@ async fn hand_back(
     IdPath(id): IdPath<Uuid>,
 ) -> Result<Json<ConversationChanged>, ApiError> {
     let holder = (!user.role.can_manage()).then(|| user.user.as_uuid());
+    change_hands(&state, &user, id, Handover::HandBack { holder }).await
+}
+
+/// Stores the change, then tells the visitor's widget and the team's dashboards.
+async fn change_hands(
+    state: &AppState,
+    user: &TenantUser,
+    id: Uuid,
+    handover: Handover,
+) -> Result<Json<ConversationChanged>, ApiError> {
     let mut tx = state.store.tenant(user.tenant).await?;
-    let conversation = conversations::hand_back(&mut tx, id, holder).await?;
+    let conversation = conversations::change_hands(&mut tx, id, handover).await?;
     tx.commit().await?;
-    announce_change(&state, &user, conversation.clone()).await;
+    let event = LiveEvent::Conversation {
+        conversation: conversation.clone(),
+    };
+    let conversation_id = ConversationId::from_uuid(conversation.id);
+    state
+        .live
+        .announce(user.tenant, conversation_id, event)
+        .await;
     Ok(Json(ConversationChanged { conversation }))
 }
 
@@ -331,10 +347,4 @@ async fn reply_as_human(
         .announce(user.tenant, ConversationId::from_uuid(id), event)
         .await;
     Ok((StatusCode::CREATED, Json(HumanReplyStored { message })))
-}
-
-async fn announce_change(state: &AppState, user: &TenantUser, conversation: ConversationSummary) {
-    let id = ConversationId::from_uuid(conversation.id);
-    let event = LiveEvent::Conversation { conversation };
-    state.live.announce(user.tenant, id, event).await;
 }
