@@ -611,3 +611,29 @@ fn message_with_seq(event: &agentry::live::LiveEvent, seq: i64) -> agentry::live
         other => panic!("expected the message at {seq}, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_visitor_cannot_open_event_streams_without_bound() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.rate_limits.enabled = true;
+        settings.rate_limits.widget_messages = 2;
+    })
+    .await;
+    let site = site(&app, "Stream Limits Co").await;
+    let guest = visitor_token(&app, &site.public_key).await;
+    // Each stream counts on widget_messages, like a message: two, then a 429.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let response = widget_events(&app, &guest, None).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-ratelimit-remaining"));
+        open.push(EventStream::follow(response));
+    }
+    let refused = widget_events(&app, &guest, None).await;
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        ORIGIN,
+        "the widget can read the refusal"
+    );
+    assert_error(refused, 429, "rate_limited").await;
+}

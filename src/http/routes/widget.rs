@@ -640,7 +640,8 @@ fn state_event(state: &str) -> Event {
 /// takes over or hands back. A message's event `id` is its position: with
 /// `Last-Event-ID` the stream first sends every message after it, from the
 /// transcript. A connection lasts at most `http.event_stream_secs`, then
-/// the widget reconnects (and its session is checked again).
+/// the widget reconnects (and its session is checked again). Each stream
+/// opened counts on `widget_messages` (client IP and widget).
 #[utoipa::path(get, path = "/events", tag = "widget", security(("widget_session" = [])),
     params(("origin" = Option<String>, Header, description = "The embedding page's origin; it must be one the widget allows"),
         ("last-event-id" = Option<String>, Header, description = "The position of the last message received")),
@@ -650,10 +651,20 @@ fn state_event(state: &str) -> Event {
         (status = 403, description = "The page's origin may not use this widget")))]
 async fn events(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     visitor: Visitor,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     visitor.check_widget(&state).await?;
+    // A stream is long-lived: each one opened counts as a message on the
+    // widget's tier, so one client cannot hold them open without bound.
+    let limited = state
+        .limit(
+            Tier::WidgetMessages,
+            Some(visitor.session.tenant),
+            &format!("{}:{}", ip_subject(ip), visitor.session.widget),
+        )
+        .await?;
     let after = match sse::last_event_id(&headers) {
         None => None,
         Some(id) => Some(
@@ -731,7 +742,7 @@ async fn events(
         }
     });
     Ok(allow_origin(
-        sse::response(stream).into_response(),
+        (limited, sse::response(stream)).into_response(),
         visitor.origin,
     ))
 }
