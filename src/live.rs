@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use agentry_actors::ports::BusError;
 use agentry_actors::{ConversationId, TenantId};
-use chrono::{DateTime, Utc};
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::bus::RedisBus;
+use crate::db::chat::Message;
 use crate::db::conversations::ConversationSummary;
 
 /// Enough for a few minutes of every tenant's live conversations; a
@@ -41,26 +41,12 @@ const FAN_OUT_CAPACITY: usize = 1024;
 /// The single payload field of an entry.
 const PAYLOAD_FIELD: &str = "event";
 
-/// A message as the live streams carry it (and as transcripts show it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LiveMessage {
-    pub id: Uuid,
-    /// Its position in the conversation: messages are shown in this order.
-    pub seq: i64,
-    /// `visitor` or `assistant`.
-    pub role: String,
-    pub content: String,
-    pub created_at: DateTime<Utc>,
-    /// Written by a person on the tenant's team, not by the agent.
-    pub human: bool,
-}
-
 /// What happened in a live conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LiveEvent {
     /// A message was stored.
-    Message { message: LiveMessage },
+    Message { message: Message },
     /// The conversation changed hands: escalated (waiting), taken over, handed back.
     Conversation { conversation: ConversationSummary },
 }
@@ -306,6 +292,7 @@ pub fn is_stream_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     #[test]
     fn stream_ids_are_told_from_anything_else() {
@@ -360,10 +347,10 @@ mod tests {
 
     #[test]
     fn an_envelope_round_trips_with_its_kind() {
-        let message = LiveMessage {
+        let message = Message {
             id: Uuid::now_v7(),
             seq: 3,
-            role: "assistant".into(),
+            role: agentry_actors::ports::MessageRole::Assistant,
             content: "Hello".into(),
             created_at: Utc::now(),
             human: true,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{agents, usage, DbError, Store, TenantTx};
-use crate::live::{LiveEvent, LiveHub, LiveMessage};
+use crate::live::{LiveEvent, LiveHub};
 
 impl From<DbError> for StoreError {
     fn from(error: DbError) -> Self {
@@ -34,12 +34,16 @@ fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::from(DbError::from(error))
 }
 
-/// A stored message, as the conversation's visitor may see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored message, as the conversation's visitor may see it (no
+/// conversation, agent or tenant ids): what the widget, the dashboard's
+/// transcripts and the live streams all show.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
-    /// Its position in the conversation.
+    /// Its position in the conversation: messages are shown in this order
+    /// (and a widget's event stream resumes after it).
     pub seq: i64,
+    #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
     pub role: MessageRole,
     pub content: String,
     pub created_at: DateTime<Utc>,
@@ -113,15 +117,15 @@ pub async fn messages_after(
         .collect())
 }
 
-impl From<Message> for crate::live::LiveMessage {
-    fn from(message: Message) -> Self {
+impl From<StoredReply> for Message {
+    fn from(reply: StoredReply) -> Self {
         Self {
-            id: message.id,
-            seq: message.seq,
-            role: message.role.as_str().to_owned(),
-            content: message.content,
-            created_at: message.created_at,
-            human: message.human,
+            id: reply.id,
+            seq: reply.seq,
+            role: MessageRole::Assistant,
+            content: reply.content,
+            created_at: reply.created_at,
+            human: false,
         }
     }
 }
@@ -139,7 +143,7 @@ impl PgChatStore {
         Self { store, live }
     }
 
-    async fn announce(&self, tenant: TenantId, conversation: ConversationId, message: LiveMessage) {
+    async fn announce(&self, tenant: TenantId, conversation: ConversationId, message: Message) {
         self.live
             .announce(tenant, conversation, LiveEvent::Message { message })
             .await;
@@ -265,10 +269,10 @@ impl ChatStore for PgChatStore {
                 true => message.scrubbed.unwrap_or(message.text),
                 false => message.text,
             };
-            let message = LiveMessage {
+            let message = Message {
                 id: message_id,
                 seq: visitor_seq,
-                role: MessageRole::Visitor.as_str().to_owned(),
+                role: MessageRole::Visitor,
                 content: content.to_owned(),
                 created_at: created_at.unwrap_or_else(Utc::now),
                 human: false,
@@ -312,10 +316,10 @@ impl ChatStore for PgChatStore {
                 .await
                 .map_err(unavailable)?;
         if live {
-            let message = LiveMessage {
+            let message = Message {
                 id,
                 seq: record.reply_seq,
-                role: MessageRole::Assistant.as_str().to_owned(),
+                role: MessageRole::Assistant,
                 content: record.content.clone(),
                 created_at,
                 human: false,

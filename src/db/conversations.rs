@@ -193,7 +193,7 @@ pub async fn human_reply(
     id: Uuid,
     user: Uuid,
     content: &str,
-) -> Result<crate::live::LiveMessage, TakeoverError> {
+) -> Result<super::chat::Message, TakeoverError> {
     let tenant = tx.tenant();
     let stored: Option<(Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH slot AS (
@@ -212,10 +212,10 @@ pub async fn human_reply(
     .fetch_optional(tx.conn())
     .await?;
     match stored {
-        Some((id, seq, created_at)) => Ok(crate::live::LiveMessage {
+        Some((id, seq, created_at)) => Ok(super::chat::Message {
             id,
             seq,
-            role: "assistant".into(),
+            role: agentry_actors::ports::MessageRole::Assistant,
             content: content.to_owned(),
             created_at,
             human: true,

@@ -553,10 +553,10 @@ async fn every_instance_hears_every_live_event_in_order_and_resumes_after_an_id(
     let tenant = agentry_actors::TenantId::new();
     let conversation = agentry_actors::ConversationId::new();
     let message = |seq: i64| agentry::live::LiveEvent::Message {
-        message: agentry::live::LiveMessage {
+        message: agentry::db::chat::Message {
             id: uuid::Uuid::now_v7(),
             seq,
-            role: "visitor".into(),
+            role: agentry_actors::ports::MessageRole::Visitor,
             content: format!("line {seq}"),
             created_at: chrono::Utc::now(),
             human: false,

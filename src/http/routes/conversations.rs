@@ -8,7 +8,6 @@
 //! agent. Each change and reply is announced on the live stream, which the
 //! visitor's widget and the team's dashboards follow (see [`crate::live`]).
 
-use agentry_actors::ports::MessageRole;
 use agentry_actors::ConversationId;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -30,7 +29,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, IdPath, Principal, TenantUser};
 use crate::http::listing::{check_one_of, into_page, page_limit};
 use crate::http::AppState;
-use crate::live::{LiveEvent, LiveMessage};
+use crate::live::LiveEvent;
 
 const STATUSES: [&str; 2] = ["open", "waiting_for_human"];
 /// A search phrase, not a document.
@@ -143,26 +142,12 @@ pub async fn list_conversations(
     })
 }
 
-/// A message of a transcript.
-#[derive(Serialize, ToSchema)]
-struct TranscriptMessage {
-    id: Uuid,
-    /// Its position in the conversation.
-    seq: i64,
-    #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
-    role: MessageRole,
-    content: String,
-    created_at: DateTime<Utc>,
-    /// A team member's reply during a takeover, not the agent's.
-    human: bool,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ConversationDetail {
     #[serde(flatten)]
     conversation: ConversationSummary,
     /// The visitor's and the assistant's messages, oldest first.
-    messages: Vec<TranscriptMessage>,
+    messages: Vec<chat::Message>,
 }
 
 /// One conversation with its transcript.
@@ -185,18 +170,7 @@ pub async fn get_conversation(
     caller.require(Scope::ConversationsRead)?;
     let mut tx = state.store.tenant_snapshot(caller.tenant()).await?;
     let conversation = conversations::get(&mut tx, id).await?;
-    let messages = chat::transcript(&mut tx, ConversationId::from_uuid(id))
-        .await?
-        .into_iter()
-        .map(|message| TranscriptMessage {
-            id: message.id,
-            seq: message.seq,
-            role: message.role,
-            content: message.content,
-            created_at: message.created_at,
-            human: message.human,
-        })
-        .collect();
+    let messages = chat::transcript(&mut tx, ConversationId::from_uuid(id)).await?;
     Ok(ConversationDetail {
         conversation,
         messages,
@@ -304,7 +278,7 @@ struct HumanReply {
 
 #[derive(Serialize, ToSchema)]
 struct HumanReplyStored {
-    message: LiveMessage,
+    message: chat::Message,
 }
 
 /// Replies to the visitor as the team member who took the conversation

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use agentry_actors::chat_session::{TurnError, TurnEvent, TurnRequest};
-use agentry_actors::ports::{MessageRole, StoreError, StoredReply, TurnChannel};
+use agentry_actors::ports::{StoreError, TurnChannel};
 use agentry_actors::{AgentId, ConversationId, TenantId, WidgetId};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -31,7 +31,7 @@ use crate::http::error::{ApiError, RateHeaders};
 use crate::http::extract::{ip_subject, signed_session, ApiJson, ClientIp};
 use crate::http::sse::{self, StreamGauge};
 use crate::http::AppState;
-use crate::live::{self, LiveEvent, LiveMessage};
+use crate::live::{self, LiveEvent};
 use crate::rate_limit::Tier;
 use crate::tokens::TokenPurpose;
 use crate::widget_sessions::WidgetSession;
@@ -322,64 +322,6 @@ impl Visitor {
     }
 }
 
-/// A message as its visitor sees it: no conversation, agent or tenant ids.
-#[derive(Serialize, ToSchema)]
-struct VisitorMessage {
-    id: Uuid,
-    /// Its position in the conversation (the event stream's `Last-Event-ID`).
-    seq: i64,
-    #[schema(value_type = crate::http::openapi::MessageRoleSchema)]
-    role: MessageRole,
-    content: String,
-    created_at: chrono::DateTime<Utc>,
-    /// Written by a person on the business's team, not by the assistant.
-    human: bool,
-}
-
-impl From<chat::Message> for VisitorMessage {
-    fn from(message: chat::Message) -> Self {
-        Self {
-            id: message.id,
-            seq: message.seq,
-            role: message.role,
-            content: message.content,
-            created_at: message.created_at,
-            human: message.human,
-        }
-    }
-}
-
-impl From<StoredReply> for VisitorMessage {
-    fn from(reply: StoredReply) -> Self {
-        Self {
-            id: reply.id,
-            seq: reply.seq,
-            role: MessageRole::Assistant,
-            content: reply.content,
-            created_at: reply.created_at,
-            human: false,
-        }
-    }
-}
-
-impl VisitorMessage {
-    fn from_live(message: &LiveMessage) -> Option<Self> {
-        let role = match message.role.as_str() {
-            "visitor" => MessageRole::Visitor,
-            "assistant" => MessageRole::Assistant,
-            _ => return None,
-        };
-        Some(Self {
-            id: message.id,
-            seq: message.seq,
-            role,
-            content: message.content.clone(),
-            created_at: message.created_at,
-            human: message.human,
-        })
-    }
-}
-
 /// What the visitor is told when a turn could not run.
 fn turn_refusal(error: TurnError) -> ApiError {
     match error {
@@ -415,7 +357,7 @@ async fn end_session(
 
 #[derive(Serialize, ToSchema)]
 struct Transcript {
-    messages: Vec<VisitorMessage>,
+    messages: Vec<chat::Message>,
 }
 
 /// The visitor's own conversation so far.
@@ -425,11 +367,7 @@ struct Transcript {
 async fn transcript(State(state): State<AppState>, visitor: Visitor) -> Result<Response, ApiError> {
     visitor.check_widget(&state).await?;
     let mut tx = state.store.tenant(visitor.session.tenant).await?;
-    let messages = chat::transcript(&mut tx, visitor.session.conversation)
-        .await?
-        .into_iter()
-        .map(VisitorMessage::from)
-        .collect();
+    let messages = chat::transcript(&mut tx, visitor.session.conversation).await?;
     Ok(allow_origin(
         Json(Transcript { messages }).into_response(),
         visitor.origin,
@@ -447,7 +385,7 @@ struct MessageRequest {
 /// (`held`), their answer coming on the conversation's event stream.
 #[derive(Serialize, ToSchema)]
 struct Reply {
-    reply: Option<VisitorMessage>,
+    reply: Option<chat::Message>,
     /// A team member has the conversation: the message is theirs to answer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     held: bool,
@@ -521,7 +459,7 @@ async fn send_message(
             Ok(reply) => (
                 StatusCode::OK,
                 Reply {
-                    reply: Some(VisitorMessage::from(reply)),
+                    reply: Some(chat::Message::from(reply)),
                     held: false,
                 },
             ),
@@ -577,7 +515,7 @@ async fn send_message(
                     let event = match result {
                         Ok(Ok(reply)) => Event::default()
                             .event("message")
-                            .data(json!(VisitorMessage::from(reply)).to_string()),
+                            .data(json!(chat::Message::from(reply)).to_string()),
                         Ok(Err(TurnError::TakenOver)) => Event::default().event("held").data("{}"),
                         other => {
                             if let Ok(Err(error)) = other {
@@ -708,8 +646,8 @@ async fn events(
         if feed.sender.send(state_event(told)).await.is_err() {
             return;
         }
-        for message in replay.into_iter().map(LiveMessage::from) {
-            if !feed.send(&message).await {
+        for message in &replay {
+            if !feed.send(message).await {
                 return;
             }
         }
@@ -763,7 +701,7 @@ struct WidgetFeed {
 impl WidgetFeed {
     /// Sends a message heard live, after any stored before it and not yet
     /// sent; `false` once the visitor is gone (or the store is).
-    async fn deliver(&mut self, message: &LiveMessage) -> bool {
+    async fn deliver(&mut self, message: &chat::Message) -> bool {
         match self.last_seq {
             Some(last) if message.seq > last + 1 => self.catch_up().await,
             _ => self.send(message).await,
@@ -782,8 +720,8 @@ impl WidgetFeed {
         let Ok(missed) = missed.await else {
             return false;
         };
-        for message in missed.into_iter().map(LiveMessage::from) {
-            if !self.send(&message).await {
+        for message in &missed {
+            if !self.send(message).await {
                 return false;
             }
         }
@@ -791,18 +729,15 @@ impl WidgetFeed {
     }
 
     /// Sends a message newer than the last one sent.
-    async fn send(&mut self, message: &LiveMessage) -> bool {
+    async fn send(&mut self, message: &chat::Message) -> bool {
         if self.last_seq.is_some_and(|last| message.seq <= last) {
             return true;
         }
         self.last_seq = Some(message.seq);
-        let Some(visible) = VisitorMessage::from_live(message) else {
-            return true;
-        };
         let event = Event::default()
             .event("message")
             .id(message.seq.to_string())
-            .data(json!(visible).to_string());
+            .data(json!(message).to_string());
         self.sender.send(event).await.is_ok()
     }
 }
