@@ -278,15 +278,17 @@ fn unavailable(error: fred::error::Error) -> BusError {
     BusError::Unavailable(error.to_string())
 }
 
-/// Whether `id` is a Redis stream id (`ms-seq`), as a `Last-Event-ID` must be.
-pub fn is_stream_id(id: &str) -> bool {
-    let Some((ms, seq)) = id.split_once('-') else {
-        return false;
+/// A Redis stream id (`ms-seq`, each a u64 in digits) as a pair that
+/// orders as the stream does; `None` for anything else, so it also tells
+/// whether a `Last-Event-ID` is one.
+pub fn stream_order(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    // `parse` alone would take a leading `+`.
+    let number = |part: &str| match part.bytes().all(|b| b.is_ascii_digit()) {
+        true => part.parse().ok(),
+        false => None,
     };
-    let digits = |part: &str| {
-        !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit())
-    };
-    digits(ms) && digits(seq)
+    Some((number(ms)?, number(seq)?))
 }
 
 #[cfg(test)]
@@ -296,8 +298,11 @@ mod tests {
 
     #[test]
     fn stream_ids_are_told_from_anything_else() {
-        assert!(is_stream_id("1733100000000-0"));
-        assert!(is_stream_id("0-0"));
+        assert_eq!(
+            stream_order("1733100000000-0"),
+            Some((1_733_100_000_000, 0))
+        );
+        assert_eq!(stream_order("0-0"), Some((0, 0)));
         let too_long = format!("{}-0", "9".repeat(21));
         for bad in [
             "",
@@ -310,8 +315,19 @@ mod tests {
             "1 -2",
             too_long.as_str(),
         ] {
-            assert!(!is_stream_id(bad), "{bad:?}");
+            assert_eq!(stream_order(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn stream_ids_order_by_time_then_sequence() {
+        assert!(stream_order("10-2") > stream_order("10-1"));
+        assert!(stream_order("11-0") > stream_order("10-99"));
+        assert!(
+            stream_order("9-0") < stream_order("10-0"),
+            "numeric, not textual"
+        );
+        assert_eq!(stream_order("+1-0"), None, "digits only");
     }
 
     #[test]

@@ -40,12 +40,6 @@ pub fn last_event_id(headers: &HeaderMap) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
-/// A Redis stream id as a comparable pair (`None` sorts first).
-pub fn stream_order(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
 /// One server-sent event, as the API document describes `text/event-stream`
 /// content (and as schemathesis checks each event): its name, its data
 /// (JSON, as text) and, where the stream is resumable, its id.
@@ -77,17 +71,6 @@ impl Drop for StreamGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_ids_order_by_time_then_sequence() {
-        assert!(stream_order("10-2") > stream_order("10-1"));
-        assert!(stream_order("11-0") > stream_order("10-99"));
-        assert!(
-            stream_order("9-0") < stream_order("10-0"),
-            "numeric, not textual"
-        );
-        assert_eq!(stream_order("junk"), None);
-    }
 
     #[test]
     fn a_last_event_id_is_read_trimmed_and_an_unreadable_one_is_not_lost() {

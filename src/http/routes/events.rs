@@ -47,7 +47,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let resume = match sse::last_event_id(&headers) {
-        Some(id) if live::is_stream_id(id) => Some(id.to_owned()),
+        Some(id) if live::stream_order(id).is_some() => Some(id.to_owned()),
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "Last-Event-ID must be the id of an event of this stream".into(),
@@ -118,7 +118,7 @@ async fn events(
 async fn forward(sender: &sse::Sender, entry: &LiveEntry, last: &mut Option<String>) -> bool {
     if last
         .as_deref()
-        .is_some_and(|last| sse::stream_order(&entry.id) <= sse::stream_order(last))
+        .is_some_and(|last| live::stream_order(&entry.id) <= live::stream_order(last))
     {
         return true;
     }
