@@ -40,25 +40,6 @@ impl PgToolRunner {
             live,
         }
     }
-
-    /// Tells the tenant's dashboards that a conversation now waits for a
-    /// person. Best effort: the conversation is stored as waiting, and a
-    /// dashboard lists it on its next load whatever happens here.
-    async fn announce_escalation(&self, tenant: TenantId, conversation: ConversationId) {
-        let summary = async {
-            let mut tx = self.store.tenant(tenant).await?;
-            conversations::get(&mut tx, conversation.as_uuid()).await
-        };
-        match summary.await {
-            Ok(conversation_summary) => {
-                let event = LiveEvent::Conversation {
-                    conversation: conversation_summary,
-                };
-                self.live.announce(tenant, conversation, event).await;
-            }
-            Err(error) => tracing::warn!(%error, "an escalation was not announced"),
-        }
-    }
 }
 
 /// Who and where a run acts for.
@@ -105,9 +86,18 @@ impl ToolRunner for PgToolRunner {
             return runs::replay(&self.keyring, tenant, &prior)
                 .ok_or_else(|| StoreError::Unavailable("a concurrent run vanished".into()));
         }
+        // A conversation now waiting for a person is announced to the
+        // tenant's dashboards as the run's transaction left it, once committed.
+        let escalated = match run.output["status"] == "waiting_for_human" {
+            true => Some(conversations::get(&mut tx, scope.conversation).await?),
+            false => None,
+        };
         tx.commit().await?;
-        if run.output["status"] == "waiting_for_human" {
-            self.announce_escalation(tenant, conversation).await;
+        if let Some(conversation_summary) = escalated {
+            let event = LiveEvent::Conversation {
+                conversation: conversation_summary,
+            };
+            self.live.announce(tenant, conversation, event).await;
         }
         Ok(run)
     }
