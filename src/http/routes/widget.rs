@@ -408,6 +408,8 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
     request_body = MessageRequest,
     responses((status = 200, description = "The reply (cleaned, as stored)",
             content((Reply = "application/json"), (String = "text/event-stream")), headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
+        (status = 202, description = "Held (JSON mode): a team member has the conversation, so the agent does not answer; `{\"reply\":null,\"held\":true}`, their answer comes on `GET /events`", body = Reply,
+            headers(("access-control-allow-origin" = String, description = "The page's origin, when allowed"), ("vary" = String, description = "`Origin`"))),
         (status = 403, description = "The page's origin may not use this widget")))]
 async fn send_message(
     State(state): State<AppState>,
