@@ -277,6 +277,21 @@ impl Visitor {
         self.origin.as_ref().and_then(|o| o.to_str().ok())
     }
 
+    /// Counts one request against the widget's tier for this client IP.
+    async fn limit_widget(
+        &self,
+        state: &AppState,
+        ip: Option<IpAddr>,
+    ) -> Result<RateHeaders, ApiError> {
+        state
+            .limit(
+                Tier::WidgetMessages,
+                Some(self.session.tenant),
+                &format!("{}:{}", ip_subject(ip), self.session.widget),
+            )
+            .await
+    }
+
     /// Counts a turn against the widget's tier for this client IP and the
     /// chat tier for this session (each turn is an LLM call billed to the
     /// tenant); the headers are those of the tighter of the two.
@@ -285,13 +300,7 @@ impl Visitor {
         state: &AppState,
         ip: Option<IpAddr>,
     ) -> Result<RateHeaders, ApiError> {
-        let widget = state
-            .limit(
-                Tier::WidgetMessages,
-                Some(self.session.tenant),
-                &format!("{}:{}", ip_subject(ip), self.session.widget),
-            )
-            .await?;
+        let widget = self.limit_widget(state, ip).await?;
         let session = state
             .limit(
                 Tier::Chat,
@@ -598,13 +607,7 @@ async fn events(
     visitor.check_widget(&state).await?;
     // A stream is long-lived: each one opened counts as a message on the
     // widget's tier, so one client cannot hold them open without bound.
-    let limited = state
-        .limit(
-            Tier::WidgetMessages,
-            Some(visitor.session.tenant),
-            &format!("{}:{}", ip_subject(ip), visitor.session.widget),
-        )
-        .await?;
+    let limited = visitor.limit_widget(&state, ip).await?;
     let after = match sse::last_event_id(&headers) {
         None => None,
         Some(id) => Some(
