@@ -26,13 +26,21 @@ pub struct ConversationSummary {
     pub taken_over_by: Option<Uuid>,
 }
 
-/// The columns of a [`ConversationSummary`], `state` derived from who has it.
-const SUMMARY_COLUMNS: &str = "id, agent_id, channel, status, lead_id, started_at, escalated_at,
-    escalation_reason,
-    CASE WHEN handled_by IS NOT NULL THEN 'human'
-         WHEN status = 'waiting_for_human' THEN 'waiting'
-         ELSE 'agent' END AS state,
-    handled_by AS taken_over_by";
+/// A conversation's `state`, derived from who has it.
+macro_rules! state_expr {
+    () => {
+        "CASE WHEN handled_by IS NOT NULL THEN 'human'
+              WHEN status = 'waiting_for_human' THEN 'waiting'
+              ELSE 'agent' END"
+    };
+}
+
+/// The columns of a [`ConversationSummary`].
+const SUMMARY_COLUMNS: &str = concat!(
+    "id, agent_id, channel, status, lead_id, started_at, escalated_at, escalation_reason, ",
+    state_expr!(),
+    " AS state, handled_by AS taken_over_by"
+);
 
 /// The values of `?state=`.
 pub const STATES: [&str; 3] = ["agent", "waiting", "human"];
@@ -71,9 +79,9 @@ pub async fn list(
                 SELECT 1 FROM agent_messages m
                 WHERE m.tenant_id = $1 AND m.conversation_id = conversations.id
                   AND m.content ILIKE $8 ESCAPE '\\'))
-           AND ($9::text IS NULL OR $9 = CASE WHEN handled_by IS NOT NULL THEN 'human'
-                WHEN status = 'waiting_for_human' THEN 'waiting' ELSE 'agent' END)
-         ORDER BY id DESC LIMIT $7"
+           AND ($9::text IS NULL OR $9 = {state})
+         ORDER BY id DESC LIMIT $7",
+        state = state_expr!()
     ))
     .bind(tenant.as_uuid())
     .bind(page.before)
