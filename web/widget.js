@@ -624,6 +624,11 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
     return h('div', attrs, label, bubble);
   }
 
+  /** Whether the message with this id is on show already (a reply can come twice: its turn and the live stream). */
+  function isShown(id) {
+    return typeof id === 'string' && log.querySelector(`[data-id="${CSS.escape(id)}"]`) !== null;
+  }
+
   function noteSeq(message) {
     if (message && Number.isInteger(message.seq) && message.seq > lastSeq) lastSeq = message.seq;
   }
@@ -826,7 +831,7 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
         reply.remove();
         return;
       }
-      if (typeof final.id === 'string' && log.querySelector(`[data-id="${CSS.escape(final.id)}"]`)) {
+      if (isShown(final.id)) {
         reply.remove(); // heard on the live stream already
       } else {
         reply.finish(final.content, typeof final.id === 'string' ? final.id : '');
@@ -878,7 +883,7 @@ button:focus-visible, textarea:focus-visible, .log:focus-visible {
       noteSeq(m);
       return;
     }
-    if (log.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+    if (isShown(m.id)) return;
     const node = appendMessage('assistant', m.content, 'done', m.human === true);
     node.setAttribute('data-id', m.id);
     noteSeq(m);
