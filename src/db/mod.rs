@@ -94,6 +94,29 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether the database, not the request, failed: no connection could be
+    /// had, or the one in use was lost (a restart, a failover,
+    /// `pg_terminate_backend`). The pool replaces lost connections, so the
+    /// caller may retry: 503, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Sqlx(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Class 08: connection exceptions; 57P01-57P03: the server
+                // shut the session down or is starting; 53300: too many connections.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+
     /// Maps a unique violation to a conflict with a caller-chosen message.
     pub(crate) fn conflict_on_unique(error: sqlx::Error, message: &str) -> Self {
         match &error {
@@ -102,6 +125,22 @@ impl DbError {
             }
             _ => Self::Sqlx(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::DbError;
+
+    #[test]
+    fn lost_connections_are_unavailability_and_bad_queries_are_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(DbError::Sqlx(sqlx::Error::Io(io)).is_unavailable());
+        assert!(DbError::Sqlx(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(DbError::Sqlx(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(!DbError::Sqlx(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!DbError::NotFound.is_unavailable());
+        assert!(!DbError::Conflict("taken".into()).is_unavailable());
     }
 }
 

@@ -187,7 +187,7 @@ impl From<DbError> for ApiError {
         match error {
             DbError::NotFound => Self::NotFound,
             DbError::Conflict(message) => Self::Conflict(message),
-            DbError::Sqlx(sqlx::Error::PoolTimedOut) => Self::Unavailable("the database"),
+            unavailable if unavailable.is_unavailable() => Self::Unavailable("the database"),
             other => Self::Internal(other.to_string()),
         }
     }

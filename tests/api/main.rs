@@ -10,6 +10,7 @@ mod chat_support;
 mod cli;
 mod cluster;
 mod dashboard;
+mod db_loss;
 mod deliveries;
 mod deliveries_api;
 mod dispatch;
