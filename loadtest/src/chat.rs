@@ -336,6 +336,9 @@ pub async fn run(args: &ChatArgs, resources: &Resources) -> anyhow::Result<Repor
         started_at,
         machine: Machine::this(),
         notes,
+        cluster: None,
+        events: None,
+        faults: Vec::new(),
     })
 }
 

@@ -22,6 +22,208 @@ pub struct Cli {
 pub enum Command {
     /// Visitors chatting with one agent through widget sessions.
     Chat(ChatArgs),
+    /// N agentry instances behind nginx, under a scenario's load and
+    /// optional faults; reports what happened to requests and webhook events.
+    Cluster(ClusterArgs),
+}
+
+/// What the cluster is put under.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Widget chat turns answered from the knowledge base.
+    Chat,
+    /// A burst of chat turns that each capture a lead: one tool call and one
+    /// webhook event per turn, delivered to a receiver loadtest runs.
+    Webhooks,
+    /// New widget sessions from one hot client IP and from many IPs, on a
+    /// tenant with the default limits: what the cluster admits.
+    Ratelimit,
+    /// All of it at once, and dashboard reads.
+    Mixed,
+}
+
+impl Scenario {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Webhooks => "webhooks",
+            Self::Ratelimit => "ratelimit",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+/// Whether the private Redis of `--restart-redis-after` keeps its data.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// No RDB, no AOF: a restart loses every key (streams, groups, sessions, limits).
+    None,
+    /// Append-only file, fsync every second; a clean restart keeps every key.
+    Aof,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// agentry instances behind the balancer.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub instances: u32,
+
+    #[arg(long, value_enum, default_value_t = Scenario::Mixed)]
+    pub scenario: Scenario,
+
+    /// Length of the measured window (faults happen in it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Load before the measured window, not counted.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Persistent client connections to the balancer, shared out among the
+    /// scenario's kinds of traffic.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+
+    /// Widget sessions each chat connection cycles through.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub visitors_per_connection: u32,
+
+    /// Knowledge-base documents to seed.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub docs: u32,
+
+    /// SIGKILL one instance this far into the measured window.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub kill_one_after: Option<Duration>,
+
+    /// Restart Redis this far into the window. loadtest then runs a private
+    /// redis-server of its own (the shared one is never restarted).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub restart_redis_after: Option<Duration>,
+
+    /// Whether that Redis keeps its data across the restart.
+    #[arg(long, value_enum, default_value_t = Persistence::None)]
+    pub redis_persistence: Persistence,
+
+    /// How long Redis stays down.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub redis_down_for: Duration,
+
+    /// Terminate every PostgreSQL session of the cluster's database
+    /// (pg_terminate_backend) this far into the window.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub cut_postgres_after: Option<Duration>,
+
+    /// Make the webhook receiver answer slower than the instances' attempt
+    /// deadline this far into the window, for --receiver-fault-for.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub slow_receiver_after: Option<Duration>,
+
+    /// Make the webhook receiver answer 500 this far into the window, for --receiver-fault-for.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub failing_receiver_after: Option<Duration>,
+
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub receiver_fault_for: Duration,
+
+    /// After the window, how long to wait for every event to be delivered.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A request taking longer counts as a `timeout` error.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Write the JSON report here, and the markdown summary beside it (`.md`).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Owner connection to PostgreSQL; the run creates and drops its own database there.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/agentry"
+    )]
+    pub database_url: String,
+
+    /// Redis the instances share (its keys under the run's prefix are removed afterwards).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// The agentry binary to start, instead of `cargo build --release --bin agentry`.
+    #[arg(long, value_name = "PATH")]
+    pub agentry_bin: Option<PathBuf>,
+
+    /// The nginx binary (default: nginx on PATH or /usr/sbin/nginx, installed
+    /// from Debian's package when missing and running as root).
+    #[arg(long, value_name = "PATH")]
+    pub nginx_bin: Option<PathBuf>,
+
+    /// Seed of the generated documents and questions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ClusterArgs {
+    /// The faults asked for, at their offsets into the window.
+    pub fn fault_times(&self) -> Vec<(&'static str, Duration)> {
+        [
+            ("kill_instance", self.kill_one_after),
+            ("restart_redis", self.restart_redis_after),
+            ("cut_postgres", self.cut_postgres_after),
+            ("slow_receiver", self.slow_receiver_after),
+            ("failing_receiver", self.failing_receiver_after),
+        ]
+        .into_iter()
+        .filter_map(|(name, at)| Some((name, at?)))
+        .collect()
+    }
+
+    /// Checks the options against each other; the message is a usage error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.duration.is_zero() {
+            return Err("--duration must be longer than zero".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be longer than zero".into());
+        }
+        for (name, at) in self.fault_times() {
+            if at >= self.duration {
+                return Err(format!(
+                    "the {name} fault at {at:?} is not inside the {:?} window (--duration)",
+                    self.duration
+                ));
+            }
+        }
+        if self.kill_one_after.is_some() && self.instances < 2 {
+            return Err("--kill-one-after needs at least 2 --instances: one must survive".into());
+        }
+        let receiver_faults = [self.slow_receiver_after, self.failing_receiver_after];
+        if receiver_faults.iter().any(Option::is_some)
+            && matches!(self.scenario, Scenario::Chat | Scenario::Ratelimit)
+        {
+            return Err(
+                "receiver faults need webhook traffic: --scenario webhooks or mixed".into(),
+            );
+        }
+        if self.connections < self.scenario_lanes() {
+            return Err(format!(
+                "--scenario {} needs at least {} --connections",
+                self.scenario.label(),
+                self.scenario_lanes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Kinds of traffic the scenario runs at once (each needs a connection).
+    fn scenario_lanes(&self) -> u32 {
+        match self.scenario {
+            Scenario::Chat | Scenario::Webhooks => 1,
+            Scenario::Ratelimit => 2,
+            Scenario::Mixed => 5,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -223,7 +425,64 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Chat(args) => args,
+            Command::Cluster(_) => unreachable!("parsed `chat`"),
         })
+    }
+
+    fn cluster(args: &[&str]) -> Result<ClusterArgs, clap::Error> {
+        let mut argv = vec!["loadtest", "cluster"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Cluster(args) => args,
+            Command::Chat(_) => unreachable!("parsed `cluster`"),
+        })
+    }
+
+    #[test]
+    fn the_documented_cluster_command_line_parses() {
+        let args = cluster(&[
+            "--instances",
+            "3",
+            "--scenario",
+            "mixed",
+            "--duration",
+            "30s",
+            "--kill-one-after",
+            "10s",
+            "--restart-redis-after",
+            "10s",
+            "--report",
+            "/tmp/c.json",
+        ])
+        .unwrap();
+        assert_eq!(args.instances, 3);
+        assert_eq!(args.scenario, Scenario::Mixed);
+        assert_eq!(
+            args.fault_times(),
+            vec![
+                ("kill_instance", Duration::from_secs(10)),
+                ("restart_redis", Duration::from_secs(10))
+            ]
+        );
+        assert_eq!(args.redis_persistence, Persistence::None);
+        assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn cluster_faults_must_fall_inside_the_window_and_fit_the_scenario() {
+        let args = cluster(&["--duration", "10s", "--kill-one-after", "10s"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("not inside"));
+        let args = cluster(&["--instances", "1", "--kill-one-after", "5s"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("survive"));
+        let args = cluster(&["--scenario", "chat", "--slow-receiver-after", "5s"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("webhook traffic"));
+        let args = cluster(&["--connections", "3"]).unwrap();
+        assert!(args.validate().unwrap_err().contains("at least 5"));
+        assert_eq!(
+            cluster(&["--scenario", "bogus"]).unwrap_err().exit_code(),
+            2
+        );
+        assert_eq!(cluster(&["--instances", "0"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl fmt::Display for SendError {
 /// One keep-alive connection to one base URL, reopened when it breaks.
 pub struct Connection {
     base: BaseUrl,
+    /// The local address connections are opened from (any loopback address
+    /// is this host's: a load balancer in front then sees distinct clients).
+    source: Option<std::net::IpAddr>,
     live: Option<Live>,
 }
 
@@ -150,7 +153,25 @@ impl Drop for Live {
 
 impl Connection {
     pub fn new(base: BaseUrl) -> Self {
-        Self { base, live: None }
+        Self {
+            base,
+            source: None,
+            live: None,
+        }
+    }
+
+    /// A connection opened from `source`.
+    pub fn from_source(base: BaseUrl, source: std::net::IpAddr) -> Self {
+        Self {
+            source: Some(source),
+            ..Self::new(base)
+        }
+    }
+
+    /// Opens the next connection from `source` (closing this one).
+    pub fn set_source(&mut self, source: std::net::IpAddr) {
+        self.source = Some(source);
+        self.live = None;
     }
 
     pub fn base(&self) -> &BaseUrl {
@@ -163,13 +184,10 @@ impl Connection {
     }
 
     async fn open(&self) -> Result<Live, SendError> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((self.base.host.as_str(), self.base.port)),
-        )
-        .await
-        .map_err(|_| SendError::Connect(format!("{} did not accept in time", self.base)))?
-        .map_err(|e| SendError::Connect(format!("{}: {e}", self.base)))?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+            .await
+            .map_err(|_| SendError::Connect(format!("{} did not accept in time", self.base)))?
+            .map_err(|e| SendError::Connect(format!("{}: {e}", self.base)))?;
         // Requests and replies are small: send them at once, not after Nagle's delay.
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -180,6 +198,23 @@ impl Connection {
         })
         .abort_handle();
         Ok(Live { sender, driver })
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(source) = self.source else {
+            return TcpStream::connect((self.base.host.as_str(), self.base.port)).await;
+        };
+        let target = tokio::net::lookup_host((self.base.host.as_str(), self.base.port))
+            .await?
+            .find(|address| address.is_ipv4() == source.is_ipv4())
+            .ok_or_else(|| std::io::Error::other("no address of the source's family"))?;
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        socket.connect(target).await
     }
 
     /// Sends one request, opening the connection first if it is not open.

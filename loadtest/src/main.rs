@@ -12,6 +12,7 @@ mod baseline;
 mod chat;
 mod cli;
 mod client;
+mod cluster;
 mod corpus;
 mod driver;
 mod pg;
@@ -32,7 +33,10 @@ use crate::server::Resources;
 fn main() -> ExitCode {
     // Clap prints usage errors and exits with 2 (0 for --help and --version).
     let cli = Cli::parse();
-    let Command::Chat(args) = cli.command;
+    let args = match cli.command {
+        Command::Chat(args) => args,
+        Command::Cluster(args) => return cluster_main(&args),
+    };
     if let Err(message) = args.validate() {
         eprintln!("error: {message}\n\nFor more information, try 'loadtest chat --help'.");
         return ExitCode::from(2);
@@ -94,6 +98,65 @@ fn main() -> ExitCode {
         }
     });
     // Connection tasks abandoned on an error or interrupt must not hold the exit.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// `loadtest cluster`: exit 0 when the run proved what it should (no event
+/// lost, requests answered), 1 when it did not or failed, 2 on usage errors.
+fn cluster_main(args: &cli::ClusterArgs) -> ExitCode {
+    if let Err(message) = args.validate() {
+        eprintln!("error: {message}\n\nFor more information, try 'loadtest cluster --help'.");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        let resources = Resources::default();
+        let outcome = tokio::select! {
+            outcome = cluster::run(args, &resources) => outcome,
+            signal = shutdown_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        };
+        let keep_logs = !matches!(&outcome, Ok(o) if o.problems.is_empty());
+        eprintln!("loadtest: stopping the cluster");
+        for problem in resources.release(keep_logs).await {
+            eprintln!("warning: {problem}");
+        }
+        match outcome {
+            Ok(outcome) => {
+                let summary = outcome.report.markdown();
+                if let Some(path) = &args.report {
+                    match outcome.report.write(path) {
+                        Ok(md) => {
+                            eprintln!("loadtest: wrote {} and {}", path.display(), md.display())
+                        }
+                        Err(error) => {
+                            eprintln!("error: {error:#}");
+                            println!("{summary}");
+                            return 1;
+                        }
+                    }
+                }
+                println!("{summary}");
+                for problem in &outcome.problems {
+                    eprintln!("error: {problem}");
+                }
+                u8::from(!outcome.problems.is_empty())
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                1
+            }
+        }
+    });
     runtime.shutdown_background();
     ExitCode::from(code)
 }

@@ -75,6 +75,16 @@ pub async fn connect_maintenance(url: &str) -> anyhow::Result<PgConnection> {
     }
 }
 
+/// An owner connection to the database `url` names.
+pub async fn connect(url: &str) -> anyhow::Result<PgConnection> {
+    let options = PgConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {url:?}"))?
+        .application_name("agentry-loadtest");
+    PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("could not connect to PostgreSQL at {}", redact(url)))
+}
+
 /// The counters of `database`, read fresh (not from a cached stats snapshot).
 pub async fn xacts(connection: &mut PgConnection, database: &str) -> anyhow::Result<XactCounts> {
     sqlx::query("SELECT pg_stat_clear_snapshot()")

@@ -67,6 +67,8 @@ pub fn scan() -> Vec<ProcStat> {
 pub enum AgentryProcesses {
     /// The one loadtest started.
     Pid(u32),
+    /// The instances of a cluster loadtest started.
+    Pids(Vec<u32>),
     /// Every process named `agentry` (a server started by someone else).
     ByName,
 }
@@ -100,6 +102,7 @@ impl CpuTicks {
             }
             let is_agentry = match agentry {
                 AgentryProcesses::Pid(pid) => p.pid == *pid,
+                AgentryProcesses::Pids(pids) => pids.contains(&p.pid),
                 AgentryProcesses::ByName => p.comm == "agentry",
             };
             if is_agentry {

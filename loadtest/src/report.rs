@@ -129,6 +129,15 @@ pub struct Report {
     pub machine: Machine,
     /// How the figures were taken, and anything that went wrong while taking them.
     pub notes: Vec<String>,
+    /// `loadtest cluster`: the instances, the balancer and each kind of traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterFigures>,
+    /// `loadtest cluster`: webhook events published, delivered, duplicated, lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::cluster::Events>,
+    /// `loadtest cluster`: what each fault did to the requests in flight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::cluster::FaultReport>,
 }
 
 /// Error counts with their `total`.
@@ -149,7 +158,7 @@ pub fn markdown_path(json: &Path) -> PathBuf {
     }
 }
 
-fn ms(value: Option<f64>) -> String {
+pub fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
 }
 
@@ -190,9 +199,12 @@ impl Report {
         row("---", "---".into());
         row("server", server);
         if self.self_started {
-            let limits = match self.rate_limits {
-                true => "on (decided in Redis, tiers raised so none refuses)",
-                false => "off",
+            let limits = match (self.rate_limits, self.cluster.is_some()) {
+                (true, true) => {
+                    "on (the load tenant's tiers raised; the limiter tenant's at the defaults)"
+                }
+                (true, false) => "on (decided in Redis, tiers raised so none refuses)",
+                (false, _) => "off",
             };
             row("rate limits", limits.to_owned());
         }
@@ -204,7 +216,10 @@ impl Report {
             "documents / chunks",
             format!("{} / {}", self.docs, self.chunks),
         );
-        let sessions = if self.turns_per_session == 0 {
+        let sessions = if self.cluster.is_some() {
+            "widget sessions shared out over the chat and lead connections, reopened when lost"
+                .to_owned()
+        } else if self.turns_per_session == 0 {
             "one session each".to_owned()
         } else {
             format!(
@@ -307,6 +322,66 @@ impl Report {
             for (series, mean) in &self.stage_latency_ms {
                 let count = self.stage_counts.get(series).copied().unwrap_or(0);
                 let _ = writeln!(out, "| `{series}` | {mean:.3} | {count} |");
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.markdown(&mut out);
+        }
+        if let Some(events) = &self.events {
+            let _ = writeln!(out, "\n## Webhook events\n");
+            let _ = writeln!(
+                out,
+                "| published | delivered | duplicates | lost | unknown | receiver refused / late | bad signatures | drained in |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} / {} | {} | {:.1} s |",
+                events.published,
+                events.delivered,
+                events.duplicates,
+                events.lost,
+                events.unknown,
+                events.receiver_refused,
+                events.receiver_late,
+                events.bad_signatures,
+                events.drain_s
+            );
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(out, "\n## Faults\n");
+            let _ = writeln!(
+                out,
+                "| fault | at | what was done | requests failed | recovered after | turns/s before / during / after | p50 ms before / during / after |\n| --- | ---: | --- | --- | ---: | --- | --- |"
+            );
+            for fault in &self.faults {
+                let failed: Vec<String> = fault
+                    .failed
+                    .iter()
+                    .flat_map(|(lane, kinds)| {
+                        kinds
+                            .iter()
+                            .map(move |(kind, n)| format!("{lane} {kind} {n}"))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.1} s | {} | {} | {:.1} s | {:.0} / {:.0} / {:.0} | {} / {} / {} |",
+                    fault.kind,
+                    fault.at_s,
+                    fault.detail,
+                    if failed.is_empty() {
+                        "0".to_owned()
+                    } else {
+                        format!("{} ({})", fault.failed_total, failed.join(", "))
+                    },
+                    fault.recovered_after_s,
+                    fault.before.turns_per_s,
+                    fault.during.turns_per_s,
+                    fault.after.turns_per_s,
+                    ms(fault.before.p50_ms),
+                    ms(fault.during.p50_ms),
+                    ms(fault.after.p50_ms)
+                );
             }
         }
         if !self.notes.is_empty() {
@@ -419,6 +494,9 @@ mod tests {
                 kernel: "Linux 6".into(),
             },
             notes: vec!["a note".into()],
+            cluster: None,
+            events: None,
+            faults: Vec::new(),
         };
         let md = report.markdown();
         for needle in [

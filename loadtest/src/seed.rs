@@ -28,6 +28,10 @@ const RAISED_PER_MINUTE: u32 = 10_000_000;
 
 pub struct Seeded {
     pub public_key: String,
+    pub tenant_id: String,
+    /// The tenant admin's dashboard token.
+    pub admin_token: String,
+    pub operator_token: String,
     pub documents: usize,
     /// Sum of the documents' `chunk_count` once ingested.
     pub chunks: u64,
@@ -207,9 +211,106 @@ pub async fn seed(
     .await?;
     Ok(Seeded {
         public_key,
+        tenant_id,
+        admin_token: admin,
+        operator_token: operator,
         documents: corpus.documents.len(),
         chunks,
     })
+}
+
+/// A second tenant with the default rate limits and one agent with a
+/// widget for [`ORIGIN`]: what the rate-limit traffic probes. Returns the
+/// widget's public key.
+pub async fn limited_tenant(
+    base: &BaseUrl,
+    operator_token: &str,
+    run_id: &str,
+) -> anyhow::Result<String> {
+    let mut http = Connection::new(base.clone());
+    let admin_email = format!("loadtest-limited-{run_id}@loadtest.agentry.test");
+    let admin_password = format!("loadtest-limited-{run_id}-password");
+    let step = "creating the limited tenant (POST /api/v1/admin/tenants)";
+    let created = http
+        .call(
+            Method::POST,
+            "/api/v1/admin/tenants",
+            Some(operator_token),
+            None,
+            Some(&json!({
+                "name": format!("Load test {run_id}, default limits"),
+                "admin_email": admin_email,
+                "admin_password": admin_password,
+            })),
+        )
+        .await?;
+    expect(step, StatusCode::CREATED, created)?;
+    let step = "limited tenant login (POST /api/v1/auth/login)";
+    let login = http
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            None,
+            Some(&json!({ "email": admin_email, "password": admin_password })),
+        )
+        .await?;
+    let admin = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
+    let step = "creating the limited tenant's agent (POST /api/v1/agents)";
+    let agent = http
+        .call(
+            Method::POST,
+            "/api/v1/agents",
+            Some(&admin),
+            None,
+            Some(&json!({ "name": "Limited", "system_prompt": "Answer briefly." })),
+        )
+        .await?;
+    let agent = string_field(step, &expect(step, StatusCode::CREATED, agent)?, "id")?;
+    let step = "creating the limited tenant's widget (POST /api/v1/agents/{id}/widgets)";
+    let widget = http
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/widgets"),
+            Some(&admin),
+            None,
+            Some(&json!({ "allowed_origins": [ORIGIN] })),
+        )
+        .await?;
+    string_field(
+        step,
+        &expect(step, StatusCode::CREATED, widget)?,
+        "public_key",
+    )
+}
+
+/// A webhook endpoint for every event type at `url`; returns its id and
+/// its signing secret (shown once, in this response).
+pub async fn webhook_endpoint(
+    base: &BaseUrl,
+    admin_token: &str,
+    url: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut http = Connection::new(base.clone());
+    let step = "creating the webhook endpoint (POST /api/v1/webhook-endpoints)";
+    let created = http
+        .call(
+            Method::POST,
+            "/api/v1/webhook-endpoints",
+            Some(admin_token),
+            None,
+            Some(&json!({
+                "url": url,
+                "event_types": ["lead.created", "lead.updated", "booking.requested", "quote.requested", "support.escalated"],
+                "description": "loadtest receiver",
+            })),
+        )
+        .await?;
+    let endpoint = expect(step, StatusCode::CREATED, created)?;
+    Ok((
+        string_field(step, &endpoint, "id")?,
+        string_field(step, &endpoint, "secret")?,
+    ))
 }
 
 /// Polls the document list until every document is `ready`; fails on

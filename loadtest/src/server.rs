@@ -33,13 +33,20 @@ pub struct Resources {
 
 #[derive(Default)]
 struct Inner {
-    child: Option<Child>,
+    /// Processes the run started, by name, stopped in reverse order.
+    children: Vec<(String, Child)>,
     /// Owner URL (any database) and the name of the database to drop.
     database: Option<(String, String)>,
     /// Redis URL and the key prefix to clear.
     redis: Option<(String, String)>,
     log: Option<PathBuf>,
+    /// A directory of the run's files (configs, logs, data), removed with
+    /// the log.
+    scratch: Option<PathBuf>,
 }
+
+/// The name the chat scenario's one server is registered under.
+const AGENTRY: &str = "agentry";
 
 /// The started server.
 pub struct Started {
@@ -59,9 +66,38 @@ impl Resources {
         f(&mut inner)
     }
 
-    /// The server's exit status if it has exited.
-    fn exited(&self) -> Option<std::process::ExitStatus> {
-        self.with(|inner| inner.child.as_mut()?.try_wait().ok().flatten())
+    /// The exit status of the process registered as `name`, if it has exited.
+    pub fn exited(&self, name: &str) -> Option<std::process::ExitStatus> {
+        self.with(|inner| {
+            let (_, child) = inner.children.iter_mut().find(|(n, _)| n == name)?;
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Registers a started process, to be stopped on release.
+    pub fn add_child(&self, name: &str, child: Child) {
+        self.with(|inner| inner.children.push((name.to_owned(), child)));
+    }
+
+    /// Takes a process back (to stop or replace it itself).
+    pub fn take_child(&self, name: &str) -> Option<Child> {
+        self.with(|inner| {
+            let index = inner.children.iter().position(|(n, _)| n == name)?;
+            Some(inner.children.remove(index).1)
+        })
+    }
+
+    /// Registers the database to drop and the Redis prefix to clear.
+    pub fn add_store(&self, database: (String, String), redis: Option<(String, String)>) {
+        self.with(|inner| {
+            inner.database = Some(database);
+            inner.redis = redis;
+        });
+    }
+
+    /// Registers the run's directory of files.
+    pub fn set_scratch(&self, dir: PathBuf) {
+        self.with(|inner| inner.scratch = Some(dir));
     }
 
     pub fn log_path(&self) -> Option<PathBuf> {
@@ -71,18 +107,19 @@ impl Resources {
     /// Stops the server, drops its database, clears its Redis keys and
     /// (unless `keep_log`) removes its log. Returns what could not be done.
     pub async fn release(&self, keep_log: bool) -> Vec<String> {
-        let (child, database, redis, log) = self.with(|inner| {
+        let (children, database, redis, log, scratch) = self.with(|inner| {
             (
-                inner.child.take(),
+                std::mem::take(&mut inner.children),
                 inner.database.take(),
                 inner.redis.take(),
                 inner.log.take(),
+                inner.scratch.take(),
             )
         });
         let mut problems = Vec::new();
-        if let Some(child) = child {
-            stop(child).await;
-        }
+        // The last started (a balancer, then the servers) stops first; a
+        // private Redis, started before the servers, after them.
+        stop_all(children.into_iter().rev().map(|(_, child)| child).collect()).await;
         if let Some((url, name)) = database {
             let dropped = async {
                 let mut connection = pg::connect_maintenance(&url).await?;
@@ -104,26 +141,42 @@ impl Resources {
                 let _ = std::fs::remove_file(log);
             }
         }
+        if let Some(dir) = scratch {
+            if keep_log {
+                eprintln!("loadtest: the cluster's logs are in {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
         problems
     }
 }
 
-/// SIGTERM (agentry finishes in-flight requests and closes its pools), then SIGKILL.
-async fn stop(mut child: Child) {
-    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-        // SAFETY: signalling a child we spawned and have not yet reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        eprintln!("loadtest: agentry did not stop within {STOP_TIMEOUT:?}, killing it");
+/// Sends `signal` to a child we spawned and have not yet reaped.
+pub fn signal(child: &Child, signal: i32) -> bool {
+    match child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: the pid is our own unreaped child's, so it names no other process.
+        Some(pid) => unsafe { libc::kill(pid, signal) == 0 },
+        None => false,
     }
-    let _ = child.kill().await;
+}
+
+/// SIGTERM to all at once (agentry finishes in-flight requests and closes
+/// its pools), then SIGKILL to any still running after STOP_TIMEOUT.
+pub async fn stop_all(children: Vec<Child>) {
+    for child in &children {
+        signal(child, libc::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+    for mut child in children {
+        if tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("loadtest: a process did not stop within {STOP_TIMEOUT:?}, killing it");
+            let _ = child.kill().await;
+        }
+    }
 }
 
 /// The workspace this crate belongs to (agentry's own).
@@ -134,7 +187,7 @@ fn workspace_root() -> PathBuf {
 
 /// `cargo build --release --bin agentry` (a no-op when up to date) and the
 /// binary it produced, as cargo reports it.
-async fn build_agentry() -> anyhow::Result<PathBuf> {
+pub async fn build_agentry() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("loadtest: cargo build --release --bin agentry");
     let output = Command::new(&cargo)
@@ -182,9 +235,41 @@ async fn build_agentry() -> anyhow::Result<PathBuf> {
         .context("cargo built agentry but loadtest cannot find the binary; pass --agentry-bin PATH")
 }
 
-fn free_loopback_port() -> anyhow::Result<u16> {
+pub fn free_loopback_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// `agentry operator create`, which also creates the database and migrates
+/// it, as `serve` would.
+pub async fn operator_create(
+    binary: &Path,
+    env: &[(&str, &str)],
+    email: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args([
+            "operator",
+            "create",
+            "--email",
+            email,
+            "--password",
+            password,
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("could not run {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "agentry operator create failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Starts agentry for this run; every resource it creates is registered in
@@ -221,33 +306,12 @@ pub async fn start(
         ("AGENTRY__RATE_LIMITS__ENABLED", limits_on),
     ];
 
-    // `operator create` creates the database and migrates it, like `serve` would.
-    resources.with(|inner| {
-        inner.database = Some((args.database_url.clone(), database.clone()));
-        inner.redis = Some((args.redis_url.clone(), prefix.clone()));
-    });
+    resources.add_store(
+        (args.database_url.clone(), database.clone()),
+        Some((args.redis_url.clone(), prefix.clone())),
+    );
     eprintln!("loadtest: creating database {database} and the operator");
-    let output = Command::new(&binary)
-        .args([
-            "operator",
-            "create",
-            "--email",
-            &args.operator_email,
-            "--password",
-            &args.operator_password,
-        ])
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("could not run {}", binary.display()))?;
-    if !output.status.success() {
-        bail!(
-            "agentry operator create failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    operator_create(&binary, &env, &args.operator_email, &args.operator_password).await?;
 
     let port = free_loopback_port()?;
     let log = std::env::temp_dir().join(format!("agentry-load-{run_id}.log"));
@@ -265,11 +329,11 @@ pub async fn start(
         .spawn()
         .with_context(|| format!("could not start {}", binary.display()))?;
     let pid = child.id().context("agentry exited at once")?;
-    resources.with(|inner| inner.child = Some(child));
+    resources.add_child(AGENTRY, child);
 
     let base = BaseUrl::loopback(port);
     eprintln!("loadtest: agentry (pid {pid}) starting on {base}");
-    wait_ready(&base, resources, &log).await?;
+    wait_ready(&base, resources, AGENTRY, &log).await?;
     Ok(Started {
         base,
         metrics: BaseUrl::loopback(metrics_port),
@@ -278,13 +342,20 @@ pub async fn start(
     })
 }
 
-async fn wait_ready(base: &BaseUrl, resources: &Resources, log: &Path) -> anyhow::Result<()> {
+/// Polls `base`/readyz until it answers 200; fails if the process
+/// registered as `name` exits first, with the end of its `log`.
+pub async fn wait_ready(
+    base: &BaseUrl,
+    resources: &Resources,
+    name: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut connection = Connection::new(base.clone());
     loop {
-        if let Some(status) = resources.exited() {
+        if let Some(status) = resources.exited(name) {
             bail!(
-                "agentry exited during start-up ({status}); its log ends:\n{}",
+                "{name} exited during start-up ({status}); its log ends:\n{}",
                 tail(log)
             );
         }
@@ -301,7 +372,7 @@ async fn wait_ready(base: &BaseUrl, resources: &Resources, log: &Path) -> anyhow
         };
         if Instant::now() > deadline {
             bail!(
-                "agentry was not ready within {READY_TIMEOUT:?} (last: {last}); its log ends:\n{}",
+                "{name} was not ready within {READY_TIMEOUT:?} (last: {last}); its log ends:\n{}",
                 tail(log)
             );
         }
@@ -310,7 +381,7 @@ async fn wait_ready(base: &BaseUrl, resources: &Resources, log: &Path) -> anyhow
 }
 
 /// The last lines of a log, for an error message.
-fn tail(path: &Path) -> String {
+pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
