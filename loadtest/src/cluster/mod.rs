@@ -483,6 +483,29 @@ pub async fn run(args: &ClusterArgs, resources: &Resources) -> anyhow::Result<Ou
             events.unknown
         ));
     }
+    if !unexplained.is_empty() {
+        problems.push(format!(
+            "requests failed that no fault explains: {unexplained:?}"
+        ));
+    }
+    let server_errors: u64 = lane_figures
+        .values()
+        .map(|lane| lane.errors.get("status_500").copied().unwrap_or(0))
+        .sum();
+    if server_errors > 0 {
+        problems.push(format!(
+            "{server_errors} requests got 500: a failure must be a clean 503"
+        ));
+    }
+    if let Some(limit) = &rate_limit {
+        // While Redis is away each instance limits alone, as the policy says.
+        if private_redis.is_none() && limit.hot_admitted > limit.hot_bound {
+            problems.push(format!(
+                "the hot key was admitted {} times, more than one cluster-wide limit allows ({})",
+                limit.hot_admitted, limit.hot_bound
+            ));
+        }
+    }
     if lane_figures.values().all(|lane| lane.ok == 0) {
         problems.push("no request succeeded in the measured window".to_owned());
     }
