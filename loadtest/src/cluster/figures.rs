@@ -273,7 +273,8 @@ pub struct RateLimitFigures {
     pub hot_span_s: f64,
     pub hot_admitted: u64,
     pub hot_refused: u64,
-    /// per_minute + per_minute × span / 60: the most one limit admits.
+    /// per_minute + per_minute × (span + 1 s) / 60: the most one limit
+    /// admits, with a second's slack for the requests' own latency.
     pub hot_bound: u64,
     pub many_admitted: u64,
     pub many_refused: u64,
@@ -281,6 +282,11 @@ pub struct RateLimitFigures {
     /// `local`: an instance alone while Redis was away), from /metrics.
     pub decided_by: BTreeMap<String, u64>,
 }
+
+/// The span is measured between the first and last answers, while the
+/// limiter decided a request's latency earlier: a second more of rate
+/// keeps the bound from failing an honest run by one.
+const BOUND_SLACK_MS: u32 = 1_000;
 
 pub fn rate_limit_figures(
     lanes: &[(LaneKind, Vec<Sample>)],
@@ -310,7 +316,8 @@ pub fn rate_limit_figures(
         hot_admitted: count(hot, &Outcome::Ok),
         hot_refused: count(hot, &Outcome::Refused),
         hot_bound: u64::from(per_minute)
-            + (f64::from(per_minute) * f64::from(span_ms) / 60_000.0).ceil() as u64,
+            + (f64::from(per_minute) * f64::from(span_ms + BOUND_SLACK_MS) / 60_000.0).ceil()
+                as u64,
         many_admitted: count(many, &Outcome::Ok),
         many_refused: count(many, &Outcome::Refused),
         decided_by,
@@ -419,8 +426,8 @@ mod tests {
         let lanes = vec![(LaneKind::LimitHot, hot)];
         let figures = rate_limit_figures(&lanes, 30, BTreeMap::new()).unwrap();
         assert_eq!(figures.hot_span_s, 29.7);
-        // 30 at once, then one every 2 s over 29.7 s: 30 + 15.
-        assert_eq!(figures.hot_bound, 45);
+        // 30 at once, then one every 2 s over 29.7 s and a second's slack: 30 + 16.
+        assert_eq!(figures.hot_bound, 46);
         assert_eq!((figures.hot_admitted, figures.hot_refused), (40, 60));
         assert_eq!(rate_limit_figures(&[], 30, BTreeMap::new()), None);
     }
