@@ -33,80 +33,61 @@ use crate::server::Resources;
 fn main() -> ExitCode {
     // Clap prints usage errors and exits with 2 (0 for --help and --version).
     let cli = Cli::parse();
-    let args = match cli.command {
-        Command::Chat(args) => args,
-        Command::Cluster(args) => return cluster_main(&args),
-    };
-    if let Err(message) = args.validate() {
-        eprintln!("error: {message}\n\nFor more information, try 'loadtest chat --help'.");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: could not start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = runtime.block_on(async {
-        let resources = Resources::default();
-        let outcome = tokio::select! {
-            outcome = chat::run(&args, &resources) => outcome,
-            signal = shutdown_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
-        };
-        let (code, keep_log) = match &outcome {
-            Ok(report) => {
+    match cli.command {
+        Command::Chat(args) => execute(
+            "chat",
+            args.validate(),
+            args.report.as_deref(),
+            async |resources| {
+                let report = chat::run(&args, resources).await?;
                 let errors = report.errors.get("total").copied().unwrap_or(0);
-                (if report.turns > 0 { 0 } else { 1 }, errors > 0)
-            }
-            Err(_) => (1, true),
-        };
-        if resources.log_path().is_some() {
-            eprintln!("loadtest: cleaning up");
-        }
-        for problem in resources.release(keep_log).await {
-            eprintln!("warning: {problem}");
-        }
-        match outcome {
-            Ok(report) => {
-                let summary = report.markdown();
-                if let Some(path) = &args.report {
-                    match report.write(path) {
-                        Ok(md) => {
-                            eprintln!("loadtest: wrote {} and {}", path.display(), md.display())
-                        }
-                        Err(error) => {
-                            eprintln!("error: {error:#}");
-                            println!("{summary}");
-                            return 1;
-                        }
-                    }
-                }
-                println!("{summary}");
-                if code != 0 {
-                    eprintln!("error: no turn succeeded in the measured window");
-                }
-                code
-            }
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                1
-            }
-        }
-    });
-    // Connection tasks abandoned on an error or interrupt must not hold the exit.
-    runtime.shutdown_background();
-    ExitCode::from(code)
+                let problems = if report.turns > 0 {
+                    Vec::new()
+                } else {
+                    vec!["no turn succeeded in the measured window".to_owned()]
+                };
+                Ok(Finished {
+                    report,
+                    problems,
+                    keep_logs: errors > 0,
+                })
+            },
+        ),
+        Command::Cluster(args) => execute(
+            "cluster",
+            args.validate(),
+            args.report.as_deref(),
+            async |resources| {
+                let outcome = cluster::run(&args, resources).await?;
+                Ok(Finished {
+                    keep_logs: !outcome.problems.is_empty(),
+                    report: outcome.report,
+                    problems: outcome.problems,
+                })
+            },
+        ),
+    }
 }
 
-/// `loadtest cluster`: exit 0 when the run proved what it should (no event
-/// lost, requests answered), 1 when it did not or failed, 2 on usage errors.
-fn cluster_main(args: &cli::ClusterArgs) -> ExitCode {
-    if let Err(message) = args.validate() {
-        eprintln!("error: {message}\n\nFor more information, try 'loadtest cluster --help'.");
+/// What a scenario hands back: its report, what it failed to show (exit
+/// code 1 unless empty), and whether to keep the servers' logs.
+struct Finished {
+    report: report::Report,
+    problems: Vec<String>,
+    keep_logs: bool,
+}
+
+/// Runs a scenario: usage errors exit 2; the run stops on Ctrl-C or
+/// SIGTERM; whatever it started is released however it ended; the report
+/// is written and printed.
+fn execute(
+    command: &str,
+    validated: Result<(), String>,
+    report_path: Option<&std::path::Path>,
+    run: impl AsyncFnOnce(&Resources) -> anyhow::Result<Finished>,
+) -> ExitCode {
+    if let Err(message) = validated {
+        eprintln!("error: {message}\n\nFor more information, try 'loadtest {command} --help'.");
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -122,41 +103,39 @@ fn cluster_main(args: &cli::ClusterArgs) -> ExitCode {
     let code = runtime.block_on(async {
         let resources = Resources::default();
         let outcome = tokio::select! {
-            outcome = cluster::run(args, &resources) => outcome,
+            outcome = run(&resources) => outcome,
             signal = shutdown_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
         };
-        let keep_logs = !matches!(&outcome, Ok(o) if o.problems.is_empty());
-        eprintln!("loadtest: stopping the cluster");
+        let keep_logs = outcome.as_ref().map_or(true, |finished| finished.keep_logs);
+        eprintln!("loadtest: cleaning up");
         for problem in resources.release(keep_logs).await {
             eprintln!("warning: {problem}");
         }
-        match outcome {
-            Ok(outcome) => {
-                let summary = outcome.report.markdown();
-                if let Some(path) = &args.report {
-                    match outcome.report.write(path) {
-                        Ok(md) => {
-                            eprintln!("loadtest: wrote {} and {}", path.display(), md.display())
-                        }
-                        Err(error) => {
-                            eprintln!("error: {error:#}");
-                            println!("{summary}");
-                            return 1;
-                        }
-                    }
-                }
-                println!("{summary}");
-                for problem in &outcome.problems {
-                    eprintln!("error: {problem}");
-                }
-                u8::from(!outcome.problems.is_empty())
-            }
+        let finished = match outcome {
+            Ok(finished) => finished,
             Err(error) => {
                 eprintln!("error: {error:#}");
-                1
+                return 1;
+            }
+        };
+        let summary = finished.report.markdown();
+        if let Some(path) = report_path {
+            match finished.report.write(path) {
+                Ok(md) => eprintln!("loadtest: wrote {} and {}", path.display(), md.display()),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    println!("{summary}");
+                    return 1;
+                }
             }
         }
+        println!("{summary}");
+        for problem in &finished.problems {
+            eprintln!("error: {problem}");
+        }
+        u8::from(!finished.problems.is_empty())
     });
+    // Connection tasks abandoned on an error or interrupt must not hold the exit.
     runtime.shutdown_background();
     ExitCode::from(code)
 }

@@ -94,27 +94,12 @@ pub async fn seed(
     }
     let operator = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
 
-    let admin_email = format!("loadtest-{}@loadtest.agentry.test", options.run_id);
-    let admin_password = format!("loadtest-{}-password", options.run_id);
-    let step = "creating the tenant (POST /api/v1/admin/tenants)";
-    let created = http
-        .call(
-            Method::POST,
-            "/api/v1/admin/tenants",
-            Some(&operator),
-            None,
-            Some(&json!({
-                "name": format!("Load test {}", options.run_id),
-                "admin_email": admin_email,
-                "admin_password": admin_password,
-            })),
-        )
-        .await?;
-    let tenant_id = string_field(
-        step,
-        &expect(step, StatusCode::CREATED, created)?,
-        "tenant_id",
-    )?;
+    let tenant = create_tenant(
+        &mut http,
+        &operator,
+        &format!("loadtest-{}", options.run_id),
+    )
+    .await?;
 
     // Every visitor comes from this one client IP, so the tenant's tiers are
     // raised far beyond the run's rate (the defaults stay as they are): with
@@ -127,7 +112,7 @@ pub async fn seed(
     let limits = http
         .call(
             Method::PUT,
-            &format!("/api/v1/admin/tenants/{tenant_id}/rate-limits"),
+            &format!("/api/v1/admin/tenants/{}/rate-limits", tenant.id),
             Some(&operator),
             None,
             Some(&json!({ "overrides": raised })),
@@ -135,48 +120,14 @@ pub async fn seed(
         .await?;
     expect(step, StatusCode::OK, limits)?;
 
-    let step = "tenant login (POST /api/v1/auth/login)";
-    let login = http
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            None,
-            Some(&json!({ "email": admin_email, "password": admin_password })),
-        )
-        .await?;
-    let admin = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
-
-    let step = "creating the agent (POST /api/v1/agents)";
-    let agent = http
-        .call(
-            Method::POST,
-            "/api/v1/agents",
-            Some(&admin),
-            None,
-            Some(&json!({
-                "name": "Help centre",
-                "system_prompt": "You are the help-centre assistant. Answer from the knowledge base, briefly and precisely.",
-            })),
-        )
-        .await?;
-    let agent = string_field(step, &expect(step, StatusCode::CREATED, agent)?, "id")?;
-
-    let step = "creating the widget (POST /api/v1/agents/{id}/widgets)";
-    let widget = http
-        .call(
-            Method::POST,
-            &format!("/api/v1/agents/{agent}/widgets"),
-            Some(&admin),
-            None,
-            Some(&json!({ "allowed_origins": [ORIGIN] })),
-        )
-        .await?;
-    let public_key = string_field(
-        step,
-        &expect(step, StatusCode::CREATED, widget)?,
-        "public_key",
-    )?;
+    let admin = tenant.login(&mut http).await?;
+    let (agent, public_key) = agent_with_widget(
+        &mut http,
+        &admin,
+        "Help centre",
+        "You are the help-centre assistant. Answer from the knowledge base, briefly and precisely.",
+    )
+    .await?;
 
     eprintln!(
         "loadtest: adding {} documents to the agent",
@@ -211,7 +162,7 @@ pub async fn seed(
     .await?;
     Ok(Seeded {
         public_key,
-        tenant_id,
+        tenant_id: tenant.id,
         admin_token: admin,
         operator_token: operator,
         documents: corpus.documents.len(),
@@ -228,9 +179,51 @@ pub async fn limited_tenant(
     run_id: &str,
 ) -> anyhow::Result<String> {
     let mut http = Connection::new(base.clone());
-    let admin_email = format!("loadtest-limited-{run_id}@loadtest.agentry.test");
-    let admin_password = format!("loadtest-limited-{run_id}-password");
-    let step = "creating the limited tenant (POST /api/v1/admin/tenants)";
+    let tenant = create_tenant(
+        &mut http,
+        operator_token,
+        &format!("loadtest-limited-{run_id}"),
+    )
+    .await?;
+    let admin = tenant.login(&mut http).await?;
+    let (_, public_key) =
+        agent_with_widget(&mut http, &admin, "Limited", "Answer briefly.").await?;
+    Ok(public_key)
+}
+
+/// A tenant an operator created, and its admin's login.
+struct NewTenant {
+    id: String,
+    admin_email: String,
+    admin_password: String,
+}
+
+impl NewTenant {
+    /// The admin's dashboard token.
+    async fn login(&self, http: &mut Connection) -> anyhow::Result<String> {
+        let step = "tenant login (POST /api/v1/auth/login)";
+        let login = http
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                None,
+                Some(&json!({ "email": self.admin_email, "password": self.admin_password })),
+            )
+            .await?;
+        string_field(step, &expect(step, StatusCode::OK, login)?, "token")
+    }
+}
+
+/// A tenant named after `label` (which also makes its admin's login).
+async fn create_tenant(
+    http: &mut Connection,
+    operator_token: &str,
+    label: &str,
+) -> anyhow::Result<NewTenant> {
+    let admin_email = format!("{label}@loadtest.agentry.test");
+    let admin_password = format!("{label}-password");
+    let step = "creating a tenant (POST /api/v1/admin/tenants)";
     let created = http
         .call(
             Method::POST,
@@ -238,50 +231,58 @@ pub async fn limited_tenant(
             Some(operator_token),
             None,
             Some(&json!({
-                "name": format!("Load test {run_id}, default limits"),
+                "name": format!("Load test {label}"),
                 "admin_email": admin_email,
                 "admin_password": admin_password,
             })),
         )
         .await?;
-    expect(step, StatusCode::CREATED, created)?;
-    let step = "limited tenant login (POST /api/v1/auth/login)";
-    let login = http
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            None,
-            Some(&json!({ "email": admin_email, "password": admin_password })),
-        )
-        .await?;
-    let admin = string_field(step, &expect(step, StatusCode::OK, login)?, "token")?;
-    let step = "creating the limited tenant's agent (POST /api/v1/agents)";
+    let id = string_field(
+        step,
+        &expect(step, StatusCode::CREATED, created)?,
+        "tenant_id",
+    )?;
+    Ok(NewTenant {
+        id,
+        admin_email,
+        admin_password,
+    })
+}
+
+/// An agent, and a widget for [`ORIGIN`] on it: their id and public key.
+async fn agent_with_widget(
+    http: &mut Connection,
+    admin_token: &str,
+    name: &str,
+    system_prompt: &str,
+) -> anyhow::Result<(String, String)> {
+    let step = "creating the agent (POST /api/v1/agents)";
     let agent = http
         .call(
             Method::POST,
             "/api/v1/agents",
-            Some(&admin),
+            Some(admin_token),
             None,
-            Some(&json!({ "name": "Limited", "system_prompt": "Answer briefly." })),
+            Some(&json!({ "name": name, "system_prompt": system_prompt })),
         )
         .await?;
     let agent = string_field(step, &expect(step, StatusCode::CREATED, agent)?, "id")?;
-    let step = "creating the limited tenant's widget (POST /api/v1/agents/{id}/widgets)";
+    let step = "creating the widget (POST /api/v1/agents/{id}/widgets)";
     let widget = http
         .call(
             Method::POST,
             &format!("/api/v1/agents/{agent}/widgets"),
-            Some(&admin),
+            Some(admin_token),
             None,
             Some(&json!({ "allowed_origins": [ORIGIN] })),
         )
         .await?;
-    string_field(
+    let public_key = string_field(
         step,
         &expect(step, StatusCode::CREATED, widget)?,
         "public_key",
-    )
+    )?;
+    Ok((agent, public_key))
 }
 
 /// A webhook endpoint for every event type at `url`; returns its id and

@@ -100,10 +100,6 @@ impl Resources {
         self.with(|inner| inner.scratch = Some(dir));
     }
 
-    pub fn log_path(&self) -> Option<PathBuf> {
-        self.with(|inner| inner.log.clone())
-    }
-
     /// Stops the server, drops its database, clears its Redis keys and
     /// (unless `keep_log`) removes its log. Returns what could not be done.
     pub async fn release(&self, keep_log: bool) -> Vec<String> {
