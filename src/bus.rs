@@ -13,6 +13,7 @@ use agentry_actors::ports::{BusError, StreamBus, StreamEntry, StreamName};
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
+use fred::types::{ClusterHash, CustomCommand};
 
 use crate::configuration::RedisSettings;
 
@@ -121,6 +122,32 @@ fn build_pool(config: &Config, size: usize, timeout: Duration) -> Result<Pool, B
         .map_err(unavailable)?;
     pool.connect();
     Ok(pool)
+}
+
+/// EVAL of `script` over `keys` (which must share a hash slot) with `args`,
+/// sent like any other command. fred's own `eval` looks the keys' node up in
+/// a cluster client's slot map when it is called, and fails ("Missing cluster
+/// routing state") until the client has connected and read that map, where
+/// every other command waits for the connection: a rate limit checked in an
+/// instance's first moments failed closed. Routed by its first key's slot,
+/// this one waits like the others (within the command timeout).
+pub async fn eval<R: FromValue>(
+    client: &Client,
+    script: &str,
+    keys: Vec<Key>,
+    args: Vec<Value>,
+) -> Result<R, fred::error::Error> {
+    let route = keys.first().map_or(ClusterHash::Random, |key| {
+        ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+    });
+    let mut values = Vec::with_capacity(2 + keys.len() + args.len());
+    values.push(Value::from(script));
+    values.push(Value::from(keys.len() as i64));
+    values.extend(keys.into_iter().map(Value::from));
+    values.extend(args);
+    client
+        .custom(CustomCommand::new_static("EVAL", route, false), values)
+        .await
 }
 
 fn unavailable(error: fred::error::Error) -> BusError {
@@ -375,19 +402,21 @@ impl RedisBus {
         now_ms: i64,
         limit: usize,
     ) -> Result<u64, BusError> {
-        self.pool
-            .next()
-            .eval(
-                MOVE_DUE,
-                vec![self.delayed_key(stream), self.stream_key(stream)],
-                vec![
-                    now_ms.to_string(),
-                    limit.to_string(),
-                    self.stream_max_len.to_string(),
-                ],
-            )
-            .await
-            .map_err(unavailable)
+        eval(
+            self.pool.next(),
+            MOVE_DUE,
+            vec![
+                self.delayed_key(stream).into(),
+                self.stream_key(stream).into(),
+            ],
+            vec![
+                now_ms.into(),
+                (limit as i64).into(),
+                (self.stream_max_len as i64).into(),
+            ],
+        )
+        .await
+        .map_err(unavailable)
     }
 
     /// When the next delayed entry is due (Unix ms), so a mover can sleep

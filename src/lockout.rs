@@ -74,13 +74,14 @@ impl Lockout {
     pub async fn record_failure(&self, ip: Option<IpAddr>) {
         let Some(ip) = ip else { return };
         let (failures, locked) = self.keys(ip);
-        let script = self.bus.pool().next().eval::<i64, _, _, _>(
+        let script = crate::bus::eval::<i64>(
+            self.bus.pool().next(),
             RECORD_FAILURE,
-            vec![failures, locked],
+            vec![failures.into(), locked.into()],
             vec![
-                self.settings.window_secs.to_string(),
-                self.settings.max_failures.to_string(),
-                self.settings.lockout_secs.to_string(),
+                self.settings.window_secs.to_string().into(),
+                self.settings.max_failures.to_string().into(),
+                self.settings.lockout_secs.to_string().into(),
             ],
         );
         let started = match tokio::time::timeout(REDIS_BUDGET, script).await {

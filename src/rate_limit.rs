@@ -413,10 +413,11 @@ async fn decide_in_redis(
 ) -> Result<Vec<Decision>, Error> {
     let client = bus.pool().next();
     let replies = futures_util::future::join_all(batch.iter().map(|(ask, _)| {
-        client.eval::<Vec<i64>, _, _, _>(
+        crate::bus::eval::<Vec<i64>>(
+            client,
             GCRA_SCRIPT,
-            vec![ask.key.clone()],
-            vec![ask.limit.interval(), ask.limit.window()],
+            vec![ask.key.as_str().into()],
+            vec![ask.limit.interval().into(), ask.limit.window().into()],
         )
     }))
     .await;

@@ -147,9 +147,9 @@ pub async fn ip_counters(
         let mut keys = scan(client, pattern);
         while let Some(key) = keys.try_next().await? {
             swept.scanned += 1;
-            let done: i64 = client
-                .eval(BOUND_TTL, vec![key], vec![bound_ms.clone()])
-                .await?;
+            let done: i64 =
+                crate::bus::eval(client, BOUND_TTL, vec![key], vec![bound_ms.as_str().into()])
+                    .await?;
             match done {
                 1 => swept.deleted += 1,
                 2 => swept.shortened += 1,
@@ -160,8 +160,9 @@ pub async fn ip_counters(
     Ok(swept)
 }
 
-/// The keys matching `pattern`, page by page (every primary of a cluster).
-fn scan(
+/// The keys matching `pattern`, page by page: on every primary of a cluster
+/// (a plain SCAN there reads one node's keys only).
+pub fn scan(
     client: &Client,
     pattern: String,
 ) -> std::pin::Pin<Box<dyn Stream<Item = Result<Key, fred::error::Error>> + Send>> {
