@@ -10,8 +10,6 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use super::{DbError, Store, AUDIT_TABLES};
 use crate::configuration::DatabaseSettings;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// Creates the database if needed, applies migrations, ensures the app role,
 /// and returns the store connected as that role.
 pub async fn prepare(settings: &DatabaseSettings) -> Result<Store, DbError> {
@@ -89,12 +87,37 @@ async fn create_database_if_missing(owner: &PgConnectOptions) -> Result<(), DbEr
     Ok(())
 }
 
+/// Applies the migrations inside one transaction that first takes a
+/// transaction-level advisory lock, so instances starting together apply each
+/// migration once. sqlx's own lock is a session's (`pg_advisory_lock`, then
+/// `pg_advisory_unlock`): through a transaction-pooling PgBouncer the two can
+/// run on different server connections, leaving the lock held by an idle one
+/// and the next migrator waiting forever. A transaction keeps one server
+/// connection throughout, and its lock ends with it. Each migration runs in a
+/// savepoint of it; all commit together.
 async fn migrate_with(owner: &PgConnectOptions) -> Result<(), DbError> {
     let pool = owner_pool(owner).await?;
-    // The migrator takes an advisory lock, so instances starting together apply each migration once.
-    MIGRATOR.run(&pool).await?;
+    let mut tx = pool.begin().await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(migration_lock_id(&database))
+        .execute(&mut *tx)
+        .await?;
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_locking(false);
+    migrator.run(&mut *tx).await?;
+    tx.commit().await?;
     pool.close().await;
     Ok(())
+}
+
+/// The key sqlx's migrator locks (its `generate_lock_id`), so an instance of
+/// an earlier version, still taking sqlx's session lock, waits for this one
+/// and the other way round (a session and a transaction lock on one key conflict).
+fn migration_lock_id(database: &str) -> i64 {
+    0x3d32_ad9e * i64::from(crc32fast::hash(database.as_bytes()))
 }
 
 async fn owner_pool(owner: &PgConnectOptions) -> Result<PgPool, DbError> {
@@ -209,4 +232,16 @@ pub async fn database_is_empty(settings: &DatabaseSettings) -> Result<bool, DbEr
         .await?;
     conn.close().await?;
     Ok(empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migration_lock_is_the_key_sqlx_locks() {
+        // sqlx 0.8's generate_lock_id("agentry"): 0x3d32ad9e * CRC-32("agentry"),
+        // worked out apart from this code (Python's zlib.crc32).
+        assert_eq!(migration_lock_id("agentry"), 1_246_696_423_380_355_264);
+    }
 }
