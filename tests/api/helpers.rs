@@ -72,6 +72,15 @@ pub async fn spawn_app_on(
     configure: impl FnOnce(&mut Settings),
     drop_database: bool,
 ) -> TestApp {
+    static LOG: std::sync::Once = std::sync::Once::new();
+    LOG.call_once(|| {
+        if let Ok(filter) = std::env::var("AGENTRY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
     let mut settings = test_settings();
     with_database(&mut settings, database);
     settings.redis.prefix = format!("agentry-test-{}", Uuid::new_v4().simple());

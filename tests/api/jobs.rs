@@ -307,11 +307,14 @@ async fn a_stalled_claim_holder_does_not_lead_to_a_second_run_of_its_tick() {
             .unwrap();
     assert_eq!(none, 0);
 
-    // An earlier run of the job still at work (its lock held here): every
+    // An earlier run of the job still at work (its lock held here, in a
+    // transaction as a run holds it: a session's lock and unlock could land on
+    // two server connections behind a transaction-pooling PgBouncer): every
     // tick meanwhile steps aside and leaves no row.
     let mut busy = first.owner_connection().await;
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('agentry.job:rollup_usage', 0))")
-        .execute(&mut busy)
+    let mut busy = busy.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('agentry.job:rollup_usage', 0))")
+        .execute(&mut *busy)
         .await
         .unwrap();
     let held_from = db_now(&mut owner).await;
@@ -322,10 +325,7 @@ async fn a_stalled_claim_holder_does_not_lead_to_a_second_run_of_its_tick() {
     ));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let held_until = db_now(&mut owner).await;
-    sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut busy)
-        .await
-        .unwrap();
+    busy.rollback().await.unwrap();
     let during: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM scheduled_job_runs WHERE job = 'rollup_usage' AND started_at BETWEEN $1 AND $2",
     )
@@ -518,11 +518,14 @@ async fn purge_sessions_removes_ended_sessions_and_widget_leftovers_and_keeps_li
         .unwrap();
     assert!(new.1.is_some() && new.2.is_none(), "{new:?}");
 
-    let exists: u32 = redis
-        .exists(vec![no_ttl.clone(), outlived.clone()])
-        .await
-        .unwrap();
-    assert_eq!(exists, 0, "widget session leftovers are still in Redis");
+    // One key per EXISTS: on a cluster a command's keys must share a slot.
+    for leftover in [&no_ttl, &outlived] {
+        let exists: u32 = redis.exists(leftover).await.unwrap();
+        assert_eq!(
+            exists, 0,
+            "widget session leftover {leftover} is still in Redis"
+        );
+    }
     // The live visitor's session is untouched (its expiry is rounded up to
     // the second, so its TTL may exceed the lifetime by under a second).
     let live = live_session_keys(&first).await;
@@ -535,15 +538,11 @@ async fn purge_sessions_removes_ended_sessions_and_widget_leftovers_and_keeps_li
 async fn live_session_keys(app: &TestApp) -> Vec<String> {
     use futures_util::TryStreamExt;
     let pattern = format!("{}:{{ws:*}}:session", app.settings.redis.prefix);
-    let keys: Vec<fred::types::Key> = app
-        .state
-        .bus
-        .pool()
-        .next()
-        .scan_buffered(pattern, Some(1000), None)
-        .try_collect()
-        .await
-        .unwrap();
+    let keys: Vec<fred::types::Key> =
+        agentry::jobs::redis_sweep::scan(app.state.bus.pool().next(), pattern)
+            .try_collect()
+            .await
+            .unwrap();
     keys.into_iter()
         .filter_map(|key| key.into_string())
         .collect()
